@@ -1,0 +1,31 @@
+# The two commands of README.md: `make study` (embedded mini study) and `make test`.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+CORES ?= all
+TARGET ?= results/data_summary.md
+
+.PHONY: setup study test lint clean
+
+$(BIN)/snakemake: pyproject.toml
+	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e .
+	touch $@
+
+setup: $(BIN)/snakemake
+
+study: setup
+	$(BIN)/snakemake --cores $(CORES) $(TARGET)
+
+test: setup
+	$(BIN)/python -m pytest
+
+lint: setup
+	$(BIN)/ruff check comma workflow_scripts tests benchmarks
+	$(BIN)/ruff format --check comma workflow_scripts tests benchmarks
+	$(BIN)/snakefmt --check Snakefile rules
+	$(BIN)/snakemake --lint
+
+clean:
+	rm -rf work results/*.md results/*.png results/*.pdf logs benchmarks/runs .snakemake

@@ -1,0 +1,1 @@
+"""Datasets: readers of the real formats, the embedded mini corpus, preparation, packing."""

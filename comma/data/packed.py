@@ -1,0 +1,142 @@
+"""Packed corpora: every prepared split is one tensor per side plus offsets.
+
+A split file `work/data/{task}/{split}.pt` holds, for the source and the target side, the
+concatenation of all sequences (`values`, token ids `[total]` int32 or log-mel frames
+`[total, n_mels]` float32) and `offsets` `[n + 1]` int64, so sequence k is
+`values[offsets[k]:offsets[k + 1]]`. Utterance/sentence ids travel with it. Files load with
+`torch.load(..., weights_only=True)`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from comma.errors import InputError
+from comma.io import torch_load, torch_save
+
+SPLITS = ("train", "valid", "test")
+
+
+@dataclass(frozen=True)
+class PackedSequences:
+    values: torch.Tensor  # [total] token ids, or [total, n_mels] frames
+    offsets: torch.Tensor  # [n + 1] int64, offsets[0] == 0, offsets[-1] == total
+
+    @classmethod
+    def from_list(cls, sequences: Sequence[torch.Tensor], dtype: torch.dtype | None = None):
+        if not sequences:
+            raise ValueError("cannot pack an empty list of sequences")
+        lengths = torch.tensor([len(s) for s in sequences], dtype=torch.int64)
+        offsets = torch.zeros(len(sequences) + 1, dtype=torch.int64)
+        offsets[1:] = torch.cumsum(lengths, 0)
+        values = torch.cat([torch.as_tensor(s) for s in sequences])
+        if dtype is not None:
+            values = values.to(dtype)
+        return cls(values.contiguous(), offsets)
+
+    def __len__(self) -> int:
+        return len(self.offsets) - 1
+
+    def __getitem__(self, k: int) -> torch.Tensor:
+        return self.values[self.offsets[k] : self.offsets[k + 1]]
+
+    @property
+    def lengths(self) -> torch.Tensor:
+        return self.offsets[1:] - self.offsets[:-1]
+
+    @property
+    def is_tokens(self) -> bool:
+        return self.values.dim() == 1
+
+    def select(self, indices: Sequence[int]) -> PackedSequences:
+        return PackedSequences.from_list([self[k] for k in indices], dtype=self.values.dtype)
+
+    def to_dict(self) -> dict[str, torch.Tensor]:
+        return {"values": self.values, "offsets": self.offsets}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, torch.Tensor], where: str | Path = "<dict>"):
+        try:
+            packed = cls(d["values"], d["offsets"])
+        except KeyError as err:
+            raise InputError(where, f"packed sequences lack the key {err}") from None
+        if packed.offsets.dim() != 1 or int(packed.offsets[0]) != 0:
+            raise InputError(where, "offsets must be 1-D and start at 0")
+        if int(packed.offsets[-1]) != packed.values.shape[0]:
+            raise InputError(
+                where,
+                f"offsets end at {int(packed.offsets[-1])} but there are "
+                f"{packed.values.shape[0]} values",
+            )
+        if bool((packed.lengths < 0).any()):
+            raise InputError(where, "offsets are not non-decreasing")
+        return packed
+
+
+@dataclass(frozen=True)
+class Split:
+    """One split of a prepared corpus: aligned source and target sequences with their ids."""
+
+    src: PackedSequences
+    tgt: PackedSequences
+    ids: list[str]
+
+    def __post_init__(self):
+        if not (len(self.src) == len(self.tgt) == len(self.ids)):
+            raise ValueError(
+                f"split sides differ in size: src {len(self.src)}, tgt {len(self.tgt)}, "
+                f"ids {len(self.ids)}"
+            )
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def select(self, indices: Sequence[int]) -> Split:
+        return Split(self.src.select(indices), self.tgt.select(indices), [self.ids[k] for k in indices])
+
+
+def save_split(path: str | Path, split: Split) -> None:
+    torch_save({"src": split.src.to_dict(), "tgt": split.tgt.to_dict(), "ids": list(split.ids)}, path)
+
+
+def load_split(path: str | Path) -> Split:
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(path, "prepared split not found (run the prepare rule first)")
+    data = torch_load(path)
+    try:
+        return Split(
+            PackedSequences.from_dict(data["src"], path),
+            PackedSequences.from_dict(data["tgt"], path),
+            list(data["ids"]),
+        )
+    except KeyError as err:
+        raise InputError(path, f"not a prepared split: no key {err}") from None
+    except ValueError as err:
+        if isinstance(err, InputError):
+            raise
+        raise InputError(path, str(err)) from None
+
+
+def length_stats(lengths: torch.Tensor) -> dict[str, float | int]:
+    lengths = lengths.to(torch.float64)
+    return {
+        "total": int(lengths.sum()),
+        "mean": round(float(lengths.mean()), 3),
+        "min": int(lengths.min()),
+        "max": int(lengths.max()),
+        "p95": int(torch.quantile(lengths, 0.95)),
+    }
+
+
+def split_stats(split: Split) -> dict:
+    """Counts and lengths of one split, as written to `stats.json` and read by the report."""
+    return {
+        "sequences": len(split),
+        "src_len": length_stats(split.src.lengths),
+        "tgt_len": length_stats(split.tgt.lengths),
+    }
