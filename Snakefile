@@ -1,0 +1,30 @@
+# comma-study: Ren et al. (ACL 2020), "A Study of Non-autoregressive Model for Sequence
+# Generation", as one cached DAG. Default config: the embedded mini preset (config.yaml);
+# the paper's setup: --configfile config/paper.yaml.
+from pathlib import Path
+
+
+configfile: Path(workflow.basedir) / "config.yaml"
+
+
+include: "rules/common.smk"
+
+
+if config["data"]["source"] == "mini":
+
+    include: "rules/data.smk"
+
+else:
+
+    include: "rules/download.smk"
+
+
+include: "rules/prepare.smk"
+include: "rules/report.smk"
+
+
+rule all:
+    input:
+        "results/data_summary.md",
+        "results/data_lengths.png",
+    default_target: True

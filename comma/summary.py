@@ -1,0 +1,63 @@
+"""A human-facing summary of the prepared corpora: a Markdown table and a length plot."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+from comma.data.packed import SPLITS, load_split  # noqa: E402
+from comma.io import atomic_path, read_json  # noqa: E402
+
+# What a sequence is made of on each side, per task (for table headers and axis labels).
+UNITS = {
+    "nmt": ("German BPE tokens", "English BPE tokens"),
+    "asr": ("log-mel frames", "BPE tokens"),
+    "tts": ("phonemes", "log-mel frames"),
+}
+
+
+def summarize_prepared(task_dirs: dict[str, Path], table_path, plot_path, *, preset: str) -> None:
+    """Write `table_path` (Markdown: sizes, mean lengths, M/N, vocabularies per task and split)
+    and `plot_path` (length histograms of source and target per task) from `work/data/{task}`."""
+    lines = [
+        f"# Prepared corpora ({preset} preset)",
+        "",
+        "M = source length, N = target length (eq. 1 of the paper normalizes by both).",
+        "",
+        "| task | split | sequences | source unit | mean M | target unit | mean N | M/N |",
+        "|---|---|---:|---|---:|---|---:|---:|",
+    ]
+    fig, axes = plt.subplots(1, len(task_dirs), figsize=(4.2 * len(task_dirs), 3.4), squeeze=False)
+    for ax, (task, directory) in zip(axes[0], task_dirs.items(), strict=True):
+        stats = read_json(Path(directory) / "stats.json")
+        src_unit, tgt_unit = UNITS[task]
+        for split in SPLITS:
+            s = stats["splits"][split]
+            m, n = s["src_len"]["mean"], s["tgt_len"]["mean"]
+            lines.append(
+                f"| {task} | {split} | {s['sequences']} | {src_unit} | {m:.1f} "
+                f"| {tgt_unit} | {n:.1f} | {m / n:.2f} |"
+            )
+        train = load_split(Path(directory) / "train.pt")
+        ax.hist(train.src.lengths.numpy(), bins=30, alpha=0.6, label=f"source ({src_unit})")
+        ax.hist(train.tgt.lengths.numpy(), bins=30, alpha=0.6, label=f"target ({tgt_unit})")
+        ax.set_title(f"{task.upper()} train ({len(train)} pairs)")
+        ax.set_xlabel("length")
+        ax.set_ylabel("sequences")
+        ax.legend(fontsize=8)
+    vocab_lines = ["", "| task | source vocabulary | target vocabulary |", "|---|---:|---:|"]
+    for task, directory in task_dirs.items():
+        vocab = read_json(Path(directory) / "stats.json")["vocab"]
+        vocab_lines.append(
+            f"| {task} | {vocab.get('src') or 'mel'} | {vocab.get('tgt') or 'mel'} |"
+        )
+    fig.tight_layout()
+    with atomic_path(plot_path) as tmp:
+        fig.savefig(tmp, format=Path(plot_path).suffix.lstrip(".") or "png", dpi=120)
+    plt.close(fig)
+    with atomic_path(table_path) as tmp:
+        tmp.write_text("\n".join(lines + vocab_lines) + "\n", encoding="utf-8")

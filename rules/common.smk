@@ -1,0 +1,49 @@
+# Config validation and input functions shared by every rule file.
+from pathlib import Path
+
+from snakemake.utils import validate
+
+
+validate(config, schema=Path(workflow.basedir) / "config" / "schema.yaml")
+
+TASKS = config["tasks"]
+SPLITS = ["train", "valid", "test"]
+LIBRITTS_SUBSETS = config["data"]["libritts"]["subsets"]  # split -> subset name
+
+
+wildcard_constraints:
+    task="nmt|asr|tts",
+    split="train|valid|test",
+    subset="|".join(sorted(set(LIBRITTS_SUBSETS.values()))),
+
+
+# Every prepared corpus lands in work/data/{task}/: one packed file per split, the
+# vocabularies, and stats.json (what later rules and the report read).
+PREPARED_FILES = {
+    "nmt": ["dict.src.txt", "dict.tgt.txt", "bpe.codes", "test.ref.txt", "stats.json"],
+    "asr": ["dict.tgt.txt", "bpe.codes", "test.ref.txt", "stats.json"],
+    "tts": ["dict.src.txt", "stats.json"],
+}
+
+
+def prepared(task, name):
+    return f"work/data/{task}/{name}"
+
+
+def prepared_splits(task):
+    return {split: prepared(task, f"{split}.pt") for split in SPLITS}
+
+
+def libritts_dir(subset):
+    return f"resources/LibriTTS/{subset}"
+
+
+def mel_corpus_dir(wildcards):
+    """Raw corpus folder whose wavs become work/features/{corpus}/{part}.pt."""
+    if wildcards.corpus == "ljspeech":
+        return "resources/LJSpeech-1.1"
+    return libritts_dir(wildcards.part)
+
+
+def feature_params():
+    return dict(config["features"])

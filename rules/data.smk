@@ -1,0 +1,61 @@
+# The embedded mini corpora, generated offline and deterministically from the seed, in the
+# real datasets' layouts (IWSLT14 De-En, LJSpeech-1.1, LibriTTS) so the same readers parse them.
+
+
+rule generate_mini_iwslt14:
+    output:
+        directory("resources/iwslt14/de-en"),
+    params:
+        train=config["mini"]["nmt"]["train"],
+        test=config["mini"]["nmt"]["test"],
+        seed=config["seed"],
+    log:
+        "logs/data/generate_mini_iwslt14.log",
+    benchmark:
+        "benchmarks/runs/generate_mini_iwslt14.tsv"
+    conda:
+        "../envs/comma.yaml"
+    script:
+        "../workflow_scripts/generate_mini_iwslt14.py"
+
+
+rule generate_mini_ljspeech:
+    output:
+        directory("resources/LJSpeech-1.1"),
+    params:
+        utterances=config["mini"]["ljspeech"]["utterances"],
+        min_words=config["mini"]["ljspeech"]["min_words"],
+        max_words=config["mini"]["ljspeech"]["max_words"],
+        seed=config["seed"],
+    log:
+        "logs/data/generate_mini_ljspeech.log",
+    benchmark:
+        "benchmarks/runs/generate_mini_ljspeech.tsv"
+    conda:
+        "../envs/comma.yaml"
+    script:
+        "../workflow_scripts/generate_mini_ljspeech.py"
+
+
+rule generate_mini_libritts:
+    output:
+        [directory(libritts_dir(subset)) for subset in LIBRITTS_SUBSETS.values()],
+    params:
+        root="resources/LibriTTS",
+        subsets={
+            LIBRITTS_SUBSETS[split]: config["mini"]["libritts"]["utterances"][split]
+            for split in SPLITS
+        },
+        speakers=config["mini"]["libritts"]["speakers"],
+        chapters_per_speaker=config["mini"]["libritts"]["chapters_per_speaker"],
+        min_words=config["mini"]["libritts"]["min_words"],
+        max_words=config["mini"]["libritts"]["max_words"],
+        seed=config["seed"],
+    log:
+        "logs/data/generate_mini_libritts.log",
+    benchmark:
+        "benchmarks/runs/generate_mini_libritts.tsv"
+    conda:
+        "../envs/comma.yaml"
+    script:
+        "../workflow_scripts/generate_mini_libritts.py"

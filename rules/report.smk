@@ -1,0 +1,25 @@
+# Human-facing summaries under results/.
+
+
+rule summarize_data:
+    input:
+        stats=expand(prepared("{task}", "stats.json"), task=TASKS),
+        splits=expand(prepared("{task}", "{split}.pt"), task=TASKS, split=SPLITS),
+    output:
+        table="results/data_summary.md",
+        plot=report(
+            "results/data_lengths.png",
+            caption="../report/data_lengths.rst",
+            category="Data",
+        ),
+    params:
+        tasks=TASKS,
+        preset=config["preset"],
+    log:
+        "logs/report/summarize_data.log",
+    benchmark:
+        "benchmarks/runs/summarize_data.tsv"
+    conda:
+        "../envs/comma.yaml"
+    script:
+        "../workflow_scripts/summarize_data.py"

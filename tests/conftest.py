@@ -1,0 +1,44 @@
+"""Shared fixtures: the repository root, the shared real-data samples, and a Snakemake runner."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
+TINY_CONFIG = REPO / "tests" / "tiny.yaml"
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """../shared/data beside the repository (real dataset samples); absent in a user's clone."""
+    if not SHARED_DATA.is_dir():
+        pytest.skip(f"real data samples not found at {SHARED_DATA} (only in the project's CI)")
+    return SHARED_DATA
+
+
+def snakemake(workdir: Path, *args: str, check: bool = True, timeout: float = 1200):
+    """Run this repository's workflow in `workdir` with the venv's snakemake; return the result.
+
+    `--config` must come last in `args` (it swallows the options after it)."""
+    cmd = [
+        str(Path(sys.executable).with_name("snakemake")),
+        "--snakefile",
+        str(REPO / "Snakefile"),
+        "--directory",
+        str(workdir),
+        *args,
+    ]
+    env = {**os.environ, "PYTHONHASHSEED": "0"}
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
+    if check and result.returncode != 0:
+        raise AssertionError(
+            f"snakemake failed ({result.returncode}): {' '.join(cmd)}\n"
+            f"--- stdout ---\n{result.stdout[-5000:]}\n--- stderr ---\n{result.stderr[-5000:]}"
+        )
+    return result

@@ -1,0 +1,81 @@
+"""End to end: the tiny preset runs the data and preparation stages through Snakemake."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+from conftest import TINY_CONFIG, snakemake
+
+from comma.data.packed import load_split
+from comma.data.vocab import Vocabulary
+
+pytestmark = pytest.mark.slow
+
+TARGET = "results/data_summary.md"
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("tiny")
+    snakemake(workdir, "--cores", "2", "--configfile", str(TINY_CONFIG), TARGET)
+    return workdir
+
+
+def planned_jobs(result) -> dict[str, int]:
+    """Job counts of a dry run's 'Job stats' table."""
+    table = result.stdout.split("Job stats:")[1].split("total")[0]
+    return {m[1]: int(m[2]) for m in re.finditer(r"^(\w+)\s+(\d+)$", table, re.M)}
+
+
+def test_prepared_corpora(tiny_run):
+    for task, (src_tokens, tgt_tokens) in {
+        "nmt": (True, True),
+        "asr": (False, True),
+        "tts": (True, False),
+    }.items():
+        directory = tiny_run / "work" / "data" / task
+        stats = json.loads((directory / "stats.json").read_text())
+        for split in ("train", "valid", "test"):
+            data = load_split(directory / f"{split}.pt")
+            assert len(data) == stats["splits"][split]["sequences"] > 0
+            for side, is_tokens, dict_name in (
+                (data.src, src_tokens, "dict.src.txt"),
+                (data.tgt, tgt_tokens, "dict.tgt.txt"),
+            ):
+                assert side.is_tokens == is_tokens
+                if is_tokens:
+                    vocab = Vocabulary.load(directory / dict_name)
+                    assert int(side.values.max()) < len(vocab)
+                else:
+                    assert side.values.shape[1] == 80  # mel bins
+                    assert bool(side.values.isfinite().all())
+    summary = (tiny_run / TARGET).read_text()
+    assert "| nmt | train |" in summary and "| tts | test |" in summary
+    assert (tiny_run / "results" / "data_lengths.png").stat().st_size > 10_000
+
+
+def test_rerun_is_a_no_op_and_forcerun_redoes_only_dependents(tiny_run):
+    nothing = snakemake(tiny_run, "-n", "--cores", "1", "--configfile", str(TINY_CONFIG), TARGET)
+    assert "Nothing to be done" in nothing.stdout + nothing.stderr
+    forced = snakemake(
+        tiny_run,
+        "-n",
+        "--cores",
+        "1",
+        "--configfile",
+        str(TINY_CONFIG),
+        "--forcerun",
+        "prepare_nmt",
+        "--",
+        TARGET,
+    )
+    assert planned_jobs(forced) == {"prepare_nmt": 1, "summarize_data": 1}
+
+
+def test_every_job_logged_and_benchmarked(tiny_run):
+    logs = list((tiny_run / "logs").rglob("*.log"))
+    benchmarks = list((tiny_run / "benchmarks" / "runs").rglob("*.tsv"))
+    # 3 generators, 4 log-mel parts, 3 preparations, 1 summary
+    assert len(logs) == len(benchmarks) == 11

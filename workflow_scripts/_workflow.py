@@ -1,0 +1,39 @@
+"""Shared by the thin rule scripts: make `comma` importable and send output to the rule's log."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import sys
+import traceback
+from collections.abc import Iterator
+from pathlib import Path
+
+try:
+    import comma  # noqa: F401
+except ImportError:
+    # Under --software-deployment-method conda the rule's environment has the dependencies but
+    # not this package: import it from the workflow's own source tree.
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+
+@contextlib.contextmanager
+def rule_log(snakemake) -> Iterator[None]:
+    """Redirect stderr (progress bars) and logging to the rule's log file; re-raise failures
+    after writing their traceback there too, so the log explains what Snakemake reports."""
+    log_path = Path(snakemake.log[0])
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(log_path, "w", encoding="utf-8", buffering=1) as log_file:
+        handler = logging.StreamHandler(log_file)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s"))
+        root = logging.getLogger()
+        root.addHandler(handler)
+        root.setLevel(logging.INFO)
+        try:
+            with contextlib.redirect_stderr(log_file):
+                yield
+        except BaseException:
+            log_file.write(traceback.format_exc())
+            raise
+        finally:
+            root.removeHandler(handler)
