@@ -24,7 +24,7 @@ include: "rules/report.smk"
 
 
 rule all:
+    default_target: True
     input:
         "results/data_summary.md",
         "results/data_lengths.png",
-    default_target: True

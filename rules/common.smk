@@ -3,7 +3,6 @@ from pathlib import Path
 
 from snakemake.utils import validate
 
-
 validate(config, schema=Path(workflow.basedir) / "config" / "schema.yaml")
 
 TASKS = config["tasks"]

@@ -5,16 +5,16 @@
 rule generate_mini_iwslt14:
     output:
         directory("resources/iwslt14/de-en"),
-    params:
-        train=config["mini"]["nmt"]["train"],
-        test=config["mini"]["nmt"]["test"],
-        seed=config["seed"],
     log:
         "logs/data/generate_mini_iwslt14.log",
     benchmark:
         "benchmarks/runs/generate_mini_iwslt14.tsv"
     conda:
         "../envs/comma.yaml"
+    params:
+        train=config["mini"]["nmt"]["train"],
+        test=config["mini"]["nmt"]["test"],
+        seed=config["seed"],
     script:
         "../workflow_scripts/generate_mini_iwslt14.py"
 
@@ -22,17 +22,17 @@ rule generate_mini_iwslt14:
 rule generate_mini_ljspeech:
     output:
         directory("resources/LJSpeech-1.1"),
-    params:
-        utterances=config["mini"]["ljspeech"]["utterances"],
-        min_words=config["mini"]["ljspeech"]["min_words"],
-        max_words=config["mini"]["ljspeech"]["max_words"],
-        seed=config["seed"],
     log:
         "logs/data/generate_mini_ljspeech.log",
     benchmark:
         "benchmarks/runs/generate_mini_ljspeech.tsv"
     conda:
         "../envs/comma.yaml"
+    params:
+        utterances=config["mini"]["ljspeech"]["utterances"],
+        min_words=config["mini"]["ljspeech"]["min_words"],
+        max_words=config["mini"]["ljspeech"]["max_words"],
+        seed=config["seed"],
     script:
         "../workflow_scripts/generate_mini_ljspeech.py"
 
@@ -40,8 +40,14 @@ rule generate_mini_ljspeech:
 rule generate_mini_libritts:
     output:
         [directory(libritts_dir(subset)) for subset in LIBRITTS_SUBSETS.values()],
+    log:
+        "logs/data/generate_mini_libritts.log",
+    benchmark:
+        "benchmarks/runs/generate_mini_libritts.tsv"
+    conda:
+        "../envs/comma.yaml"
     params:
-        root="resources/LibriTTS",
+        root=lambda wildcards, output: str(Path(output[0]).parent),
         subsets={
             LIBRITTS_SUBSETS[split]: config["mini"]["libritts"]["utterances"][split]
             for split in SPLITS
@@ -51,11 +57,5 @@ rule generate_mini_libritts:
         min_words=config["mini"]["libritts"]["min_words"],
         max_words=config["mini"]["libritts"]["max_words"],
         seed=config["seed"],
-    log:
-        "logs/data/generate_mini_libritts.log",
-    benchmark:
-        "benchmarks/runs/generate_mini_libritts.tsv"
-    conda:
-        "../envs/comma.yaml"
     script:
         "../workflow_scripts/generate_mini_libritts.py"

@@ -8,8 +8,6 @@ rule logmel:
         mel_corpus_dir,
     output:
         "work/features/{corpus}/{part}.pt",
-    params:
-        features=feature_params(),
     log:
         "logs/prepare/logmel_{corpus}_{part}.log",
     benchmark:
@@ -18,6 +16,8 @@ rule logmel:
         corpus="ljspeech|libritts",
     conda:
         "../envs/comma.yaml"
+    params:
+        features=feature_params(),
     script:
         "../workflow_scripts/logmel.py"
 
@@ -32,41 +32,41 @@ rule prepare_nmt:
         bpe_codes=prepared("nmt", "bpe.codes"),
         test_ref=prepared("nmt", "test.ref.txt"),
         stats=prepared("nmt", "stats.json"),
-    params:
-        **config["prepare"]["nmt"],
     log:
         "logs/prepare/prepare_nmt.log",
     benchmark:
         "benchmarks/runs/prepare_nmt.tsv"
     conda:
         "../envs/comma.yaml"
+    params:
+        **config["prepare"]["nmt"],
     script:
         "../workflow_scripts/prepare_nmt.py"
 
 
 rule prepare_asr:
     input:
-        corpora=[libritts_dir(subset) for subset in LIBRITTS_SUBSETS.values()],
         **{
             f"mels_{split}": f"work/features/libritts/{LIBRITTS_SUBSETS[split]}.pt"
             for split in SPLITS
         },
+        corpora=[libritts_dir(subset) for subset in LIBRITTS_SUBSETS.values()],
     output:
         **prepared_splits("asr"),
         dict_tgt=prepared("asr", "dict.tgt.txt"),
         bpe_codes=prepared("asr", "bpe.codes"),
         test_ref=prepared("asr", "test.ref.txt"),
         stats=prepared("asr", "stats.json"),
-    params:
-        root="resources/LibriTTS",
-        subsets=LIBRITTS_SUBSETS,
-        **config["prepare"]["asr"],
     log:
         "logs/prepare/prepare_asr.log",
     benchmark:
         "benchmarks/runs/prepare_asr.tsv"
     conda:
         "../envs/comma.yaml"
+    params:
+        **config["prepare"]["asr"],
+        root=lambda wildcards, input: str(Path(input.corpora[0]).parent),
+        subsets=LIBRITTS_SUBSETS,
     script:
         "../workflow_scripts/prepare_asr.py"
 
@@ -79,14 +79,14 @@ rule prepare_tts:
         **prepared_splits("tts"),
         dict_src=prepared("tts", "dict.src.txt"),
         stats=prepared("tts", "stats.json"),
-    params:
-        seed=config["seed"],
-        **config["prepare"]["tts"]["split"],
     log:
         "logs/prepare/prepare_tts.log",
     benchmark:
         "benchmarks/runs/prepare_tts.tsv"
     conda:
         "../envs/comma.yaml"
+    params:
+        **config["prepare"]["tts"]["split"],
+        seed=config["seed"],
     script:
         "../workflow_scripts/prepare_tts.py"

@@ -12,14 +12,14 @@ rule summarize_data:
             caption="../report/data_lengths.rst",
             category="Data",
         ),
-    params:
-        tasks=TASKS,
-        preset=config["preset"],
     log:
         "logs/report/summarize_data.log",
     benchmark:
         "benchmarks/runs/summarize_data.tsv"
     conda:
         "../envs/comma.yaml"
+    params:
+        tasks=TASKS,
+        preset=config["preset"],
     script:
         "../workflow_scripts/summarize_data.py"
