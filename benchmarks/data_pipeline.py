@@ -37,7 +37,6 @@ def main() -> None:
             "--cores",
             args.cores,
             "--quiet",
-            "all",
         ]
         if args.configfile:
             cmd += ["--configfile", str(Path(args.configfile).resolve())]
