@@ -1,0 +1,94 @@
+"""Task pre-nets (paper section 2.1): what turns each modality into d_model vectors.
+
+NMT: token embedding on both sides. ASR: a 3-layer 2D convolutional encoder pre-net over
+log-mel (Karita et al. 2019) and a token embedding. TTS: a phoneme embedding and a decoder
+pre-net of 2 dense ReLU layers over mel frames (Li et al. 2019, Shen et al. 2018). Shared by
+the AR teachers, the NAR students and CoMMA.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+
+class TokenEmbedding(nn.Module):
+    """Token ids [B, L] -> [B, L, d], scaled by sqrt(d) as in Vaswani et al."""
+
+    def __init__(self, vocab_size: int, d_model: int, padding_idx: int = 0):
+        super().__init__()
+        self.embed = nn.Embedding(vocab_size, d_model, padding_idx=padding_idx)
+        nn.init.normal_(self.embed.weight, mean=0.0, std=d_model**-0.5)
+        with torch.no_grad():
+            self.embed.weight[padding_idx].zero_()
+        self.scale = math.sqrt(d_model)
+
+    def forward(self, tokens: torch.Tensor, lengths: torch.Tensor):
+        return self.embed(tokens) * self.scale, lengths
+
+
+class Conv2dPrenet(nn.Module):
+    """Log-mel [B, T, n_mels] -> [B, T', d] with 2D convolutions (kernel 3) and ReLU.
+
+    Each layer with stride 2 halves time and frequency, so the default strides (2, 2, 1)
+    turn 80 frames/s into 20 positions/s, ESPnet's usual 4x subsampling for Transformer ASR.
+    Returns the subsampled lengths with the features."""
+
+    def __init__(
+        self,
+        n_mels: int,
+        d_model: int,
+        channels: int,
+        strides: Sequence[int] = (2, 2, 1),
+        kernel_size: int = 3,
+    ):
+        super().__init__()
+        layers, freq, in_ch = [], n_mels, 1
+        for stride in strides:
+            layers += [nn.Conv2d(in_ch, channels, kernel_size, stride), nn.ReLU()]
+            freq = (freq - kernel_size) // stride + 1
+            in_ch = channels
+        if freq < 1:
+            raise ValueError(f"{len(strides)} conv layers leave no frequency bins of {n_mels}")
+        self.conv = nn.Sequential(*layers)
+        self.out = nn.Linear(channels * freq, d_model)
+        self.strides = tuple(strides)
+        self.kernel_size = kernel_size
+
+    def output_lengths(self, lengths: torch.Tensor) -> torch.Tensor:
+        for stride in self.strides:
+            lengths = torch.div(lengths - self.kernel_size, stride, rounding_mode="floor") + 1
+        return lengths.clamp(min=1)
+
+    def min_input_length(self) -> int:
+        n = 1
+        for stride in reversed(self.strides):
+            n = (n - 1) * stride + self.kernel_size
+        return n
+
+    def forward(self, mels: torch.Tensor, lengths: torch.Tensor):
+        # [B, T, F] -> [B, 1, T, F] -> [B, C, T', F'] -> [B, T', C * F']
+        x = self.conv(mels.unsqueeze(1))
+        b, c, t, f = x.shape
+        x = self.out(x.transpose(1, 2).reshape(b, t, c * f))
+        return x, self.output_lengths(lengths).clamp(max=t)
+
+
+class DensePrenet(nn.Module):
+    """Mel frames [B, T, n_mels] -> [B, T, d]: 2 dense ReLU layers with dropout, then a
+    projection to d_model (the Transformer TTS decoder pre-net)."""
+
+    def __init__(self, n_mels: int, d_model: int, hidden: int, dropout: float = 0.5, layers=2):
+        super().__init__()
+        blocks, in_dim = [], n_mels
+        for _ in range(layers):
+            blocks += [nn.Linear(in_dim, hidden), nn.ReLU(), nn.Dropout(dropout)]
+            in_dim = hidden
+        self.net = nn.Sequential(*blocks)
+        self.out = nn.Linear(hidden, d_model)
+
+    def forward(self, mels: torch.Tensor, lengths: torch.Tensor):
+        return self.out(self.net(mels)), lengths
