@@ -34,13 +34,13 @@ def main() -> None:
             str(REPO / "Snakefile"),
             "--directory",
             workdir,
+            args.target,
             "--cores",
             args.cores,
             "--quiet",
         ]
         if args.configfile:
             cmd += ["--configfile", str(Path(args.configfile).resolve())]
-        cmd.append(args.target)
         start = time.perf_counter()
         subprocess.run(cmd, check=True)
         wall = time.perf_counter() - start

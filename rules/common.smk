@@ -9,6 +9,14 @@ TASKS = config["tasks"]
 SPLITS = ["train", "valid", "test"]
 LIBRITTS_SUBSETS = config["data"]["libritts"]["subsets"]  # split -> subset name
 
+if config["data"]["source"] == "download":
+    for _subset in LIBRITTS_SUBSETS.values():
+        if _subset not in config["data"]["libritts"]["sha256"]:
+            raise ValueError(
+                f"config key data.libritts.sha256 has no checksum for the subset '{_subset}' "
+                "named in data.libritts.subsets: add its published sha256"
+            )
+
 
 wildcard_constraints:
     task="nmt|asr|tts",
@@ -35,6 +43,10 @@ def prepared_splits(task):
 
 def libritts_dir(subset):
     return f"resources/LibriTTS/{subset}"
+
+
+def libritts_sha256(wildcards):
+    return config["data"]["libritts"]["sha256"][wildcards.subset]
 
 
 def mel_corpus_dir(wildcards):

@@ -25,7 +25,8 @@ def shared_data() -> Path:
 def snakemake(workdir: Path, *args: str, check: bool = True, timeout: float = 1200):
     """Run this repository's workflow in `workdir` with the venv's snakemake; return the result.
 
-    `--config` must come last in `args` (it swallows the options after it)."""
+    Targets go first in `args`: `--configfile` and `--forcerun` take every value after them,
+    and `--config` must come last."""
     cmd = [
         str(Path(sys.executable).with_name("snakemake")),
         "--snakefile",

@@ -19,7 +19,7 @@ TARGET = "results/data_summary.md"
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory):
     workdir = tmp_path_factory.mktemp("tiny")
-    snakemake(workdir, "--cores", "2", "--configfile", str(TINY_CONFIG), TARGET)
+    snakemake(workdir, TARGET, "--cores", "2", "--configfile", str(TINY_CONFIG))
     return workdir
 
 
@@ -57,10 +57,11 @@ def test_prepared_corpora(tiny_run):
 
 
 def test_rerun_is_a_no_op_and_forcerun_redoes_only_dependents(tiny_run):
-    nothing = snakemake(tiny_run, "-n", "--cores", "1", "--configfile", str(TINY_CONFIG), TARGET)
+    nothing = snakemake(tiny_run, TARGET, "-n", "--cores", "1", "--configfile", str(TINY_CONFIG))
     assert "Nothing to be done" in nothing.stdout + nothing.stderr
     forced = snakemake(
         tiny_run,
+        TARGET,
         "-n",
         "--cores",
         "1",
@@ -68,8 +69,6 @@ def test_rerun_is_a_no_op_and_forcerun_redoes_only_dependents(tiny_run):
         str(TINY_CONFIG),
         "--forcerun",
         "prepare_nmt",
-        "--",
-        TARGET,
     )
     assert planned_jobs(forced) == {"prepare_nmt": 1, "summarize_data": 1}
 
