@@ -96,11 +96,15 @@ class Split:
         return len(self.ids)
 
     def select(self, indices: Sequence[int]) -> Split:
-        return Split(self.src.select(indices), self.tgt.select(indices), [self.ids[k] for k in indices])
+        return Split(
+            self.src.select(indices), self.tgt.select(indices), [self.ids[k] for k in indices]
+        )
 
 
 def save_split(path: str | Path, split: Split) -> None:
-    torch_save({"src": split.src.to_dict(), "tgt": split.tgt.to_dict(), "ids": list(split.ids)}, path)
+    torch_save(
+        {"src": split.src.to_dict(), "tgt": split.tgt.to_dict(), "ids": list(split.ids)}, path
+    )
 
 
 def load_split(path: str | Path) -> Split:

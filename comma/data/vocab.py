@@ -61,10 +61,9 @@ class Vocabulary:
         return out
 
     def save(self, path: str | Path) -> None:
-        with atomic_path(path) as tmp:
-            with open(tmp, "w", encoding="utf-8") as f:
-                for symbol, count in zip(self.symbols[len(SPECIALS) :], self.counts, strict=True):
-                    f.write(f"{symbol} {count}\n")
+        with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as f:
+            for symbol, count in zip(self.symbols[len(SPECIALS) :], self.counts, strict=True):
+                f.write(f"{symbol} {count}\n")
 
     @classmethod
     def load(cls, path: str | Path) -> Vocabulary:
@@ -74,7 +73,9 @@ class Vocabulary:
             for lineno, line in enumerate(f, 1):
                 parts = line.rstrip("\n").split(" ")
                 if len(parts) != 2 or not parts[1].isdigit():
-                    raise InputError(path, f"expected 'symbol count', got {line.rstrip()!r}", lineno)
+                    raise InputError(
+                        path, f"expected 'symbol count', got {line.rstrip()!r}", lineno
+                    )
                 symbols.append(parts[0])
                 counts.append(int(parts[1]))
         return cls(symbols, counts)
