@@ -16,6 +16,7 @@ rule logmel:
         corpus="ljspeech|libritts",
     conda:
         "../envs/comma.yaml"
+    threads: 2
     params:
         features=feature_params(),
     script:

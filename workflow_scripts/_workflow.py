@@ -20,7 +20,13 @@ except ImportError:
 @contextlib.contextmanager
 def rule_log(snakemake) -> Iterator[None]:
     """Redirect stderr (progress bars) and logging to the rule's log file; re-raise failures
-    after writing their traceback there too, so the log explains what Snakemake reports."""
+    after writing their traceback there too, so the log explains what Snakemake reports.
+
+    Also caps torch's intra-op threads at the rule's `threads:`, so parallel jobs do not
+    oversubscribe the cores Snakemake handed out."""
+    import torch
+
+    torch.set_num_threads(max(1, int(snakemake.threads)))
     log_path = Path(snakemake.log[0])
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with open(log_path, "w", encoding="utf-8", buffering=1) as log_file:
