@@ -1,0 +1,1287 @@
+"""The mini IWSLT14 De-En corpus: a generated German->English language in the real layout.
+
+`generate_mini_iwslt14(out_dir, train=, test=, seed=)` writes `train.tags.de-en.{de,en}` (talks
+with their metadata lines) and `IWSLT14.TED.{dev2010,tst2010,tst2011,tst2012}.de-en.{de,en}.xml`
+(mteval xml) into `out_dir`, exactly as `de-en.tgz` unpacks, so `comma.data.iwslt14` and the
+preparation read it like the real corpus. Everything is drawn from `random.Random` streams
+seeded by `seed` (train and test from separate streams, so the test set does not depend on the
+training size). Full description: docs/mini-nmt-corpus.md.
+
+The grammar (a small, real fragment of German and English):
+
+- Lexicon: 75 nouns (gender, plural, weak masculines such as `Student -> den Studenten`), 42
+  verbs (transitive with accusative or dative objects, intransitive, separable `anrufen`,
+  `einladen`, `mitbringen`, `dass`-taking), 40 adjectives, 18 names, 7 pronouns, 3 modals,
+  frequency and time adverbs, intensifiers, 4 subordinating and 2 coordinating conjunctions;
+  nouns, verbs and adjectives carry semantic classes so that subjects, objects and modifiers
+  fit (people read books, dogs do not).
+- German: V2 main clauses (a fronted time adverb inverts subject and verb), verb-final
+  subordinate clauses (`weil`, `dass`, `obwohl`, `wenn`), the main clause after a fronted
+  subordinate clause verb-first, clause-final participles (`hat ... gekauft`, `ist ...
+  gekommen`), infinitives after modals and separated particles (`ruft ... an`); articles and
+  attributive adjectives inflected for gender, number and case (strong, weak and mixed
+  declension), `im`/`ins` contractions, `nicht` in the middle field, V1 yes/no questions.
+- English: SVO, do-support in questions and negation, the German perfect rendered as the
+  simple past, subject-verb agreement (`buys`/`buy`, `is`/`are`/`am`, `was`/`were`,
+  `has to`/`have to`), `a`/`an`, frequency adverbs before the verb or after `be`/a modal.
+- Sentences of 5-15 tokens on both sides (Moses tokens, punctuation included), length ratio at
+  most 1.5 either way, so that `clean-corpus-n.perl -ratio 1.5 ... 1 175` keeps every pair.
+
+The register (what makes the target side hard for a non-autoregressive model): every sentence
+pair draws a hidden register, plain / casual / formal with prior 0.5 / 0.3 / 0.2, invisible in
+the German. It picks the English variant of nearly every content word (`car`/`ride`/
+`automobile`, `buys`/`grabs`/`purchases`, `very`/`really`/`extremely`, `must`/`has to`/`is
+required to`, `because`/`since`/`as`, `often` before the verb vs `a lot` at the end), so that
+the target words depend on each other beyond what the source says: given one casual word,
+the rest is casual. A model that predicts target tokens independently must mix registers;
+knowledge distillation replaces the targets by a teacher's output, which collapses the choice
+to the mode (plain) and removes that dependency. `register_markers()` lists the English words
+that only one register uses.
+
+Only the sampling for length and ratio can let the German hint at the register (formal
+variants are a little longer, so a formal sentence is a little less likely to be long).
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from tqdm import tqdm
+
+from comma.data.iwslt14 import (
+    PAIR,
+    TRAIN_PREFIX,
+    TrainTalk,
+    XmlDoc,
+    write_train_tags,
+    write_xml,
+)
+from comma.io import atomic_dir
+
+REGISTERS = ("plain", "casual", "formal")
+REGISTER_PRIOR = (0.5, 0.3, 0.2)
+MIN_TOKENS, MAX_TOKENS = 5, 15
+MAX_LENGTH_RATIO = 1.5
+# Test sets and their shares: the real sizes of IWSLT14 dev2010, tst2010, tst2011 and tst2012.
+TEST_SETS = (
+    ("TED.dev2010", 887),
+    ("TED.tst2010", 1565),
+    ("TED.tst2011", 1433),
+    ("TED.tst2012", 1700),
+)
+TALK_LINES = (40, 120)  # transcript lines per training talk, uniform
+DOC_SEGMENTS = (10, 30)  # segments per test talk, uniform
+FIRST_TEST_DOCID = 5001  # test talks get ids of their own, as the real test talks do
+
+PERSON, ANIMAL, ARTIFACT, FOOD, TEXT, MEDIA, PLACE, IDEA = (
+    "person",
+    "animal",
+    "artifact",
+    "food",
+    "text",
+    "media",
+    "place",
+    "idea",
+)
+ANIMATE = (PERSON, ANIMAL)
+CONCRETE = (PERSON, ANIMAL, ARTIFACT, FOOD, TEXT, PLACE)
+PERSONS = ("1sg", "2sg", "3sg", "1pl", "2pl", "3pl")
+
+
+# ---------------------------------------------------------------------------------------------
+# Lexicon
+
+
+def _english_plural(word: str) -> str:
+    last = word.split()[-1]
+    head = word[: len(word) - len(last)]
+    if last.endswith(("s", "sh", "ch", "x", "z")):
+        return f"{head}{last}es"
+    if last.endswith("y") and last[-2:-1] not in "aeiou":
+        return f"{head}{last[:-1]}ies"
+    return f"{head}{last}s"
+
+
+def _english_noun(spec: str) -> tuple[str, str]:
+    """'man|men' -> ('man', 'men'); 'dog' -> ('dog', 'dogs')."""
+    singular, _, plural = spec.partition("|")
+    return singular, plural or _english_plural(singular)
+
+
+@dataclass(frozen=True)
+class Noun:
+    de_sg: str
+    de_pl: str
+    gender: str  # m, f, n
+    cls: str
+    en: tuple[tuple[str, str], ...]  # (singular, plural) per register
+    weak: str | None = None  # accusative/dative singular of weak masculines (den Studenten)
+
+    @property
+    def de_dat_pl(self) -> str:
+        return self.de_pl if self.de_pl.endswith(("n", "s")) else self.de_pl + "n"
+
+
+def _nouns(cls: str, rows: Sequence[tuple]) -> list[Noun]:
+    out = []
+    for row in rows:
+        de_sg, de_pl, gender, *en, weak = row if len(row) == 7 else (*row, None)
+        out.append(Noun(de_sg, de_pl, gender, cls, tuple(_english_noun(s) for s in en), weak))
+    return out
+
+
+NOUNS: list[Noun] = [
+    *_nouns(
+        PERSON,
+        [
+            ("Mann", "Männer", "m", "man|men", "guy", "gentleman|gentlemen"),
+            ("Frau", "Frauen", "f", "woman|women", "gal", "lady"),
+            ("Kind", "Kinder", "n", "child|children", "kid", "youngster"),
+            ("Junge", "Jungen", "m", "boy", "lad", "youth", "Jungen"),
+            ("Mädchen", "Mädchen", "n", "girl", "lass", "young lady"),
+            ("Arzt", "Ärzte", "m", "doctor", "doc", "physician"),
+            ("Ärztin", "Ärztinnen", "f", "doctor", "doc", "physician"),
+            ("Lehrer", "Lehrer", "m", "teacher", "tutor", "instructor"),
+            ("Lehrerin", "Lehrerinnen", "f", "teacher", "tutor", "instructor"),
+            ("Freund", "Freunde", "m", "friend", "buddy", "companion"),
+            ("Freundin", "Freundinnen", "f", "friend", "pal", "companion"),
+            ("Nachbar", "Nachbarn", "m", "neighbor", "neighbor", "resident", "Nachbarn"),
+            ("Chef", "Chefs", "m", "boss", "chief", "superior"),
+            ("Student", "Studenten", "m", "student", "undergrad", "scholar", "Studenten"),
+            ("Polizist", "Polizisten", "m", "policeman|policemen", "cop", "officer", "Polizisten"),
+            ("Kellner", "Kellner", "m", "waiter", "server", "attendant"),
+            ("Vater", "Väter", "m", "father", "dad", "father"),
+            ("Mutter", "Mütter", "f", "mother", "mom", "mother"),
+            ("Bruder", "Brüder", "m", "brother", "bro", "sibling"),
+            ("Schwester", "Schwestern", "f", "sister", "sister", "sibling"),
+            ("Kollege", "Kollegen", "m", "colleague", "workmate", "associate", "Kollegen"),
+            ("Kunde", "Kunden", "m", "customer", "buyer", "client", "Kunden"),
+            ("Großmutter", "Großmütter", "f", "grandmother", "grandma", "grandmother"),
+            ("Sohn", "Söhne", "m", "son", "son", "son"),
+            ("Tochter", "Töchter", "f", "daughter", "daughter", "daughter"),
+        ],
+    ),
+    *_nouns(
+        ANIMAL,
+        [
+            ("Hund", "Hunde", "m", "dog", "doggy", "canine"),
+            ("Katze", "Katzen", "f", "cat", "kitty", "feline"),
+            ("Pferd", "Pferde", "n", "horse", "pony", "steed"),
+            ("Vogel", "Vögel", "m", "bird", "birdie", "fowl|fowl"),
+            ("Maus", "Mäuse", "f", "mouse|mice", "mouse|mice", "rodent"),
+        ],
+    ),
+    *_nouns(
+        ARTIFACT,
+        [
+            ("Auto", "Autos", "n", "car", "ride", "automobile"),
+            ("Fahrrad", "Fahrräder", "n", "bicycle", "bike", "cycle"),
+            ("Computer", "Computer", "m", "computer", "laptop", "device"),
+            ("Telefon", "Telefone", "n", "phone", "cell", "telephone"),
+            ("Tasche", "Taschen", "f", "bag", "sack", "satchel"),
+            ("Geschenk", "Geschenke", "n", "gift", "present", "offering"),
+            ("Schlüssel", "Schlüssel", "m", "key", "key", "key"),
+            ("Uhr", "Uhren", "f", "watch", "watch", "timepiece"),
+            ("Bild", "Bilder", "n", "picture", "pic", "image"),
+            ("Lampe", "Lampen", "f", "lamp", "light", "lamp"),
+            ("Stuhl", "Stühle", "m", "chair", "seat", "chair"),
+            ("Tisch", "Tische", "m", "table", "table", "desk"),
+            ("Schuh", "Schuhe", "m", "shoe", "sneaker", "shoe"),
+            ("Koffer", "Koffer", "m", "suitcase", "case", "trunk"),
+        ],
+    ),
+    *_nouns(
+        FOOD,
+        [
+            ("Apfel", "Äpfel", "m", "apple", "apple", "apple"),
+            ("Kuchen", "Kuchen", "m", "cake", "treat", "pastry"),
+            ("Suppe", "Suppen", "f", "soup", "soup", "broth"),
+            ("Keks", "Kekse", "m", "cookie", "cookie", "biscuit"),
+            ("Pizza", "Pizzen", "f", "pizza", "pizza", "pizza"),
+            ("Banane", "Bananen", "f", "banana", "banana", "banana"),
+        ],
+    ),
+    *_nouns(
+        TEXT,
+        [
+            ("Buch", "Bücher", "n", "book", "paperback", "volume"),
+            ("Brief", "Briefe", "m", "letter", "note", "missive"),
+            ("Zeitung", "Zeitungen", "f", "newspaper", "paper", "journal"),
+            ("Geschichte", "Geschichten", "f", "story", "tale", "narrative"),
+            ("Bericht", "Berichte", "m", "report", "writeup", "account"),
+        ],
+    ),
+    *_nouns(MEDIA, [("Film", "Filme", "m", "movie", "flick", "film")]),
+    *_nouns(
+        PLACE,
+        [
+            ("Stadt", "Städte", "f", "city", "town", "municipality"),
+            ("Dorf", "Dörfer", "n", "village", "village", "hamlet"),
+            ("Schule", "Schulen", "f", "school", "school", "academy"),
+            ("Park", "Parks", "m", "park", "park", "park"),
+            ("Büro", "Büros", "n", "office", "workplace", "bureau"),
+            ("Restaurant", "Restaurants", "n", "restaurant", "diner", "establishment"),
+            ("Bahnhof", "Bahnhöfe", "m", "station", "station", "terminal"),
+            ("Garten", "Gärten", "m", "garden", "yard", "garden"),
+            ("Krankenhaus", "Krankenhäuser", "n", "hospital", "hospital", "infirmary"),
+            ("Haus", "Häuser", "n", "house", "place", "residence"),
+            ("Museum", "Museen", "n", "museum", "museum", "gallery"),
+            ("Laden", "Läden", "m", "shop", "store", "boutique"),
+        ],
+    ),
+    *_nouns(
+        IDEA,
+        [
+            ("Idee", "Ideen", "f", "idea", "thought", "concept"),
+            ("Problem", "Probleme", "n", "problem", "snag", "difficulty"),
+            ("Frage", "Fragen", "f", "question", "question", "query"),
+            ("Plan", "Pläne", "m", "plan", "scheme", "strategy"),
+            ("Lösung", "Lösungen", "f", "solution", "fix", "resolution"),
+            ("Antwort", "Antworten", "f", "answer", "reply", "response"),
+            ("Witz", "Witze", "m", "joke", "gag", "jest"),
+        ],
+    ),
+]
+
+
+def _english_s3(base: str) -> str:
+    if base.endswith(("s", "sh", "ch", "x", "z", "o")):
+        return base + "es"
+    if base.endswith("y") and base[-2:-1] not in "aeiou":
+        return base[:-1] + "ies"
+    return base + "s"
+
+
+@dataclass(frozen=True)
+class EnVerb:
+    base: str
+    past: str
+    pre: str = ""  # between the verb and its object ("looks for the key")
+    post: str = ""  # after the object ("asks Anna over")
+
+    @property
+    def s3(self) -> str:
+        return _english_s3(self.base)
+
+
+@dataclass(frozen=True)
+class Verb:
+    de_inf: str  # without a separable particle: rufen for anrufen
+    participle: str
+    en: tuple[EnVerb, ...]  # per register
+    obj_case: str | None = None  # acc, dat, or None (intransitive)
+    subj: tuple[str, ...] = (PERSON,)
+    obj: tuple[str, ...] = ()
+    aux: str = "haben"
+    particle: str = ""  # separable prefix: an, ein, mit
+    de_2sg: str | None = None  # irregular present forms (du siehst, er sieht)
+    de_3sg: str | None = None
+    motion: bool = False  # takes a directional PP (in + accusative -> "to")
+
+    @property
+    def stem(self) -> str:
+        return self.de_inf[:-2] if self.de_inf.endswith("en") else self.de_inf[:-1]
+
+    def present(self, person: str) -> str:
+        stem = self.stem
+        dental = stem.endswith(("t", "d"))
+        if person == "1sg":
+            return stem + "e"
+        if person == "2sg":
+            if self.de_2sg:
+                return self.de_2sg
+            if dental:
+                return stem + "est"
+            return stem + ("t" if stem.endswith(("s", "ß", "z", "x")) else "st")
+        if person == "3sg":
+            return self.de_3sg or stem + ("et" if dental else "t")
+        if person == "2pl":
+            return stem + ("et" if dental else "t")
+        return self.de_inf
+
+    @property
+    def infinitive(self) -> str:
+        return self.particle + self.de_inf
+
+
+def _en(*specs: tuple[str, ...]) -> tuple[EnVerb, ...]:
+    return tuple(EnVerb(*spec) for spec in specs)
+
+
+_THINGS = (ARTIFACT, FOOD, TEXT)
+TRANSITIVE_VERBS = [
+    Verb(
+        "kaufen",
+        "gekauft",
+        _en(("buy", "bought"), ("grab", "grabbed"), ("purchase", "purchased")),
+        "acc",
+        obj=_THINGS,
+    ),
+    Verb(
+        "sehen",
+        "gesehen",
+        _en(("see", "saw"), ("spot", "spotted"), ("observe", "observed")),
+        "acc",
+        ANIMATE,
+        (PERSON, ANIMAL, ARTIFACT, PLACE, MEDIA),
+        de_2sg="siehst",
+        de_3sg="sieht",
+    ),
+    Verb(
+        "suchen",
+        "gesucht",
+        _en(("look", "looked", "for"), ("hunt", "hunted", "for"), ("seek", "sought")),
+        "acc",
+        ANIMATE,
+        (PERSON, ANIMAL, ARTIFACT),
+    ),
+    Verb(
+        "finden",
+        "gefunden",
+        _en(("find", "found"), ("dig", "dug", "up"), ("locate", "located")),
+        "acc",
+        ANIMATE,
+        (PERSON, ANIMAL, ARTIFACT, TEXT),
+    ),
+    Verb(
+        "lieben",
+        "geliebt",
+        _en(("love", "loved"), ("adore", "adored"), ("cherish", "cherished")),
+        "acc",
+        obj=(PERSON, ANIMAL, FOOD, PLACE, MEDIA),
+    ),
+    Verb(
+        "hassen",
+        "gehasst",
+        _en(("hate", "hated"), ("loathe", "loathed"), ("detest", "detested")),
+        "acc",
+        ANIMATE,
+        (ANIMAL, FOOD, PLACE, MEDIA, IDEA),
+    ),
+    Verb(
+        "besuchen",
+        "besucht",
+        _en(("visit", "visited"), ("drop", "dropped", "by"), ("call", "called", "on")),
+        "acc",
+        obj=(PERSON, PLACE),
+    ),
+    Verb(
+        "treffen",
+        "getroffen",
+        _en(("meet", "met"), ("meet", "met", "up with"), ("encounter", "encountered")),
+        "acc",
+        obj=(PERSON,),
+        de_2sg="triffst",
+        de_3sg="trifft",
+    ),
+    Verb(
+        "verstehen",
+        "verstanden",
+        _en(("understand", "understood"), ("get", "got"), ("comprehend", "comprehended")),
+        "acc",
+        obj=(PERSON, IDEA, TEXT),
+    ),
+    Verb(
+        "lesen",
+        "gelesen",
+        _en(("read", "read"), ("skim", "skimmed"), ("peruse", "perused")),
+        "acc",
+        obj=(TEXT,),
+        de_2sg="liest",
+        de_3sg="liest",
+    ),
+    Verb(
+        "schreiben",
+        "geschrieben",
+        _en(("write", "wrote"), ("scribble", "scribbled"), ("compose", "composed")),
+        "acc",
+        obj=(TEXT,),
+    ),
+    Verb(
+        "essen",
+        "gegessen",
+        _en(("eat", "ate"), ("munch", "munched"), ("consume", "consumed")),
+        "acc",
+        ANIMATE,
+        (FOOD,),
+        de_2sg="isst",
+        de_3sg="isst",
+    ),
+    Verb(
+        "bauen",
+        "gebaut",
+        _en(("build", "built"), ("put", "put", "up"), ("construct", "constructed")),
+        "acc",
+        obj=(ARTIFACT, PLACE),
+    ),
+    Verb(
+        "reparieren",
+        "repariert",
+        _en(("fix", "fixed"), ("patch", "patched", "up"), ("repair", "repaired")),
+        "acc",
+        obj=(ARTIFACT,),
+    ),
+    Verb(
+        "verkaufen",
+        "verkauft",
+        _en(("sell", "sold"), ("flog", "flogged"), ("market", "marketed")),
+        "acc",
+        obj=(ARTIFACT, FOOD, TEXT),
+    ),
+    Verb(
+        "brauchen",
+        "gebraucht",
+        _en(("need", "needed"), ("want", "wanted"), ("require", "required")),
+        "acc",
+        ANIMATE,
+        (PERSON, ARTIFACT, FOOD, IDEA),
+    ),
+    Verb(
+        "zerstören",
+        "zerstört",
+        _en(("destroy", "destroyed"), ("wreck", "wrecked"), ("demolish", "demolished")),
+        "acc",
+        ANIMATE,
+        (ARTIFACT, PLACE),
+    ),
+    Verb(
+        "tragen",
+        "getragen",
+        _en(("carry", "carried"), ("lug", "lugged"), ("transport", "transported")),
+        "acc",
+        obj=(ANIMAL, ARTIFACT),
+        de_2sg="trägst",
+        de_3sg="trägt",
+    ),
+    Verb(
+        "vergessen",
+        "vergessen",
+        _en(("forget", "forgot"), ("forget", "forgot", "about"), ("overlook", "overlooked")),
+        "acc",
+        obj=(PERSON, ARTIFACT, IDEA),
+        de_2sg="vergisst",
+        de_3sg="vergisst",
+    ),
+    Verb(
+        "erklären",
+        "erklärt",
+        _en(("explain", "explained"), ("spell", "spelled", "", "out"), ("clarify", "clarified")),
+        "acc",
+        obj=(IDEA, TEXT),
+    ),
+    Verb(
+        "rufen",
+        "angerufen",
+        _en(("call", "called"), ("phone", "phoned"), ("telephone", "telephoned")),
+        "acc",
+        obj=(PERSON,),
+        particle="an",
+    ),
+    Verb(
+        "laden",
+        "eingeladen",
+        _en(("invite", "invited"), ("ask", "asked", "", "over"), ("invite", "invited")),
+        "acc",
+        obj=(PERSON,),
+        particle="ein",
+        de_2sg="lädst",
+        de_3sg="lädt",
+    ),
+    Verb(
+        "bringen",
+        "mitgebracht",
+        _en(("bring", "brought"), ("bring", "brought", "", "along"), ("bring", "brought")),
+        "acc",
+        obj=(PERSON, ANIMAL, ARTIFACT, FOOD),
+        particle="mit",
+    ),
+    Verb(
+        "helfen",
+        "geholfen",
+        _en(("help", "helped"), ("help", "helped", "", "out"), ("assist", "assisted")),
+        "dat",
+        ANIMATE,
+        (PERSON,),
+        de_2sg="hilfst",
+        de_3sg="hilft",
+    ),
+    Verb(
+        "folgen",
+        "gefolgt",
+        _en(("follow", "followed"), ("tail", "tailed"), ("pursue", "pursued")),
+        "dat",
+        ANIMATE,
+        ANIMATE,
+        aux="sein",
+    ),
+    Verb(
+        "danken",
+        "gedankt",
+        _en(("thank", "thanked"), ("thank", "thanked"), ("thank", "thanked")),
+        "dat",
+        obj=(PERSON,),
+    ),
+]
+INTRANSITIVE_VERBS = [
+    Verb(
+        "arbeiten",
+        "gearbeitet",
+        _en(("work", "worked"), ("slave", "slaved", "away"), ("labor", "labored")),
+    ),
+    Verb(
+        "schlafen",
+        "geschlafen",
+        _en(("sleep", "slept"), ("snooze", "snoozed"), ("slumber", "slumbered")),
+        subj=ANIMATE,
+        de_2sg="schläfst",
+        de_3sg="schläft",
+    ),
+    Verb(
+        "lachen",
+        "gelacht",
+        _en(("laugh", "laughed"), ("crack", "cracked", "up"), ("chuckle", "chuckled")),
+    ),
+    Verb(
+        "warten",
+        "gewartet",
+        _en(("wait", "waited"), ("hang", "hung", "around"), ("linger", "lingered")),
+        subj=ANIMATE,
+    ),
+    Verb(
+        "kommen",
+        "gekommen",
+        _en(("come", "came"), ("show", "showed", "up"), ("arrive", "arrived")),
+        subj=ANIMATE,
+        aux="sein",
+        motion=True,
+    ),
+    Verb(
+        "gehen",
+        "gegangen",
+        _en(("go", "went"), ("head", "headed"), ("proceed", "proceeded")),
+        subj=ANIMATE,
+        aux="sein",
+        motion=True,
+    ),
+    Verb(
+        "laufen",
+        "gelaufen",
+        _en(("run", "ran"), ("dash", "dashed"), ("hurry", "hurried")),
+        subj=ANIMATE,
+        aux="sein",
+        de_2sg="läufst",
+        de_3sg="läuft",
+        motion=True,
+    ),
+    Verb(
+        "sprechen",
+        "gesprochen",
+        _en(("talk", "talked"), ("chat", "chatted"), ("speak", "spoke")),
+        de_2sg="sprichst",
+        de_3sg="spricht",
+    ),
+    Verb(
+        "wohnen",
+        "gewohnt",
+        _en(("live", "lived"), ("stay", "stayed"), ("reside", "resided")),
+        subj=ANIMATE,
+    ),
+    Verb(
+        "singen",
+        "gesungen",
+        _en(("sing", "sang"), ("hum", "hummed"), ("perform", "performed")),
+        subj=ANIMATE,
+    ),
+    Verb("lernen", "gelernt", _en(("study", "studied"), ("cram", "crammed"), ("learn", "learned"))),
+    Verb(
+        "spielen",
+        "gespielt",
+        _en(("play", "played"), ("goof", "goofed", "around"), ("play", "played")),
+        subj=ANIMATE,
+    ),
+]
+# Verbs taking a `dass` clause; wissen is irregular in the singular.
+MATRIX_VERBS = [
+    Verb("sagen", "gesagt", _en(("say", "said"), ("say", "said"), ("state", "stated"))),
+    Verb(
+        "glauben",
+        "geglaubt",
+        _en(("think", "thought"), ("reckon", "reckoned"), ("believe", "believed")),
+    ),
+    Verb(
+        "wissen",
+        "gewusst",
+        _en(("know", "knew"), ("know", "knew"), ("know", "knew")),
+        de_2sg="weißt",
+        de_3sg="weiß",
+    ),
+    Verb("hoffen", "gehofft", _en(("hope", "hoped"), ("hope", "hoped"), ("trust", "trusted"))),
+]
+# wissen: ich weiß (the 1sg follows the 3sg, not the stem).
+IRREGULAR_1SG = {"wissen": "weiß"}
+AUX_PRESENT = {
+    "haben": ("habe", "hast", "hat", "haben", "habt", "haben"),
+    "sein": ("bin", "bist", "ist", "sind", "seid", "sind"),
+}
+
+
+@dataclass(frozen=True)
+class Adjective:
+    de: str  # predicative form
+    en: tuple[str, str, str]
+    applies: tuple[str, ...]
+    attr_stem: str | None = None  # attributive stem when it differs (teuer -> teur-e)
+
+    @property
+    def stem(self) -> str:
+        return self.attr_stem or self.de
+
+
+_COLOURED = (ANIMAL, ARTIFACT)
+ADJECTIVES = [
+    Adjective("groß", ("big", "huge", "large"), CONCRETE),
+    Adjective("klein", ("small", "tiny", "little"), CONCRETE),
+    Adjective("alt", ("old", "ancient", "aged"), CONCRETE),
+    Adjective("neu", ("new", "shiny", "recent"), (ARTIFACT, TEXT, MEDIA, PLACE, IDEA)),
+    Adjective("schön", ("beautiful", "pretty", "lovely"), (PERSON, ANIMAL, ARTIFACT, PLACE, MEDIA)),
+    Adjective(
+        "gut", ("good", "great", "fine"), (PERSON, ANIMAL, ARTIFACT, FOOD, TEXT, MEDIA, IDEA)
+    ),
+    Adjective("schlecht", ("bad", "lousy", "poor"), (ARTIFACT, FOOD, TEXT, MEDIA, IDEA)),
+    Adjective("schnell", ("fast", "quick", "rapid"), (PERSON, ANIMAL, ARTIFACT)),
+    Adjective("teuer", ("expensive", "pricey", "costly"), (ARTIFACT, FOOD, PLACE), "teur"),
+    Adjective("billig", ("cheap", "cheap", "inexpensive"), (ARTIFACT, FOOD)),
+    Adjective("klug", ("smart", "bright", "intelligent"), ANIMATE + (IDEA,)),
+    Adjective("müde", ("tired", "beat", "weary"), ANIMATE, "müd"),
+    Adjective("freundlich", ("friendly", "nice", "amiable"), ANIMATE),
+    Adjective("laut", ("loud", "noisy", "boisterous"), (PERSON, ANIMAL, ARTIFACT, PLACE)),
+    Adjective("ruhig", ("quiet", "chill", "calm"), (PERSON, ANIMAL, PLACE)),
+    Adjective("seltsam", ("strange", "weird", "peculiar"), CONCRETE + (MEDIA, IDEA)),
+    Adjective("berühmt", ("famous", "famous", "renowned"), (PERSON, PLACE, TEXT, MEDIA)),
+    Adjective("reich", ("rich", "loaded", "wealthy"), (PERSON,)),
+    Adjective("stark", ("strong", "tough", "powerful"), (PERSON, ANIMAL, ARTIFACT)),
+    Adjective("glücklich", ("happy", "cheerful", "joyful"), ANIMATE),
+    Adjective("traurig", ("sad", "blue", "sorrowful"), (PERSON, ANIMAL, TEXT, MEDIA)),
+    Adjective("wichtig", ("important", "key", "significant"), (PERSON, TEXT, PLACE, IDEA)),
+    Adjective(
+        "interessant", ("interesting", "cool", "fascinating"), (PERSON, TEXT, MEDIA, PLACE, IDEA)
+    ),
+    Adjective("einfach", ("simple", "easy", "straightforward"), (TEXT, IDEA)),
+    Adjective("schwierig", ("hard", "tricky", "difficult"), (PERSON, TEXT, IDEA)),
+    Adjective("jung", ("young", "young", "youthful"), ANIMATE),
+    Adjective("krank", ("sick", "sick", "ill"), ANIMATE),
+    Adjective("hungrig", ("hungry", "starving", "famished"), ANIMATE),
+    Adjective("lecker", ("tasty", "yummy", "delicious"), (FOOD,)),
+    Adjective("frisch", ("fresh", "fresh", "fresh"), (FOOD,)),
+    Adjective("kaputt", ("broken", "busted", "damaged"), (ARTIFACT,)),
+    Adjective("leer", ("empty", "empty", "vacant"), (PLACE,)),
+    Adjective("dunkel", ("dark", "dark", "dim"), (PLACE,), "dunkl"),
+    Adjective("sauber", ("clean", "spotless", "immaculate"), (PLACE, ARTIFACT)),
+    Adjective("rot", ("red", "red", "red"), _COLOURED),
+    Adjective("blau", ("blue", "blue", "blue"), (ARTIFACT,)),
+    Adjective("grün", ("green", "green", "green"), _COLOURED),
+    Adjective("schwarz", ("black", "black", "black"), _COLOURED),
+    Adjective("weiß", ("white", "white", "white"), _COLOURED),
+    Adjective("gelb", ("yellow", "yellow", "yellow"), _COLOURED),
+]
+
+
+@dataclass(frozen=True)
+class Adverb:
+    de: str
+    en: tuple[tuple[str, str], ...]  # (words, position "mid" or "end") per register
+    tenses: tuple[str, ...] = ("present", "perfect", "modal")
+    time: bool = False  # time adverbs may be fronted; frequency adverbs may not
+
+
+def _same(words: str, position: str) -> tuple[tuple[str, str], ...]:
+    return ((words, position),) * len(REGISTERS)
+
+
+TIME_ADVERBS = [
+    Adverb("heute", _same("today", "end"), time=True),
+    Adverb("gestern", _same("yesterday", "end"), ("perfect",), time=True),
+    Adverb("morgen", _same("tomorrow", "end"), ("present", "modal"), time=True),
+    Adverb("jetzt", _same("now", "end"), ("present", "modal"), time=True),
+]
+FREQUENCY_ADVERBS = [
+    Adverb("oft", (("often", "mid"), ("a lot", "end"), ("frequently", "mid"))),
+    Adverb("manchmal", (("sometimes", "mid"), ("now and then", "end"), ("occasionally", "mid"))),
+    Adverb("selten", (("rarely", "mid"), ("hardly ever", "mid"), ("seldom", "mid"))),
+    Adverb("immer", _same("always", "mid")),
+    Adverb("nie", _same("never", "mid")),
+]
+INTENSIFIERS = [
+    ("sehr", ("very", "really", "extremely")),
+    ("ziemlich", ("quite", "pretty", "rather")),
+]
+# English modal phrases per register: tokens ("BE"/"HAVE"/"WANT"/"WISH" agree with the
+# subject) and where a frequency adverb goes ("must often buy", "often has to buy").
+MODALS = {
+    "können": (
+        ("kann", "kannst", "kann", "können", "könnt", "können"),
+        ((("can",), 1), (("can",), 1), (("BE", "able", "to"), 1)),
+    ),
+    "müssen": (
+        ("muss", "musst", "muss", "müssen", "müsst", "müssen"),
+        ((("must",), 1), (("HAVE", "to"), 0), (("BE", "required", "to"), 1)),
+    ),
+    "wollen": (
+        ("will", "willst", "will", "wollen", "wollt", "wollen"),
+        ((("WANT", "to"), 0), (("WANT", "to"), 0), (("WISH", "to"), 0)),
+    ),
+}
+SUBORDINATORS = {  # German conjunction -> English per register
+    "weil": ("because", "since", "as"),
+    "obwohl": ("although", "though", "even though"),
+    "wenn": ("when", "when", "when"),
+}
+COORDINATORS = {"aber": ("but", "but", "yet"), "und": ("and", "and", "and")}
+THAT = ("that", "", "that")  # casual English drops the complementizer
+NAMES = (
+    "Anna", "Maria", "Peter", "Thomas", "Lukas", "Sophie", "Paul", "Laura", "Jonas",
+    "Lena", "Felix", "Emma", "Julia", "David", "Sarah", "Max", "Lisa", "Jan",
+)  # fmt: skip
+SURNAMES = ("Schmidt", "Müller", "Weber", "Fischer", "Wagner", "Becker", "Hoffmann", "Koch")
+PRONOUNS = (  # German, English, person
+    ("ich", "I", "1sg"),
+    ("du", "you", "2sg"),
+    ("er", "he", "3sg"),
+    ("sie", "she", "3sg"),
+    ("wir", "we", "1pl"),
+    ("ihr", "you", "2pl"),
+    ("sie", "they", "3pl"),
+)
+POSSESSIVES = (("mein", "my"), ("dein", "your"), ("sein", "his"), ("unser", "our"))
+PREPOSITIONS = {  # German, case, English, noun classes
+    "in": ("dat", "in", (PLACE,)),
+    "mit": ("dat", "with", ANIMATE),
+    "für": ("acc", "for", ANIMATE),
+    "ohne": ("acc", "without", (PERSON, ANIMAL, ARTIFACT)),
+}
+
+# German declension: (case, gender or "pl") -> word or ending.
+_CASES = ("nom", "acc", "dat")
+_KEYS = ("m", "f", "n", "pl")
+
+
+def _table(rows: dict[str, str]) -> dict[tuple[str, str], str]:
+    return {
+        (case, key): word
+        for case in _CASES
+        for key, word in zip(_KEYS, rows[case].split(), strict=True)
+    }
+
+
+DEFINITE = _table({"nom": "der die das die", "acc": "den die das die", "dat": "dem der dem den"})
+DEMONSTRATIVE = _table(
+    {"nom": "dieser diese dieses diese", "acc": "diesen diese dieses diese",
+     "dat": "diesem dieser diesem diesen"}
+)  # fmt: skip
+EIN_ENDINGS = _table({"nom": "- e - e", "acc": "en e - e", "dat": "em er em en"})
+WEAK_ENDINGS = _table({"nom": "e e e en", "acc": "en e e en", "dat": "en en en en"})
+MIXED_ENDINGS = _table({"nom": "er e es en", "acc": "en e es en", "dat": "en en en en"})
+STRONG_ENDINGS = _table({"nom": "er e es e", "acc": "en e es e", "dat": "em er em en"})
+CONTRACTIONS = {("in", "dem"): "im", ("in", "das"): "ins"}
+
+
+# ---------------------------------------------------------------------------------------------
+# Phrases
+
+
+@dataclass(frozen=True)
+class NounPhrase:
+    """A subject or object: a pronoun, a name, or determiner + optional adjective + noun."""
+
+    person: str  # agreement: 1sg .. 3pl
+    cls: str
+    pronoun: tuple[str, str] | None = None  # (German, English)
+    name: str | None = None
+    noun: Noun | None = None
+    det: str = "def"  # def, indef, dem, poss, none
+    possessive: tuple[str, str] | None = None
+    adj: Adjective | None = None
+
+    @property
+    def plural(self) -> bool:
+        return self.person.endswith("pl")
+
+    def de(self, case: str) -> list[str]:
+        if self.pronoun:
+            return [self.pronoun[0]]
+        if self.name:
+            return [self.name]
+        noun = self.noun
+        key = "pl" if self.plural else noun.gender
+        words = []
+        if self.det in ("def", "dem"):
+            words.append((DEFINITE if self.det == "def" else DEMONSTRATIVE)[case, key])
+            endings = WEAK_ENDINGS
+        elif self.det in ("indef", "poss"):
+            stem = "ein" if self.det == "indef" else self.possessive[0]
+            ending = EIN_ENDINGS[case, key]
+            words.append(stem + ("" if ending == "-" else ending))
+            endings = MIXED_ENDINGS
+        else:
+            endings = STRONG_ENDINGS
+        if self.adj:
+            words.append(self.adj.stem + endings[case, key])
+        if self.plural:
+            words.append(noun.de_dat_pl if case == "dat" else noun.de_pl)
+        else:
+            words.append(noun.weak if noun.weak and case != "nom" else noun.de_sg)
+        return words
+
+    def en(self, register: int) -> list[str]:
+        if self.pronoun:
+            return [self.pronoun[1]]
+        if self.name:
+            return [self.name]
+        words = [] if self.adj is None else self.adj.en[register].split()
+        words += self.noun.en[register][1 if self.plural else 0].split()
+        if self.det == "def":
+            return ["the", *words]
+        if self.det == "dem":
+            return ["these" if self.plural else "this", *words]
+        if self.det == "poss":
+            return [self.possessive[1], *words]
+        if self.det == "indef":
+            return ["an" if words[0][0] in "aeiou" else "a", *words]
+        return words
+
+
+def _be_present(person: str) -> str:
+    return {"1sg": "am", "3sg": "is"}.get(person, "are")
+
+
+def _be_past(person: str) -> str:
+    return "was" if person in ("1sg", "3sg") else "were"
+
+
+def _agree(word: str, person: str) -> str:
+    """English agreement for the placeholders of modal phrases and do-support."""
+    third = person == "3sg"
+    return {
+        "BE": _be_present(person),
+        "HAVE": "has" if third else "have",
+        "WANT": "wants" if third else "want",
+        "WISH": "wishes" if third else "wish",
+        "DO": "does" if third else "do",
+    }.get(word, word)
+
+
+@dataclass
+class Clause:
+    """One clause's content; rendered to German and English tokens by `de`/`en`."""
+
+    subj: NounPhrase
+    tense: str  # present, perfect, modal
+    verb: Verb | None = None  # None: copula with `adj`
+    obj: NounPhrase | None = None
+    adj: Adjective | None = None
+    intensifier: tuple[str, tuple[str, str, str]] | None = None
+    pp: tuple[str, NounPhrase] | None = None  # German preposition (or "in>" directional)
+    adverb: Adverb | None = None
+    modal: str | None = None
+    negated: bool = False
+    fronted: bool = False  # time adverb first (German inverts subject and verb)
+
+    # German ----------------------------------------------------------------------------------
+    def _de_finite_and_rest(self) -> tuple[str, list[str], list[str]]:
+        """Finite verb, the clause-final rest in a main clause, and the verb-final cluster."""
+        k = PERSONS.index(self.subj.person)
+        if self.verb is None:
+            finite = AUX_PRESENT["sein"][k]
+            if self.tense == "perfect":
+                return finite, ["gewesen"], ["gewesen", finite]
+            return finite, [], [finite]
+        verb = self.verb
+        if self.tense == "perfect":
+            finite = AUX_PRESENT[verb.aux][k]
+            return finite, [verb.participle], [verb.participle, finite]
+        if self.tense == "modal":
+            finite = MODALS[self.modal][0][k]
+            return finite, [verb.infinitive], [verb.infinitive, finite]
+        if self.subj.person == "1sg" and verb.de_inf in IRREGULAR_1SG:
+            finite = IRREGULAR_1SG[verb.de_inf]
+        else:
+            finite = verb.present(self.subj.person)
+        rest = [verb.particle] if verb.particle else []
+        return finite, rest, [verb.particle + finite]
+
+    def _de_pp(self) -> list[str]:
+        prep, np = self.pp
+        directional = prep == "in>"
+        prep = "in" if directional else prep
+        case = "acc" if directional else PREPOSITIONS[prep][0]
+        words = np.de(case)
+        contracted = CONTRACTIONS.get((prep, words[0])) if np.det == "def" else None
+        return [contracted, *words[1:]] if contracted else [prep, *words]
+
+    def _de_middle(self, with_adverb: bool) -> list[str]:
+        words = [self.adverb.de] if self.adverb and with_adverb else []
+        if self.verb is None:
+            if self.negated:
+                words.append("nicht")
+            if self.intensifier:
+                words.append(self.intensifier[0])
+            return [*words, self.adj.de]
+        if self.obj:
+            words += self.obj.de(self.verb.obj_case)
+        if self.negated:
+            words.append("nicht")
+        if self.pp:
+            words += self._de_pp()
+        return words
+
+    def de(self, order: str) -> list[str]:
+        """order: main (V2), inverted (verb first, after a fronted clause), question, sub."""
+        finite, rest, final_cluster = self._de_finite_and_rest()
+        subj = self.subj.de("nom")
+        if order == "sub":
+            return subj + self._de_middle(True) + final_cluster
+        if order == "main" and self.fronted:
+            return [self.adverb.de, finite, *subj, *self._de_middle(False), *rest]
+        if order == "main":
+            return [*subj, finite, *self._de_middle(True), *rest]
+        return [finite, *subj, *self._de_middle(True), *rest]
+
+    # English ---------------------------------------------------------------------------------
+    def _en_adverb(self, register: int) -> tuple[list[str], list[str]]:
+        """(mid, end) adverb words."""
+        if self.adverb is None or self.fronted:
+            return [], []
+        words, position = self.adverb.en[register]
+        return (words.split(), []) if position == "mid" else ([], words.split())
+
+    def en(self, register: int, question: bool = False) -> list[str]:
+        person = self.subj.person
+        subj = self.subj.en(register)
+        mid, end = self._en_adverb(register)
+        front = self.adverb.en[register][0].split() if self.fronted else []
+        if self.verb is None:
+            be = (_be_past if self.tense == "perfect" else _be_present)(person)
+            intens = [self.intensifier[1][register]] if self.intensifier else []
+            tail = [
+                *(["not"] if self.negated else []),
+                *mid,
+                *intens,
+                *self.adj.en[register].split(),
+            ]
+            head = [be, *subj] if question else [*front, *subj, be]
+            return head + tail + end
+        verb = self.verb.en[register]
+        complement = [*verb.pre.split()]
+        if self.obj:
+            complement += self.obj.en(register)
+        complement += verb.post.split()
+        if self.pp:
+            prep, np = self.pp
+            complement += ["to" if prep == "in>" else PREPOSITIONS[prep][1], *np.en(register)]
+        complement += end
+        if self.tense == "modal":
+            tokens, at = MODALS[self.modal][1][register]
+            phrase = [_agree(t, person) for t in tokens]
+            return [*front, *subj, *phrase[:at], *mid, *phrase[at:], verb.base, *complement]
+        if question:
+            aux = "did" if self.tense == "perfect" else _agree("DO", person)
+            return [aux, *subj, *mid, verb.base, *complement]
+        if self.negated:
+            aux = "did" if self.tense == "perfect" else _agree("DO", person)
+            return [*front, *subj, aux, "not", verb.base, *complement]
+        form = verb.past if self.tense == "perfect" else verb.s3 if person == "3sg" else verb.base
+        return [*front, *subj, *mid, form, *complement]
+
+
+# ---------------------------------------------------------------------------------------------
+# Sampling
+
+_NOUNS_BY_CLASS = {
+    cls: [n for n in NOUNS if n.cls == cls] for cls in dict.fromkeys(n.cls for n in NOUNS)
+}
+
+
+class SentenceSampler:
+    """Draws sentence pairs; all randomness comes from the given `random.Random`."""
+
+    def __init__(self, rng: random.Random):
+        self.rng = rng
+
+    def _pick(self, items):
+        return items[self.rng.randrange(len(items))]
+
+    def noun_phrase(self, classes: Sequence[str], role: str) -> NounPhrase:
+        rng = self.rng
+        if PERSON in classes and role == "subj" and rng.random() < 0.45:
+            if rng.random() < 0.5:
+                de, en, person = self._pick(PRONOUNS)
+                return NounPhrase(person, PERSON, pronoun=(de, en))
+            return NounPhrase("3sg", PERSON, name=self._pick(NAMES))
+        if PERSON in classes and role != "subj" and rng.random() < 0.2:
+            return NounPhrase("3sg", PERSON, name=self._pick(NAMES))
+        cls = self._pick([c for c in classes if c in _NOUNS_BY_CLASS])
+        noun = self._pick(_NOUNS_BY_CLASS[cls])
+        plural = rng.random() < 0.3
+        r = rng.random()
+        if r < 0.45:
+            det = "def"
+        elif r < 0.75:
+            det = "none" if plural else "indef"
+        elif r < 0.85:
+            det = "dem"
+        else:
+            det = "poss"
+        possessive = self._pick(POSSESSIVES) if det == "poss" else None
+        adj = None
+        if rng.random() < 0.3:
+            adj = self._pick([a for a in ADJECTIVES if cls in a.applies])
+        return NounPhrase("3pl" if plural else "3sg", cls, None, None, noun, det, possessive, adj)
+
+    def clause(self, *, allow_front: bool, allow_question: bool) -> tuple[Clause, bool]:
+        """A clause and whether it is a question."""
+        rng = self.rng
+        question = allow_question and rng.random() < 0.15
+        kind = rng.random()
+        tense = self._pick(("present", "present", "perfect", "modal"))
+        if kind < 0.25:  # copula
+            tense = "perfect" if tense == "perfect" else "present"
+            adj_classes = self._pick(
+                [(PERSON,), (ANIMAL,), (ARTIFACT, PLACE, FOOD, TEXT, MEDIA, IDEA)]
+            )
+            subj = self.noun_phrase(adj_classes, "subj")
+            clause = Clause(
+                subj, tense, adj=self._pick([a for a in ADJECTIVES if subj.cls in a.applies])
+            )
+            if rng.random() < 0.4:
+                clause.intensifier = self._pick(INTENSIFIERS)
+        else:
+            verb = self._pick(TRANSITIVE_VERBS if kind < 0.7 else INTRANSITIVE_VERBS)
+            subj = self.noun_phrase(verb.subj, "subj")
+            clause = Clause(subj, tense, verb=verb)
+            if verb.obj_case:
+                clause.obj = self.noun_phrase(verb.obj, "obj")
+            if tense == "modal":
+                clause.modal = self._pick(tuple(MODALS))
+            if rng.random() < (0.6 if verb.obj_case is None else 0.25):
+                clause.pp = self._pp(verb)
+        if question and tense == "modal":
+            question = False
+        r = rng.random()
+        if r < 0.25:
+            candidates = [a for a in TIME_ADVERBS if clause.tense in a.tenses]
+            clause.adverb = self._pick(candidates)
+            clause.fronted = allow_front and not question and rng.random() < 0.4
+        elif r < 0.45:
+            clause.adverb = self._pick(FREQUENCY_ADVERBS)
+        negatable = clause.tense != "modal" and (clause.adverb is None or clause.adverb.time)
+        definite_obj = clause.obj is None or clause.obj.det in ("def", "dem", "poss")
+        definite_obj = definite_obj or bool(clause.obj and clause.obj.name)
+        if negatable and definite_obj and not question and rng.random() < 0.15:
+            clause.negated = True
+        return clause, question
+
+    def _pp(self, verb: Verb) -> tuple[str, NounPhrase]:
+        if verb.motion and self.rng.random() < 0.7:
+            return "in>", self.noun_phrase((PLACE,), "pp")
+        prep = self._pick(tuple(PREPOSITIONS))
+        return prep, self.noun_phrase(PREPOSITIONS[prep][2], "pp")
+
+    def sentence(self, register: int) -> tuple[list[str], list[str]]:
+        """German and English tokens of one sentence (no length check)."""
+        rng = self.rng
+        r = rng.random()
+        if r < 0.4:
+            clause, question = self.clause(allow_front=True, allow_question=True)
+            if question:
+                return [*clause.de("question"), "?"], [*clause.en(register, question=True), "?"]
+            return [*clause.de("main"), "."], [*clause.en(register), "."]
+        if r < 0.7:  # main clause + subordinate clause, either order
+            main, _ = self.clause(allow_front=False, allow_question=False)
+            sub, _ = self.clause(allow_front=False, allow_question=False)
+            conj = self._pick(tuple(SUBORDINATORS))
+            en_conj = SUBORDINATORS[conj][register].split()
+            if rng.random() < 0.5:
+                de = [*main.de("main"), ",", conj, *sub.de("sub"), "."]
+                en = [*main.en(register), *en_conj, *sub.en(register), "."]
+            else:
+                de = [conj, *sub.de("sub"), ",", *main.de("inverted"), "."]
+                en = [*en_conj, *sub.en(register), ",", *main.en(register), "."]
+            return de, en
+        if r < 0.85:  # X sagt/glaubt/weiß/hofft, dass ...
+            verb = self._pick(MATRIX_VERBS)
+            subj = self.noun_phrase((PERSON,), "subj")
+            matrix = Clause(subj, self._pick(("present", "present", "perfect")), verb=verb)
+            sub, _ = self.clause(allow_front=False, allow_question=False)
+            de = [*matrix.de("main"), ",", "dass", *sub.de("sub"), "."]
+            en = [*matrix.en(register), *THAT[register].split(), *sub.en(register), "."]
+            return de, en
+        first, _ = self.clause(allow_front=True, allow_question=False)
+        second, _ = self.clause(allow_front=False, allow_question=False)
+        conj = self._pick(tuple(COORDINATORS))
+        comma = [","] if conj == "aber" else []
+        de = [*first.de("main"), *comma, conj, *second.de("main"), "."]
+        en = [*first.en(register), *comma, COORDINATORS[conj][register], *second.en(register), "."]
+        return de, en
+
+    def register(self) -> int:
+        return self.rng.choices(range(len(REGISTERS)), weights=REGISTER_PRIOR)[0]
+
+    def pair(self) -> tuple[str, str, int]:
+        """One (German, English, register) sentence pair within the length limits."""
+        register = self.register()
+        while True:
+            de, en = self.sentence(register)
+            n_de, n_en = len(de), len(en)
+            if not (MIN_TOKENS <= n_de <= MAX_TOKENS and MIN_TOKENS <= n_en <= MAX_TOKENS):
+                continue
+            if max(n_de / n_en, n_en / n_de) > MAX_LENGTH_RATIO:
+                continue
+            return detokenize(de), detokenize(en), register
+
+
+def detokenize(tokens: Sequence[str]) -> str:
+    """Tokens to text: punctuation attached to the word before it, first letter capitalized."""
+    text = ""
+    for token in tokens:
+        text += token if token in (",", ".", "?") or not text else " " + token
+    return text[:1].upper() + text[1:]
+
+
+def register_markers() -> dict[str, list[str]]:
+    """English words (lowercased) that only one register uses, per register name.
+
+    Every word the grammar can put in a register's sentences counts, function words included,
+    so a marker found in a sentence identifies that sentence's register."""
+    vocab: list[set[str]] = [set() for _ in REGISTERS]
+    common = {"the", "a", "an", "this", "these", "not", "do", "does", "did", "to", "that"}
+    common |= {"am", "is", "are", "was", "were", "has", "have", "want", "wants", ",", ".", "?"}
+    common |= {p[1].lower() for p in PRONOUNS} | {p[1] for p in POSSESSIVES}
+    common |= {name.lower() for name in NAMES} | {p[1] for p in PREPOSITIONS.values()}
+    for r, words in enumerate(vocab):
+        words |= common
+        for noun in NOUNS:
+            for form in noun.en[r]:
+                words.update(form.split())
+        for verb in TRANSITIVE_VERBS + INTRANSITIVE_VERBS + MATRIX_VERBS:
+            v = verb.en[r]
+            words.update([v.base, v.s3, v.past, *v.pre.split(), *v.post.split()])
+        for adj in ADJECTIVES:
+            words.update(adj.en[r].split())
+        for adverb in TIME_ADVERBS + FREQUENCY_ADVERBS:
+            words.update(adverb.en[r][0].split())
+        for _, variants in INTENSIFIERS:
+            words.add(variants[r])
+        for _, variants in MODALS.values():
+            words.update(_agree(t, p) for t in variants[r][0] for p in PERSONS)
+        for table in (SUBORDINATORS, COORDINATORS):
+            for variants in table.values():
+                words.update(variants[r].split())
+        words.update(THAT[r].split())
+    return {
+        REGISTERS[r]: sorted(words - set().union(*(v for k, v in enumerate(vocab) if k != r)))
+        for r, words in enumerate(vocab)
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+# Corpus
+
+
+def _slug(text: str) -> str:
+    return "_".join(text.lower().split())
+
+
+def sample_pairs(n: int, rng: random.Random, desc: str) -> list[tuple[str, str, int]]:
+    sampler = SentenceSampler(rng)
+    return [sampler.pair() for _ in tqdm(range(n), desc=desc, unit="pair", leave=False)]
+
+
+def _talk_metadata(rng: random.Random, talkid: int) -> tuple[tuple[str, str], tuple[str, str]]:
+    speaker = _slug(f"{rng.choice(NAMES)} {rng.choice(SURNAMES)}")
+    topics = rng.sample(NOUNS, 3)
+    urls = (
+        f"http://www.ted.com/talks/lang/de/{speaker}_{talkid}.html",
+        f"http://www.ted.com/talks/{speaker}_{talkid}.html",
+    )
+    keywords = (
+        "talks, " + ", ".join(t.de_sg for t in topics),
+        "talks, " + ", ".join(t.en[0][0] for t in topics),
+    )
+    return urls, keywords
+
+
+def training_talks(pairs: Sequence[tuple[str, str]], rng: random.Random) -> list[TrainTalk]:
+    """Lay pairs out as talks: each talk's title and description are its first two pairs."""
+    talks, k = [], 0
+    while k < len(pairs):
+        talkid = len(talks) + 1
+        urls, keywords = _talk_metadata(rng, talkid)
+        n = min(len(pairs) - k, 2 + rng.randint(*TALK_LINES))
+        chunk = list(pairs[k : k + n])
+        k += n
+        title = chunk[0]
+        description = chunk[1] if n > 1 else None
+        talks.append(TrainTalk(talkid, urls, keywords, title, description, chunk[2:]))
+    return talks
+
+
+def _split_sizes(total: int, weights: Sequence[int]) -> list[int]:
+    """Largest-remainder apportionment of `total` over `weights`."""
+    exact = [total * w / sum(weights) for w in weights]
+    sizes = [int(x) for x in exact]
+    by_remainder = sorted(range(len(weights)), key=lambda i: (sizes[i] - exact[i], i))
+    for i in by_remainder[: total - sum(sizes)]:
+        sizes[i] += 1
+    return sizes
+
+
+def xml_documents(
+    pairs: Sequence[tuple[str, str]], rng: random.Random
+) -> list[tuple[str, list[XmlDoc], list[XmlDoc]]]:
+    """(set name, German docs, English docs) for every test set, pairs split by real shares."""
+    sets, k, docid = [], 0, FIRST_TEST_DOCID
+    for (name, _), size in zip(
+        TEST_SETS, _split_sizes(len(pairs), [w for _, w in TEST_SETS]), strict=True
+    ):
+        de_docs, en_docs = [], []
+        end = k + size
+        while k < end:
+            n = min(end - k, rng.randint(*DOC_SEGMENTS))
+            chunk = pairs[k : k + n]
+            k += n
+            urls, keywords = _talk_metadata(rng, docid)
+            title, description = rng.choice(chunk), rng.choice(chunk)
+            for side, docs in enumerate((de_docs, en_docs)):
+                docs.append(
+                    XmlDoc(str(docid), urls[side], keywords[side], title[side], description[side],
+                           [pair[side] for pair in chunk])
+                )  # fmt: skip
+            docid += 1
+        sets.append((name, de_docs, en_docs))
+    return sets
+
+
+def generate_mini_iwslt14(out_dir: str | Path, *, train: int, test: int, seed: int) -> None:
+    """Write the mini corpus into `out_dir` (the `de-en/` folder) atomically.
+
+    `train` sentence pairs end up in `train.tags.de-en.{de,en}` (as the reader returns them:
+    titles and descriptions included), `test` segments over the four TED test sets."""
+    if train < 1 or test < 1:
+        raise ValueError(f"train and test must be positive, got train={train}, test={test}")
+    train_rng = random.Random(f"mini-iwslt14/{seed}/train")
+    test_rng = random.Random(f"mini-iwslt14/{seed}/test")
+    train_pairs = [(de, en) for de, en, _ in sample_pairs(train, train_rng, "mini IWSLT14 train")]
+    test_pairs = [(de, en) for de, en, _ in sample_pairs(test, test_rng, "mini IWSLT14 test")]
+    with atomic_dir(out_dir) as tmp:
+        write_train_tags(
+            tmp / f"{TRAIN_PREFIX}.de",
+            tmp / f"{TRAIN_PREFIX}.en",
+            training_talks(train_pairs, train_rng),
+        )
+        for name, de_docs, en_docs in xml_documents(test_pairs, test_rng):
+            setid = f"iwslt2014-{name.split('.')[-1]}"
+            write_xml(tmp / f"IWSLT14.{name}.{PAIR}.de.xml", de_docs, setid=setid, lang="de")
+            write_xml(tmp / f"IWSLT14.{name}.{PAIR}.en.xml", en_docs, setid=setid, lang="en")
