@@ -1,0 +1,184 @@
+"""CoMMA: conditional masked prediction with mix-attention (paper section 2.1, Figure 1).
+
+One Transformer stack, shared by source and target (He et al. 2018's layer-wise
+coordination), runs over the concatenation ``[source; target]`` with a block mask:
+
+* a source position attends to the (valid) source positions only;
+* a target position attends to the source AND the target positions of the same layer, in one
+  softmax. That softmax is what the attention density ratio R(p) reads (``comma.ratio``).
+
+Inputs: a task pre-net per side (``comma.models.prenets``: NMT embeddings on both sides; ASR a
+3-layer 2D conv over log-mel and a token embedding; TTS a phoneme embedding and a 2-layer
+dense ReLU pre-net over mel frames), plus a source/target type embedding and sinusoidal
+positions that start from zero on each side. Training: per sentence p ~ U(0, 1); a fraction p
+of the target is masked (tokens replaced by ``<mask>``, mel frames by a learned mask vector
+after the pre-net, in chunks of `mel_chunk` frames), and the loss is taken on the masked
+positions only: cross-entropy for tokens, L1 for mel frames.
+
+Attention is fused (``scaled_dot_product_attention``) unless weights are asked for
+(``need_weights=True``), as when measuring R(p).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from comma.data.batching import Batch
+from comma.data.vocab import MASK, SPECIALS
+from comma.masking import chunk_mask, random_token_mask, sample_mask_ratio
+from comma.models.prenets import Conv2dPrenet, DensePrenet, TokenEmbedding
+from comma.models.transformer import Encoder, SinusoidalPositions, padding_mask
+
+MASK_ID = SPECIALS.index(MASK)
+SOURCE, TARGET = 0, 1
+# Which side of each task is a sequence of mel frames (the other sides are tokens).
+MEL_SIDES = {"nmt": (), "asr": ("src",), "tts": ("tgt",)}
+
+
+@dataclass(frozen=True)
+class CoMMAConfig:
+    """Architecture of one CoMMA (Table 6 for the paper; small in the mini preset)."""
+
+    task: str
+    d_model: int
+    layers: int
+    heads: int
+    ffn_dim: int
+    dropout: float
+    src_vocab: int | None = None  # token sources (NMT, TTS)
+    tgt_vocab: int | None = None  # token targets (NMT, ASR)
+    n_mels: int = 80
+    pre_norm: bool = True
+    conv_channels: int = 32  # ASR encoder pre-net
+    conv_strides: tuple[int, ...] = (2, 2, 1)
+    prenet_hidden: int = 256  # TTS decoder pre-net
+    prenet_dropout: float = 0.5
+    mel_chunk: int = 10  # mel frames are masked in chunks of this many (paper footnote 1)
+
+    def __post_init__(self):
+        if self.task not in MEL_SIDES:
+            raise ValueError(f"unknown task {self.task!r}; choose from {sorted(MEL_SIDES)}")
+        object.__setattr__(self, "conv_strides", tuple(int(s) for s in self.conv_strides))
+        for side, vocab in (("src", self.src_vocab), ("tgt", self.tgt_vocab)):
+            if side not in MEL_SIDES[self.task] and not vocab:
+                raise ValueError(f"CoMMA for {self.task} needs {side}_vocab (a token side)")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class CoMMAOutput:
+    prediction: torch.Tensor  # [B, N, V] logits or [B, N, n_mels] frames, every target position
+    src_lengths: torch.Tensor  # [B] source positions M_b after the pre-net
+    src_max: int  # M_max: the target block starts at this column of the mix-attention
+    attention: list[torch.Tensor] | None  # per layer [B, H, M_max + N_max, M_max + N_max]
+    hidden: torch.Tensor  # [B, M_max + N_max, d], the stack's output over [source; target]
+
+
+def mix_attention_mask(src_len: torch.Tensor, src_max: int, tgt_len: torch.Tensor, tgt_max: int):
+    """Bool ``[B, 1, L, L]`` (L = M_max + N_max; True = may attend) over ``[source; target]``:
+    every query sees the valid source keys; target queries also see the valid target keys.
+    Padded queries keep the source keys, so no softmax row is empty."""
+    src_keys = padding_mask(src_len, src_max)  # [B, M]
+    tgt_keys = padding_mask(tgt_len, tgt_max)  # [B, N]
+    keys_for_source = torch.cat([src_keys, torch.zeros_like(tgt_keys)], dim=1)  # [B, L]
+    keys_for_target = torch.cat([src_keys, tgt_keys], dim=1)  # [B, L]
+    is_target_query = torch.arange(src_max + tgt_max, device=src_len.device) >= src_max  # [L]
+    mask = torch.where(
+        is_target_query[None, :, None], keys_for_target[:, None, :], keys_for_source[:, None, :]
+    )  # [B, L, L]
+    return mask[:, None]
+
+
+def target_rows_paper_order(attention: torch.Tensor, src_max: int) -> torch.Tensor:
+    """Mix-attention ``[..., M_max + N_max, M_max + N_max]`` (our ``[source; target]`` order) ->
+    the target rows with the paper's column order, target columns first:
+    ``[..., N_max, N_max + M_max]``, the layout ``comma.ratio`` expects."""
+    rows = attention[..., src_max:, :]  # [..., N, M + N]
+    return torch.cat([rows[..., src_max:], rows[..., :src_max]], dim=-1)  # [..., N, N + M]
+
+
+class CoMMA(nn.Module):
+    def __init__(self, config: CoMMAConfig):
+        super().__init__()
+        self.config = c = config
+        self.src_is_mel = "src" in MEL_SIDES[c.task]
+        self.tgt_is_mel = "tgt" in MEL_SIDES[c.task]
+        if self.src_is_mel:
+            self.src_prenet = Conv2dPrenet(c.n_mels, c.d_model, c.conv_channels, c.conv_strides)
+        else:
+            self.src_prenet = TokenEmbedding(c.src_vocab, c.d_model)
+        if self.tgt_is_mel:
+            self.tgt_prenet = DensePrenet(c.n_mels, c.d_model, c.prenet_hidden, c.prenet_dropout)
+            self.mel_mask = nn.Parameter(torch.randn(c.d_model) * c.d_model**-0.5)
+            self.output = nn.Linear(c.d_model, c.n_mels)
+        else:
+            self.tgt_prenet = TokenEmbedding(c.tgt_vocab, c.d_model)
+            self.output = nn.Linear(c.d_model, c.tgt_vocab)
+        self.side_embedding = nn.Embedding(2, c.d_model)
+        nn.init.normal_(self.side_embedding.weight, std=c.d_model**-0.5)
+        self.positions = SinusoidalPositions(c.d_model)
+        self.input_dropout = nn.Dropout(c.dropout)
+        self.stack = Encoder(
+            c.layers, c.d_model, c.heads, c.ffn_dim, c.dropout, pre_norm=c.pre_norm
+        )
+
+    def _embed(self, x: torch.Tensor, side: int) -> torch.Tensor:
+        positions = torch.arange(x.shape[1], device=x.device)  # from zero on each side
+        return x + self.positions(positions)[None] + self.side_embedding.weight[side]
+
+    def forward(
+        self,
+        src: torch.Tensor,
+        src_len: torch.Tensor,
+        tgt: torch.Tensor,
+        tgt_len: torch.Tensor,
+        predicted: torch.Tensor,
+        need_weights: bool = False,
+    ) -> CoMMAOutput:
+        """src ``[B, M, *]``, tgt ``[B, N, *]`` (ids or frames), `predicted` bool ``[B, N]``: the
+        masked target positions, whose input is replaced by the mask token/vector."""
+        if predicted.shape != tgt.shape[:2]:
+            raise ValueError(f"predicted {tuple(predicted.shape)} != target {tuple(tgt.shape[:2])}")
+        source, src_len = self.src_prenet(src, src_len)  # [B, M', d]
+        if self.tgt_is_mel:
+            target, _ = self.tgt_prenet(tgt, tgt_len)  # [B, N, d]
+            target = torch.where(predicted[..., None], self.mel_mask.to(target.dtype), target)
+        else:
+            target, _ = self.tgt_prenet(tgt.masked_fill(predicted, MASK_ID), tgt_len)
+        src_max, tgt_max = source.shape[1], target.shape[1]
+        x = torch.cat([self._embed(source, SOURCE), self._embed(target, TARGET)], dim=1)
+        mask = mix_attention_mask(src_len, src_max, tgt_len, tgt_max)
+        out = self.stack(self.input_dropout(x), mask=mask, need_weights=need_weights)
+        prediction = self.output(out.hidden[:, src_max:])  # [B, N, V or n_mels]
+        return CoMMAOutput(prediction, src_len, src_max, out.self_attention, out.hidden)
+
+    def mask_targets(
+        self, tgt_len: torch.Tensor, p: torch.Tensor | float, generator: torch.Generator
+    ) -> torch.Tensor:
+        """Bool ``[B, N_max]``: the positions to predict at mask ratio p (chunks for mel)."""
+        if self.tgt_is_mel:
+            return chunk_mask(tgt_len, p, self.config.mel_chunk, generator)
+        return random_token_mask(tgt_len, p, generator)
+
+    def prediction_loss(self, out: CoMMAOutput, tgt: torch.Tensor, predicted: torch.Tensor):
+        """Mean loss over the predicted positions: cross-entropy (tokens) or L1 (frames)."""
+        pred = out.prediction[predicted]  # [P, V] or [P, n_mels]
+        if self.tgt_is_mel:
+            return F.l1_loss(pred.float(), tgt[predicted].float())
+        return F.cross_entropy(pred.float(), tgt[predicted])
+
+    def loss(self, batch: Batch) -> tuple[torch.Tensor, dict[str, float]]:
+        """The trainer's entry point: mask ratios and masks come from torch's global CPU
+        generator, which the trainer seeds and checkpoints (so training resumes bit for bit)."""
+        lengths = batch.tgt_lengths.cpu()
+        p = sample_mask_ratio(len(lengths), torch.default_generator)
+        predicted = self.mask_targets(lengths, p, torch.default_generator).to(batch.tgt.device)
+        out = self(batch.src, batch.src_lengths, batch.tgt, batch.tgt_lengths, predicted)
+        loss = self.prediction_loss(out, batch.tgt, predicted)
+        return loss, {"units": float(predicted.sum()), "mask_ratio": float(p.mean())}

@@ -1,0 +1,98 @@
+"""CoMMA's mix-attention: the block structure, the softmax over both sides, both paths."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from comma.data.batching import Batch
+from comma.models.comma import CoMMA, CoMMAConfig, target_rows_paper_order
+
+TINY = dict(d_model=32, layers=2, heads=4, ffn_dim=64, dropout=0.1, conv_channels=4)
+
+
+def make_model(task: str) -> CoMMA:
+    torch.manual_seed(0)
+    vocab = {"src_vocab": 30 if task != "asr" else None, "tgt_vocab": 40 if task != "tts" else None}
+    return CoMMA(CoMMAConfig(task=task, prenet_hidden=32, **TINY, **vocab)).eval()
+
+
+def make_inputs(task: str, batch: int = 3):
+    g = torch.Generator().manual_seed(1)
+    src_len, tgt_len = torch.tensor([7, 5, 2]), torch.tensor([4, 6, 3])
+    if task == "asr":
+        src_len = src_len * 5  # frames, before the conv pre-net's subsampling
+        src = torch.randn(batch, int(src_len.max()), 80, generator=g)
+    else:
+        src = torch.randint(5, 30, (batch, int(src_len.max())), generator=g)
+    if task == "tts":
+        tgt_len = tgt_len * 4
+        # smooth, learnable "spectrograms"
+        frames = torch.arange(int(tgt_len.max()), dtype=torch.float32)[None, :, None]
+        bins = torch.arange(80, dtype=torch.float32)[None, None, :]
+        tgt = torch.sin(0.3 * frames + 0.1 * bins + torch.arange(batch)[:, None, None])
+    else:
+        tgt = torch.randint(5, 40, (batch, int(tgt_len.max())), generator=g)
+    return src, src_len, tgt, tgt_len
+
+
+@pytest.mark.parametrize("task", ["nmt", "asr", "tts"])
+def test_source_never_sees_the_target(task):
+    model = make_model(task)
+    src, src_len, tgt, tgt_len = make_inputs(task)
+    predicted = torch.zeros(tgt.shape[:2], dtype=torch.bool)  # every target position visible
+    out = model(src, src_len, tgt, tgt_len, predicted)
+    changed = tgt.clone()
+    changed[:, 0] = changed[:, 0] + 1 if task != "tts" else changed[:, 0] * -3.0
+    out_changed = model(src, src_len, changed, tgt_len, predicted)
+    m = out.src_max
+    for b in range(len(src_len)):
+        valid = int(out.src_lengths[b])
+        assert torch.allclose(out.hidden[b, :valid], out_changed.hidden[b, :valid], atol=1e-6)
+    # ...while unmasked target positions do depend on other target positions.
+    assert not torch.allclose(out.hidden[:, m + 1 :], out_changed.hidden[:, m + 1 :])
+
+
+@pytest.mark.parametrize("task", ["nmt", "asr", "tts"])
+def test_target_rows_sum_to_one_over_both_sides_and_paths_agree(task):
+    model = make_model(task)
+    src, src_len, tgt, tgt_len = make_inputs(task)
+    predicted = model.mask_targets(tgt_len, 0.3, torch.Generator().manual_seed(0))
+    fused = model(src, src_len, tgt, tgt_len, predicted)
+    with torch.no_grad():
+        explicit = model(src, src_len, tgt, tgt_len, predicted, need_weights=True)
+    assert fused.attention is None
+    assert torch.allclose(fused.prediction, explicit.prediction, atol=1e-5)
+    assert len(explicit.attention) == TINY["layers"]
+    n_max = tgt.shape[1]
+    for layer in explicit.attention:
+        rows = target_rows_paper_order(layer, explicit.src_max)  # [B, H, N, N + M]
+        assert rows.shape[-2:] == (n_max, n_max + explicit.src_max)
+        for b in range(len(src_len)):
+            n, m = int(tgt_len[b]), int(explicit.src_lengths[b])
+            valid = rows[b, :, :n]
+            on_target, on_source = valid[..., :n].sum(-1), valid[..., n_max : n_max + m].sum(-1)
+            assert torch.allclose(on_target + on_source, torch.ones_like(on_target), atol=1e-5)
+            assert bool((on_source > 0).all()) and bool((on_target > 0).all())
+            # nothing on padding columns
+            assert (
+                float(valid[..., n:n_max].abs().sum() + valid[..., n_max + m :].abs().sum()) == 0.0
+            )
+
+
+@pytest.mark.parametrize("task", ["nmt", "tts"])
+def test_loss_is_on_masked_positions_and_falls(task):
+    torch.manual_seed(0)
+    model = make_model(task).train()
+    src, src_len, tgt, tgt_len = make_inputs(task)
+    batch = Batch(src, src_len, tgt, tgt_len, torch.arange(3))
+    optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
+    first = None
+    for _ in range(60):
+        loss, logs = model.loss(batch)
+        assert logs["units"] >= 3  # at least one masked position per sentence
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        first = first if first is not None else float(loss)
+    assert float(loss) < 0.5 * first
