@@ -20,6 +20,7 @@ else:
 
 
 include: "rules/prepare.smk"
+include: "rules/comma.smk"
 include: "rules/report.smk"
 
 
@@ -28,3 +29,5 @@ rule all:
     input:
         "results/data_summary.md",
         "results/data_lengths.png",
+        "results/fig2.pdf",
+        "results/ratio_summary.md",

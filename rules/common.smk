@@ -58,3 +58,38 @@ def mel_corpus_dir(wildcards):
 
 def feature_params():
     return dict(config["features"])
+
+
+SEEDS = config["seeds"]
+# CoMMA variants measured so far; kd and ac come with distillation and alignment extraction.
+COMMA_VARIANTS = ["raw"]
+
+
+def comma_run(name):
+    """A file of one CoMMA run: work/comma/{task}/{variant}/seed{seed}/<name>."""
+    return f"work/comma/{{task}}/{{variant}}/seed{{seed}}/{name}"
+
+
+def vocab_files(wildcards):
+    return [
+        prepared(wildcards.task, f)
+        for f in PREPARED_FILES[wildcards.task]
+        if f.startswith("dict.")
+    ]
+
+
+def comma_architecture():
+    """models.comma without the optimization keys (batch size and lr go to training)."""
+    return {
+        k: v
+        for k, v in config["models"]["comma"].items()
+        if k not in ("batch_size", "lr")
+    }
+
+
+def comma_training():
+    return {
+        **config["training"]["comma"],
+        "lr": config["models"]["comma"]["lr"],
+        "max_sentences": config["models"]["comma"]["batch_size"],
+    }

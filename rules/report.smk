@@ -23,3 +23,25 @@ rule summarize_data:
         preset=config["preset"],
     script:
         "../workflow_scripts/summarize_data.py"
+
+
+rule figure2:
+    input:
+        "results/ratio.csv",
+    output:
+        pdf=report(
+            "results/fig2.pdf",
+            caption="../report/fig2.rst",
+            category="Figures",
+        ),
+        png="results/fig2.png",
+    log:
+        "logs/report/figure2.log",
+    benchmark:
+        "benchmarks/runs/figure2.tsv"
+    conda:
+        "../envs/comma.yaml"
+    params:
+        tasks=TASKS,
+    script:
+        "../workflow_scripts/figure2.py"

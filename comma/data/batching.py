@@ -1,0 +1,223 @@
+"""Length-bucketed batches of a prepared split, a pure function of (seed, epoch).
+
+The batches of an epoch are built as in fairseq: the sentences are put in a random order, then
+stably sorted by size (so sentences of equal size come in a fresh random order every epoch),
+cut greedily into batches under the budget, and the batches are shuffled. Everything random
+comes from ``numpy.random.default_rng([seed, epoch])``, so the trainer resumes mid-epoch by
+recomputing the epoch's batches and skipping the k it has done. The number of batches is the
+same in every epoch (the sorted size sequence, and so the greedy cuts, never change).
+
+Budget: a batch of B sentences whose largest size is S costs ``B * S`` padded positions (fairseq's
+``max_tokens`` rule); it must not exceed `max_tokens`, and B must not exceed `max_sentences`.
+The size of a sentence is ``max(src_len, tgt_len)`` (the padded length of the longer side, as in
+fairseq) or, with ``measure="sum"``, ``src_len + tgt_len`` (models that run one sequence over
+``[source; target]``, like CoMMA). Mel sides count frames. The budget is for the global batch,
+the one an optimizer step sees; under DistributedDataParallel each rank takes
+:func:`rank_share` of it.
+
+Collation: token sides (int32 ids without eos in the split) become int64 ``[B, L]`` padded with
+the pad id 0; mel sides (float32 ``[T, n_mels]``) become float32 ``[B, T, n_mels]`` padded with
+zeros; lengths are int64 ``[B]``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from comma.data.packed import Split
+from comma.data.vocab import PAD, SPECIALS
+
+PAD_ID = SPECIALS.index(PAD)  # 0
+MEASURES = ("max", "sum")
+
+__all__ = [
+    "Batch",
+    "BatchPlan",
+    "collate",
+    "make_batches",
+    "pad_sequences",
+    "rank_share",
+    "sentence_sizes",
+]
+
+
+@dataclass(frozen=True)
+class Batch:
+    src: torch.Tensor  # [B, S] int64 ids (pad 0) or [B, S, n_mels] float32 frames (pad 0.0)
+    src_lengths: torch.Tensor  # [B] int64
+    tgt: torch.Tensor  # [B, T] int64 ids or [B, T, n_mels] float32 frames
+    tgt_lengths: torch.Tensor  # [B] int64
+    indices: torch.Tensor  # [B] int64, the sentences' positions in the split
+
+    def __len__(self) -> int:
+        return int(self.indices.shape[0])
+
+    def to(self, device: torch.device | str, non_blocking: bool = False) -> Batch:
+        return Batch(
+            *(
+                t.to(device, non_blocking=non_blocking)
+                for t in (self.src, self.src_lengths, self.tgt, self.tgt_lengths, self.indices)
+            )
+        )
+
+    @property
+    def num_src_tokens(self) -> int:
+        """Real (non-padding) source positions: tokens or frames."""
+        return int(self.src_lengths.sum())
+
+    @property
+    def num_tgt_tokens(self) -> int:
+        """Real (non-padding) target positions: tokens or frames."""
+        return int(self.tgt_lengths.sum())
+
+
+def pad_sequences(
+    sequences: Sequence[torch.Tensor], pad_value: float = 0
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Sequences ``[L_k]`` or ``[L_k, F]`` -> padded ``[B, L_max(, F)]`` and lengths ``[B]``.
+
+    Integer ids become int64 (what embeddings and losses index with); frames keep their dtype.
+    """
+    if not sequences:
+        raise ValueError("cannot pad an empty list of sequences")
+    lengths = torch.tensor([len(s) for s in sequences], dtype=torch.int64)
+    first = sequences[0]
+    dtype = first.dtype if first.dtype.is_floating_point else torch.int64
+    padded = torch.full(
+        (len(sequences), int(lengths.max()), *first.shape[1:]), pad_value, dtype=dtype
+    )
+    for k, seq in enumerate(sequences):
+        padded[k, : len(seq)] = seq
+    return padded, lengths
+
+
+def collate(split: Split, indices: Sequence[int] | np.ndarray | torch.Tensor) -> Batch:
+    """The sentences `indices` of `split`, padded (ids with 0, frames with 0.0)."""
+    indices = torch.as_tensor(np.asarray(indices, dtype=np.int64))
+    order = indices.tolist()
+    src, src_lengths = pad_sequences([split.src[k] for k in order], PAD_ID)
+    tgt, tgt_lengths = pad_sequences([split.tgt[k] for k in order], PAD_ID)
+    return Batch(src, src_lengths, tgt, tgt_lengths, indices)
+
+
+def sentence_sizes(split: Split, measure: str = "max") -> np.ndarray:
+    """int64 ``[n]``: each sentence's size for the budget, ``max`` or ``sum`` of its sides."""
+    if measure not in MEASURES:
+        raise ValueError(f"unknown size measure {measure!r}, choose from {MEASURES}")
+    src, tgt = split.src.lengths.numpy(), split.tgt.lengths.numpy()
+    return (np.maximum(src, tgt) if measure == "max" else src + tgt).astype(np.int64)
+
+
+def make_batches(
+    sizes: np.ndarray,
+    max_tokens: int | None = None,
+    max_sentences: int | None = None,
+    seed: int = 0,
+    epoch: int = 0,
+    shuffle: bool = True,
+) -> list[np.ndarray]:
+    """Cut sentences with `sizes` ``[n]`` into batches of sentence indices (int64 arrays).
+
+    With `shuffle`, the result is a pure function of (sizes, budget, seed, epoch); without, the
+    batches follow increasing size (ties by index), e.g. for evaluation. Every sentence is in
+    exactly one batch. Raises ValueError if a single sentence exceeds `max_tokens`."""
+    if max_tokens is None and max_sentences is None:
+        raise ValueError("give a budget: max_tokens and/or max_sentences")
+    if max_tokens is not None and max_tokens < 1:
+        raise ValueError(f"max_tokens must be >= 1, got {max_tokens}")
+    if max_sentences is not None and max_sentences < 1:
+        raise ValueError(f"max_sentences must be >= 1, got {max_sentences}")
+    sizes = np.asarray(sizes, dtype=np.int64)
+    if max_tokens is not None and sizes.size and int(sizes.max()) > max_tokens:
+        k = int(sizes.argmax())
+        raise ValueError(
+            f"sentence {k} has size {int(sizes[k])} > max_tokens {max_tokens}: raise max_tokens "
+            "or filter long sentences out"
+        )
+    if shuffle:
+        rng = np.random.default_rng([seed, epoch])
+        order = rng.permutation(len(sizes))
+        order = order[np.argsort(sizes[order], kind="stable")]  # by size, ties in random order
+    else:
+        order = np.argsort(sizes, kind="stable")
+    batches, start, largest = [], 0, 0
+    for pos, k in enumerate(order):
+        count = pos - start + 1
+        largest_if_added = max(largest, int(sizes[k]))
+        over_tokens = max_tokens is not None and count * largest_if_added > max_tokens
+        over_sentences = max_sentences is not None and count > max_sentences
+        if count > 1 and (over_tokens or over_sentences):
+            batches.append(order[start:pos])
+            start, largest_if_added = pos, int(sizes[k])
+        largest = largest_if_added
+    if len(order):
+        batches.append(order[start:])
+    if shuffle:
+        batches = [batches[k] for k in rng.permutation(len(batches))]
+    return [np.ascontiguousarray(b, dtype=np.int64) for b in batches]
+
+
+def rank_share(indices: np.ndarray, rank: int, world_size: int) -> np.ndarray:
+    """The part of a global batch that `rank` of `world_size` processes computes.
+
+    Strided, so every rank gets sentences of similar size (batches are sorted by size). May be
+    empty when the batch has fewer sentences than ranks."""
+    if not 0 <= rank < world_size:
+        raise ValueError(f"rank {rank} is not in [0, {world_size})")
+    return indices[rank::world_size]
+
+
+class BatchPlan:
+    """The batches of one split under a budget, per epoch; see the module docstring."""
+
+    def __init__(
+        self,
+        split: Split,
+        max_tokens: int | None = None,
+        max_sentences: int | None = None,
+        seed: int = 0,
+        shuffle: bool = True,
+        measure: str = "max",
+    ):
+        if len(split) == 0:
+            raise ValueError("cannot batch an empty split")
+        self.split = split
+        self.max_tokens = max_tokens
+        self.max_sentences = max_sentences
+        self.seed = seed
+        self.shuffle = shuffle
+        self.sizes = sentence_sizes(split, measure)
+        if max_tokens is not None and int(self.sizes.max()) > max_tokens:
+            k = int(self.sizes.argmax())
+            raise ValueError(
+                f"sentence {split.ids[k]!r} has size {int(self.sizes[k])} ({measure} of its "
+                f"sides) > max_tokens {max_tokens}: raise max_tokens or filter it out"
+            )
+        # The count is the same in every epoch (see the module docstring).
+        self._num_batches = len(self.epoch_batches(0))
+
+    def __len__(self) -> int:
+        """Batches per epoch."""
+        return self._num_batches
+
+    def epoch_batches(self, epoch: int) -> list[np.ndarray]:
+        return make_batches(
+            self.sizes, self.max_tokens, self.max_sentences, self.seed, epoch, self.shuffle
+        )
+
+    def collate(self, indices: np.ndarray) -> Batch:
+        return collate(self.split, indices)
+
+    def iterate(
+        self, epoch: int, start: int = 0, rank: int = 0, world_size: int = 1
+    ) -> Iterator[Batch]:
+        """This rank's share of batches ``start, start + 1, ...`` of `epoch` (empty shares are
+        skipped; the trainer handles them itself)."""
+        for indices in self.epoch_batches(epoch)[start:]:
+            share = rank_share(indices, rank, world_size)
+            if len(share):
+                yield self.collate(share)

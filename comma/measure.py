@@ -1,0 +1,265 @@
+"""Train CoMMA on a prepared corpus and measure its attention density ratio R(p).
+
+The entry points of the `train_comma`, `measure_ratio` and `aggregate_ratio` rules, usable from
+Python as well:
+
+* :func:`train_comma` builds CoMMA for a task from the prepared corpus's vocabularies and
+  feature size, trains it with the project's trainer (resumable), and saves the weights with
+  the architecture.
+* :func:`measure_ratio` masks the test set at each p of a grid (a fixed mask seed, so every
+  seed and variant sees the same masks), runs CoMMA with explicit attention weights, and writes
+  per-run tables: R(p) (eq. 3) with a bootstrap CI over sentences, T (the raw target share of
+  attention), the mean source and target lengths M and N, and per layer and head.
+* :func:`aggregate_ratio` gathers the per-run tables and summarizes them over seeds.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import torch
+
+from comma.data.batching import collate, make_batches, sentence_sizes
+from comma.data.packed import load_split
+from comma.data.vocab import Vocabulary
+from comma.io import atomic_path, torch_load, torch_save
+from comma.models.comma import CoMMA, CoMMAConfig, target_rows_paper_order
+from comma.plots import seed_summary
+from comma.ratio import (
+    attention_density_ratio,
+    bootstrap_ci,
+    ratio_over_corpus,
+    target_attention_share,
+)
+from comma.train import TrainConfig, load_checkpoint, train
+
+log = logging.getLogger(__name__)
+
+MODEL_FORMAT = "comma-model-v1"
+
+
+def comma_config_for_data(task: str, data_dir: str | Path, architecture: dict) -> CoMMAConfig:
+    """CoMMA's config for the prepared corpus in `data_dir` (vocabulary sizes, mel bins)."""
+    data_dir = Path(data_dir)
+    sizes: dict[str, Any] = {}
+    for side in ("src", "tgt"):
+        dictionary = data_dir / f"dict.{side}.txt"
+        if dictionary.is_file():
+            sizes[f"{side}_vocab"] = len(Vocabulary.load(dictionary))
+    train_split = load_split(data_dir / "train.pt")
+    for side in (train_split.src, train_split.tgt):
+        if not side.is_tokens:
+            sizes["n_mels"] = int(side.values.shape[1])
+    return CoMMAConfig(task=task, **sizes, **architecture)
+
+
+def train_comma(
+    task: str,
+    data_dir: str | Path,
+    model_path: str | Path,
+    metrics_path: str | Path,
+    *,
+    architecture: dict,
+    training: dict,
+    seed: int,
+    resume_path: str | Path | None = None,
+    threads: int | None = None,
+) -> None:
+    """Train CoMMA for `task` on `data_dir`/train.pt; write weights + config to `model_path`.
+
+    `architecture`: CoMMAConfig fields other than task and sizes; `training`: TrainConfig
+    fields other than seed. The trainer's resumable checkpoint goes to `resume_path`
+    (default: beside the model), which a rule does not declare, so it survives a killed job."""
+    config = comma_config_for_data(task, data_dir, architecture)
+    train_config = TrainConfig.from_dict({**training, "seed": seed, "threads": threads})
+    resume_path = Path(resume_path or Path(model_path).with_name("resume.pt"))
+    torch.manual_seed(seed)  # initialization; the trainer reseeds data order and dropout
+    model = CoMMA(config)
+    log.info("CoMMA %s: %s parameters", task, sum(p.numel() for p in model.parameters()))
+    result = train(
+        model, load_split(Path(data_dir) / "train.pt"), train_config, resume_path, metrics_path
+    )
+    log.info("trained to step %d, last loss %s", result.step, result.loss)
+    state = load_checkpoint(resume_path)["model"]
+    torch_save(
+        {"format": MODEL_FORMAT, "config": config.to_dict(), "model": state, "seed": seed},
+        model_path,
+    )
+
+
+def load_comma(path: str | Path) -> CoMMA:
+    saved = torch_load(path)
+    if saved.get("format") != MODEL_FORMAT:
+        raise ValueError(f"{path}: not a CoMMA model file (format {saved.get('format')!r})")
+    model = CoMMA(CoMMAConfig(**saved["config"]))
+    model.load_state_dict(saved["model"])
+    return model.eval()
+
+
+def _selection(choice: str | Sequence[int], count: int, what: str) -> list[int]:
+    if choice == "all":
+        return list(range(count))
+    chosen = [int(k) for k in choice]
+    if not chosen or min(chosen) < 0 or max(chosen) >= count:
+        raise ValueError(f"{what} {chosen} outside 0..{count - 1} (or 'all')")
+    return chosen
+
+
+@torch.no_grad()
+def measure_ratio(
+    model_path: str | Path,
+    test_path: str | Path,
+    ratio_csv: str | Path,
+    heads_csv: str | Path,
+    *,
+    labels: dict[str, Any],
+    p_grid: Sequence[float],
+    mask_seed: int,
+    bootstrap: int,
+    layers: str | Sequence[int] = "all",
+    heads: str | Sequence[int] = "all",
+    batch_sentences: int = 32,
+) -> pd.DataFrame:
+    """R(p) of one trained CoMMA on a test split, for every p in `p_grid`.
+
+    The attention of the chosen `layers` and `heads` (default all) is averaged before eq. 1,
+    as the ratio's contract asks. `labels` (task, variant, seed) are copied into every row."""
+    model = load_comma(model_path)
+    split = load_split(test_path)
+    n_layers, n_heads = model.config.layers, model.config.heads
+    chosen_layers = _selection(layers, n_layers, "layers")
+    chosen_heads = _selection(heads, n_heads, "heads")
+    batches = make_batches(sentence_sizes(split), max_sentences=batch_sentences, shuffle=False)
+    rows, head_rows = [], []
+    for p_index, p in enumerate(p_grid):
+        generator = torch.Generator().manual_seed(mask_seed * 1000 + p_index)
+        ratio, share, src_lengths, tgt_lengths, n_predicted = [], [], [], [], []
+        per_head = []  # [B, layers, heads] per batch
+        for indices in batches:
+            batch = collate(split, indices)
+            predicted = model.mask_targets(batch.tgt_lengths, float(p), generator)
+            out = model(
+                batch.src,
+                batch.src_lengths,
+                batch.tgt,
+                batch.tgt_lengths,
+                predicted,
+                need_weights=True,
+            )
+            attn = torch.stack(
+                [target_rows_paper_order(layer, out.src_max) for layer in out.attention], dim=1
+            )  # [B, layers, heads, N, N + M]
+            lengths = (out.src_lengths, batch.tgt_lengths)
+            averaged = attn[:, chosen_layers][:, :, chosen_heads].mean(dim=(1, 2))
+            ratio.append(attention_density_ratio(averaged, *lengths, predicted))
+            share.append(target_attention_share(averaged, *lengths, predicted))
+            per_head.append(
+                torch.stack(
+                    [
+                        torch.stack(
+                            [
+                                attention_density_ratio(attn[:, k, h], *lengths, predicted)
+                                for h in range(n_heads)
+                            ],
+                            dim=1,
+                        )
+                        for k in range(n_layers)
+                    ],
+                    dim=1,
+                )
+            )
+            src_lengths.append(out.src_lengths)
+            tgt_lengths.append(batch.tgt_lengths)
+            n_predicted.append(predicted.sum(dim=1))
+        ratio, share = torch.cat(ratio), torch.cat(share)
+        src_len, tgt_len = torch.cat(src_lengths).double(), torch.cat(tgt_lengths).double()
+        low, high = bootstrap_ci(ratio, n_boot=bootstrap, seed=mask_seed)
+        measured = ~ratio.isnan()
+        rows.append(
+            {
+                **labels,
+                "p": float(p),
+                "R": ratio_over_corpus(ratio),
+                "R_ci_low": low,
+                "R_ci_high": high,
+                "T": ratio_over_corpus(share),
+                "M": float(src_len[measured].mean()),
+                "N": float(tgt_len[measured].mean()),
+                "M_over_N": float((src_len / tgt_len)[measured].mean()),
+                "sentences": int(measured.sum()),
+                "predicted": int(torch.cat(n_predicted).sum()),
+            }
+        )
+        per_head = torch.cat(per_head)  # [S, layers, heads]
+        for k in range(n_layers):
+            for h in range(n_heads):
+                head_rows.append(
+                    {
+                        **labels,
+                        "p": float(p),
+                        "layer": k,
+                        "head": h,
+                        "R": ratio_over_corpus(per_head[:, k, h]),
+                    }
+                )
+        log.info("p=%.2f: R=%.4f [%.4f, %.4f], T=%.4f", p, rows[-1]["R"], low, high, rows[-1]["T"])
+    table = pd.DataFrame(rows)
+    _write_csv(table, ratio_csv)
+    _write_csv(pd.DataFrame(head_rows), heads_csv)
+    return table
+
+
+def _write_csv(table: pd.DataFrame, path: str | Path) -> None:
+    with atomic_path(path) as tmp:
+        table.to_csv(tmp, index=False, float_format="%.6g")
+
+
+def aggregate_ratio(
+    run_csvs: Sequence[str | Path],
+    runs_csv: str | Path,
+    summary_csv: str | Path,
+    summary_md: str | Path,
+) -> pd.DataFrame:
+    """Concatenate per-run R(p) tables; summarize over seeds per (task, variant, p)."""
+    runs = pd.concat([pd.read_csv(path) for path in run_csvs], ignore_index=True)
+    runs = runs.sort_values(["task", "variant", "seed", "p"], kind="stable")
+    summary = seed_summary(runs)
+    extra = (
+        runs.groupby(["task", "variant", "p"], sort=True)
+        .agg(
+            CI_halfwidth=("R_ci_high", "mean"),
+            CI_low=("R_ci_low", "mean"),
+            T_mean=("T", "mean"),
+            M_mean=("M", "mean"),
+            N_mean=("N", "mean"),
+            M_over_N=("M_over_N", "mean"),
+        )
+        .reset_index()
+    )
+    extra["CI_halfwidth"] = (extra.pop("CI_halfwidth") - extra.pop("CI_low")) / 2
+    summary = summary.merge(extra, on=["task", "variant", "p"])
+    _write_csv(runs, runs_csv)
+    _write_csv(summary, summary_csv)
+    lines = [
+        "# Attention density ratio R(p)",
+        "",
+        "Mean over seeds, with the seed spread (std, min-max) next to the mean bootstrap 95 % "
+        "CI half-width over sentences. T: raw share of attention on the target side; M, N: "
+        "mean source and target lengths (positions CoMMA attends over).",
+        "",
+        "| task | variant | p | R mean | R std | R min | R max | seeds | CI ± | T | M | N | M/N |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in summary.itertuples(index=False):
+        lines.append(
+            f"| {r.task} | {r.variant} | {r.p:.2f} | {r.R_mean:.4f} | {r.R_std:.4f} | "
+            f"{r.R_min:.4f} | {r.R_max:.4f} | {r.seeds} | {r.CI_halfwidth:.4f} | {r.T_mean:.4f} "
+            f"| {r.M_mean:.1f} | {r.N_mean:.1f} | {r.M_over_N:.2f} |"
+        )
+    with atomic_path(summary_md) as tmp:
+        tmp.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return summary

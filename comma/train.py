@@ -1,0 +1,694 @@
+"""One trainer for every model of the study: resumable, deterministic, single- or multi-process.
+
+A model is an ``nn.Module`` with ``loss(batch) -> (loss, logs)``:
+
+* ``batch`` is a :class:`comma.data.batching.Batch` already on the training device;
+* ``loss`` is a scalar tensor, the MEAN of a per-unit loss over the batch (units: target
+  tokens, mel frames, masked tokens, ...);
+* ``logs`` maps names to floats written to the metrics file each step. The optional key
+  ``"units"`` says how many units the mean is over; without it every sentence is one unit.
+  The trainer uses it to make the optimized quantity the mean over ALL units of the global
+  batch, whatever the number of processes, so 2 processes == 1 process with the same global
+  batch. Other logs are averaged over processes weighted by units.
+
+Training: Adam (betas 0.9/0.98, eps 1e-9), fairseq's inverse-square-root schedule with linear
+warm-up (:func:`inverse_sqrt_lr`), gradient-norm clipping, bf16 autocast on CUDA only, exactly
+``max_steps`` updates over length-bucketed batches (:class:`comma.data.batching.BatchPlan`).
+
+Randomness: models draw it from torch's global generators (dropout does; for a
+``torch.Generator`` argument, e.g. ``comma.masking``, pass ``torch.default_generator`` on the
+CPU or ``torch.cuda.default_generators[i]``), which the trainer seeds and checkpoints. A model
+that keeps a generator of its own is not resumable bit for bit.
+
+Checkpoints (``checkpoint_path``, every ``checkpoint_every`` steps and at the last step,
+written to a temporary name and renamed) hold the model, the optimizer, the schedule, every
+RNG state of every process (python, numpy, torch CPU, CUDA) and the data position (epoch,
+batch in epoch). If ``checkpoint_path`` exists, training resumes from it, so a run killed at
+any point (even SIGKILL) and started again ends with a checkpoint bitwise identical to an
+uninterrupted run on the CPU (same thread count). They load with
+``torch.load(..., weights_only=True)``.
+
+Metrics: one JSON object per step in ``metrics_path`` (step, epoch, loss, lr, tokens,
+src_tokens, tgt_tokens, sentences, units, grad_norm, seconds, and the model's logs); on resume
+the lines after the checkpoint's step are dropped, so the file always matches the checkpoint.
+
+Distributed: under ``torchrun`` (env vars RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR/PORT) the
+trainer initializes torch.distributed (nccl on CUDA, gloo on CPU) and wraps the model in
+DistributedDataParallel; every process builds the same global batches and computes
+:func:`comma.data.batching.rank_share` of each. Rank 0 writes the checkpoint and metrics.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import random
+import time
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import nn
+from tqdm import tqdm
+
+from comma.data.batching import MEASURES, Batch, BatchPlan, rank_share
+from comma.data.packed import Split
+from comma.io import atomic_path, torch_load, torch_save
+
+__all__ = [
+    "UNITS_KEY",
+    "TrainingError",
+    "LossModel",
+    "TrainConfig",
+    "TrainResult",
+    "inverse_sqrt_lr",
+    "InverseSqrtSchedule",
+    "DistributedContext",
+    "setup_distributed",
+    "pick_device",
+    "seed_everything",
+    "rng_state",
+    "set_rng_state",
+    "load_checkpoint",
+    "load_model_weights",
+    "train",
+]
+
+UNITS_KEY = "units"
+CHECKPOINT_FORMAT = "comma-train-checkpoint-v1"
+# Metric names the trainer writes itself; a model's logs may not reuse them.
+TRAINER_METRICS = (
+    "step",
+    "epoch",
+    "loss",
+    "lr",
+    "tokens",
+    "src_tokens",
+    "tgt_tokens",
+    "sentences",
+    "grad_norm",
+    "seconds",
+)
+# Config fields that may change between a checkpoint and its resumption.
+RESUMABLE_CHANGES = frozenset({"max_steps", "checkpoint_every", "threads", "progress"})
+
+
+class TrainingError(RuntimeError):
+    """Training cannot go on (non-finite loss or gradient, incompatible checkpoint)."""
+
+
+class LossModel(Protocol):
+    def loss(self, batch: Batch) -> tuple[torch.Tensor, dict[str, float]]: ...
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Hyperparameters of one training run (the `train` block of a model's config).
+
+    max_tokens / max_sentences bound the GLOBAL batch (what one update sees, summed over
+    processes); budget_length is how a sentence's size is measured ("max" or "sum" of its
+    sides, see comma.data.batching). clip_norm 0 disables clipping. threads None keeps torch's
+    default."""
+
+    max_steps: int
+    lr: float
+    warmup_steps: int
+    seed: int
+    max_tokens: int | None = None
+    max_sentences: int | None = None
+    budget_length: str = "max"
+    clip_norm: float = 0.0
+    adam_betas: tuple[float, float] = (0.9, 0.98)
+    adam_eps: float = 1e-9
+    weight_decay: float = 0.0
+    checkpoint_every: int = 1000
+    threads: int | None = None
+    deterministic: bool = True
+    bf16: bool = True
+    progress: bool = True
+    find_unused_parameters: bool = False
+
+    def __post_init__(self):
+        object.__setattr__(self, "adam_betas", tuple(float(b) for b in self.adam_betas))
+        problems = []
+        if self.max_steps < 1:
+            problems.append(f"max_steps must be >= 1, got {self.max_steps}")
+        if not self.lr > 0:
+            problems.append(f"lr must be > 0, got {self.lr}")
+        if self.warmup_steps < 1:
+            problems.append(f"warmup_steps must be >= 1, got {self.warmup_steps}")
+        if self.max_tokens is None and self.max_sentences is None:
+            problems.append("give a batch budget: max_tokens and/or max_sentences")
+        if self.budget_length not in MEASURES:
+            problems.append(f"budget_length must be one of {MEASURES}, got {self.budget_length!r}")
+        if self.clip_norm < 0:
+            problems.append(f"clip_norm must be >= 0, got {self.clip_norm}")
+        if len(self.adam_betas) != 2 or not all(0 <= b < 1 for b in self.adam_betas):
+            problems.append(f"adam_betas must be two numbers in [0, 1), got {self.adam_betas}")
+        if self.checkpoint_every < 1:
+            problems.append(f"checkpoint_every must be >= 1, got {self.checkpoint_every}")
+        if self.threads is not None and self.threads < 1:
+            problems.append(f"threads must be >= 1, got {self.threads}")
+        if problems:
+            raise ValueError("invalid training config: " + "; ".join(problems))
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(f"unknown training config keys {unknown}; known: {sorted(known)}")
+        return cls(**values)
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    step: int  # updates done (== config.max_steps)
+    epoch: int  # data position after the last update
+    batch_in_epoch: int
+    loss: float | None  # the last update's loss, None if no update ran in this call
+    resumed_from: int | None  # the checkpoint's step if training resumed
+
+
+def inverse_sqrt_lr(step: int, peak_lr: float, warmup_steps: int) -> float:
+    """Learning rate of update `step` (1-based): ``peak * step / warmup`` during warm-up, then
+    ``peak * sqrt(warmup / step)``.
+
+    fairseq's inverse_sqrt with ``warmup_init_lr = 0``, except that fairseq gives update k the
+    rate of k - 1 (its first update has lr 0); here the first update already learns."""
+    if step < 1:
+        raise ValueError(f"updates are numbered from 1, got {step}")
+    if step <= warmup_steps:
+        return peak_lr * step / warmup_steps
+    return peak_lr * math.sqrt(warmup_steps / step)
+
+
+class InverseSqrtSchedule:
+    """Sets the optimizer's learning rate for each update (see :func:`inverse_sqrt_lr`)."""
+
+    def __init__(self, optimizer: torch.optim.Optimizer, peak_lr: float, warmup_steps: int):
+        self.optimizer = optimizer
+        self.peak_lr = peak_lr
+        self.warmup_steps = warmup_steps
+        self.last_step = 0
+
+    def step(self, step: int) -> float:
+        lr = inverse_sqrt_lr(step, self.peak_lr, self.warmup_steps)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        self.last_step = step
+        return lr
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "name": "inverse_sqrt",
+            "peak_lr": self.peak_lr,
+            "warmup_steps": self.warmup_steps,
+            "last_step": self.last_step,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.peak_lr = float(state["peak_lr"])
+        self.warmup_steps = int(state["warmup_steps"])
+        self.last_step = int(state["last_step"])
+
+
+@dataclass(frozen=True)
+class DistributedContext:
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+    initialized_here: bool = False
+
+    @property
+    def distributed(self) -> bool:
+        return self.world_size > 1
+
+
+def setup_distributed() -> DistributedContext:
+    """Join the process group torchrun describes in the environment (nccl with CUDA, gloo
+    without), or return a single-process context when WORLD_SIZE is absent or 1."""
+    if dist.is_available() and dist.is_initialized():
+        local_rank = int(os.environ.get("LOCAL_RANK", 0))
+        return DistributedContext(dist.get_rank(), dist.get_world_size(), local_rank, False)
+    world_size = int(os.environ.get("WORLD_SIZE", 1))
+    if world_size <= 1:
+        return DistributedContext()
+    if not dist.is_available():
+        raise TrainingError(f"WORLD_SIZE={world_size} but torch.distributed is not available")
+    local_rank = int(os.environ.get("LOCAL_RANK", 0))
+    if torch.cuda.is_available():
+        torch.cuda.set_device(local_rank)
+        backend = "nccl"
+    else:
+        backend = "gloo"
+    dist.init_process_group(backend=backend, init_method="env://")
+    return DistributedContext(dist.get_rank(), dist.get_world_size(), local_rank, True)
+
+
+def pick_device(local_rank: int = 0) -> torch.device:
+    """``cuda:<local_rank>`` when a GPU is present, else the CPU."""
+    if torch.cuda.is_available():
+        return torch.device("cuda", local_rank % torch.cuda.device_count())
+    return torch.device("cpu")
+
+
+def seed_everything(seed: int) -> None:
+    """Seed python's, numpy's and torch's (CPU and every CUDA device) global generators."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def _rank_seed(seed: int, rank: int) -> int:
+    """Rank 0 uses `seed` itself (a single process is seeded plainly); others a derived seed,
+    so that their dropout masks differ."""
+    if rank == 0:
+        return seed
+    return int(np.random.SeedSequence([seed, rank]).generate_state(1, np.uint64)[0] >> 1)
+
+
+def rng_state() -> dict[str, Any]:
+    """Every global RNG state of this process, as tensors and primitives (weights_only-safe)."""
+    py_version, py_state, py_gauss = random.getstate()
+    np_kind, np_key, np_pos, np_has_gauss, np_gauss = np.random.get_state()
+    return {
+        "python": {
+            "version": int(py_version),
+            "state": torch.tensor(py_state, dtype=torch.int64),  # [625]
+            "gauss": py_gauss,
+        },
+        "numpy": {
+            "kind": str(np_kind),
+            "key": torch.from_numpy(np_key.astype(np.int64)),  # [624] uint32 values
+            "pos": int(np_pos),
+            "has_gauss": int(np_has_gauss),
+            "cached_gaussian": float(np_gauss),
+        },
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+    }
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    """Restore what :func:`rng_state` returned."""
+    py = state["python"]
+    random.setstate((py["version"], tuple(int(x) for x in py["state"].tolist()), py["gauss"]))
+    npy = state["numpy"]
+    np.random.set_state(
+        (
+            npy["kind"],
+            npy["key"].numpy().astype(np.uint32),
+            npy["pos"],
+            npy["has_gauss"],
+            npy["cached_gaussian"],
+        )
+    )
+    torch.set_rng_state(state["torch"])
+    if state["cuda"]:
+        if not torch.cuda.is_available() or torch.cuda.device_count() != len(state["cuda"]):
+            raise TrainingError(
+                f"the checkpoint holds RNG states of {len(state['cuda'])} CUDA devices, but "
+                f"{torch.cuda.device_count() if torch.cuda.is_available() else 0} are present"
+            )
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def load_checkpoint(path: str | Path) -> dict[str, Any]:
+    """A trainer checkpoint (on the CPU), checked to be one."""
+    path = Path(path)
+    if not path.is_file():
+        raise TrainingError(f"{path}: checkpoint not found")
+    try:
+        checkpoint = torch_load(path)
+    except Exception as err:  # a truncated or foreign file: say which
+        raise TrainingError(f"{path}: cannot read the checkpoint: {err}") from err
+    if not isinstance(checkpoint, dict) or checkpoint.get("format") != CHECKPOINT_FORMAT:
+        raise TrainingError(f"{path}: not a {CHECKPOINT_FORMAT} checkpoint")
+    return checkpoint
+
+
+def load_model_weights(model: nn.Module, path: str | Path) -> dict[str, Any]:
+    """Load a trainer checkpoint's weights into `model`; returns the checkpoint."""
+    checkpoint = load_checkpoint(path)
+    try:
+        model.load_state_dict(checkpoint["model"])
+    except RuntimeError as err:
+        raise TrainingError(f"{path}: the weights do not fit this model: {err}") from err
+    return checkpoint
+
+
+class _LossModule(nn.Module):
+    """Routes ``loss`` through ``forward`` so that DistributedDataParallel sees the call."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, batch: Batch):
+        return self.model.loss(batch)
+
+
+@contextlib.contextmanager
+def _torch_settings(config: TrainConfig, device: torch.device):
+    """Thread count and deterministic algorithms for the run; restored afterwards."""
+    threads = torch.get_num_threads()
+    deterministic = torch.are_deterministic_algorithms_enabled()
+    warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
+    cudnn = (torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic)
+    if config.threads is not None:
+        torch.set_num_threads(config.threads)
+    if config.deterministic:
+        if device.type == "cuda":
+            os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.backends.cudnn.benchmark = False
+        torch.backends.cudnn.deterministic = True
+        # warn_only: an op without a deterministic kernel warns instead of stopping training.
+        torch.use_deterministic_algorithms(True, warn_only=True)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+        torch.use_deterministic_algorithms(deterministic, warn_only=warn_only)
+        torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic = cudnn
+
+
+def _truncate_metrics(path: Path, last_step: int) -> None:
+    """Keep the complete records of steps <= last_step (drop a line cut by a kill)."""
+    kept = []
+    if path.is_file():
+        for line in path.read_text(encoding="utf-8").splitlines():
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if isinstance(record, dict) and record.get("step", math.inf) <= last_step:
+                kept.append(line)
+    with atomic_path(path) as tmp:
+        tmp.write_text("".join(f"{line}\n" for line in kept), encoding="utf-8")
+
+
+def _remove_stale_temporaries(path: Path) -> None:
+    """Temporary checkpoint files a killed run left behind (see comma.io.atomic_path)."""
+    for stale in path.parent.glob(f".{path.name}.*.tmp"):
+        stale.unlink(missing_ok=True)
+
+
+def _check_resumable(checkpoint: dict, config: TrainConfig, path: Path) -> None:
+    saved, current = checkpoint["config"], asdict(config)
+    changed = {
+        key: (saved.get(key), value)
+        for key, value in current.items()
+        if key not in RESUMABLE_CHANGES and saved.get(key) != value
+    }
+    if changed:
+        details = ", ".join(f"{k}: {old!r} -> {new!r}" for k, (old, new) in changed.items())
+        raise TrainingError(
+            f"{path}: the checkpoint was trained with another config ({details}); delete it to "
+            "start over or restore the config to resume"
+        )
+    if checkpoint["step"] > config.max_steps:
+        raise TrainingError(
+            f"{path}: the checkpoint is at step {checkpoint['step']}, beyond max_steps "
+            f"{config.max_steps}"
+        )
+
+
+def train(
+    model: nn.Module,
+    split: Split,
+    config: TrainConfig,
+    checkpoint_path: str | Path,
+    metrics_path: str | Path | None = None,
+) -> TrainResult:
+    """Train `model` on `split` for ``config.max_steps`` updates (resuming from
+    `checkpoint_path` if it exists); see the module docstring. The model ends on the training
+    device with the final weights; `checkpoint_path` holds the final checkpoint."""
+    checkpoint_path = Path(checkpoint_path)
+    metrics_path = Path(metrics_path) if metrics_path is not None else None
+    if not callable(getattr(model, "loss", None)):
+        raise TypeError(f"{type(model).__name__} has no loss(batch) -> (loss, logs) method")
+    ctx = setup_distributed()
+    try:
+        device = pick_device(ctx.local_rank)
+        with _torch_settings(config, device):
+            return _train(model, split, config, checkpoint_path, metrics_path, ctx, device)
+    finally:
+        if ctx.initialized_here:
+            dist.destroy_process_group()
+
+
+@dataclass(frozen=True)
+class _StepOutcome:
+    loss: float  # mean over the global batch's units
+    units: float  # summed over ranks
+    logs: dict[str, float]  # the model's logs, unit-weighted means over ranks
+    grad_norm: float
+
+
+class _Trainer:
+    """The state of one run: model, optimizer, schedule, data position; see `train`."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        split: Split,
+        config: TrainConfig,
+        checkpoint_path: Path,
+        ctx: DistributedContext,
+        device: torch.device,
+    ):
+        self.model = model.to(device)
+        self.config = config
+        self.checkpoint_path = checkpoint_path
+        self.ctx = ctx
+        self.device = device
+        self.plan = BatchPlan(
+            split,
+            max_tokens=config.max_tokens,
+            max_sentences=config.max_sentences,
+            seed=config.seed,
+            shuffle=True,
+            measure=config.budget_length,
+        )
+        self.src_lengths = split.src.lengths.numpy()
+        self.tgt_lengths = split.tgt.lengths.numpy()
+        self.optimizer = torch.optim.Adam(
+            model.parameters(),
+            lr=config.lr,
+            betas=config.adam_betas,
+            eps=config.adam_eps,
+            weight_decay=config.weight_decay,
+        )
+        self.schedule = InverseSqrtSchedule(self.optimizer, config.lr, config.warmup_steps)
+        self.step, self.epoch, self.batch_in_epoch = 0, 0, 0
+        self.loss_module: nn.Module = _LossModule(model)
+        self.autocast = (
+            torch.autocast("cuda", dtype=torch.bfloat16)
+            if device.type == "cuda" and config.bf16
+            else contextlib.nullcontext()
+        )
+
+    def restore_or_seed(self) -> int | None:
+        """Resume from the checkpoint if there is one (returns its step), else seed afresh.
+
+        Called after the model is built, so that a fresh run and a resumed one draw the same
+        random numbers from here on."""
+        path, config, ctx = self.checkpoint_path, self.config, self.ctx
+        if not path.is_file():
+            seed_everything(_rank_seed(config.seed, ctx.rank))
+            return None
+        checkpoint = load_checkpoint(path)
+        _check_resumable(checkpoint, config, path)
+        try:
+            self.model.load_state_dict(checkpoint["model"])
+        except RuntimeError as err:
+            raise TrainingError(f"{path}: the weights do not fit this model: {err}") from err
+        self.optimizer.load_state_dict(checkpoint["optimizer"])
+        self.schedule.load_state_dict(checkpoint["scheduler"])
+        self.step, self.epoch = checkpoint["step"], checkpoint["epoch"]
+        self.batch_in_epoch = checkpoint["batch_in_epoch"]
+        if len(checkpoint["rng"]) == ctx.world_size:
+            set_rng_state(checkpoint["rng"][ctx.rank])
+        else:  # another process count: the data order holds, the dropout streams cannot
+            seed_everything(_rank_seed(config.seed + self.step, ctx.rank))
+        return self.step
+
+    def wrap_distributed(self) -> None:
+        if self.ctx.distributed:
+            self.loss_module = nn.parallel.DistributedDataParallel(
+                self.loss_module,
+                device_ids=[self.device.index] if self.device.type == "cuda" else None,
+                find_unused_parameters=self.config.find_unused_parameters,
+            )
+
+    def save_checkpoint(self) -> None:
+        states = [rng_state()]
+        if self.ctx.distributed:
+            states = [None] * self.ctx.world_size
+            dist.all_gather_object(states, rng_state())
+        if self.ctx.rank != 0:
+            return
+        torch_save(
+            {
+                "format": CHECKPOINT_FORMAT,
+                "model": self.model.state_dict(),
+                "optimizer": self.optimizer.state_dict(),
+                "scheduler": self.schedule.state_dict(),
+                "step": self.step,
+                "epoch": self.epoch,
+                "batch_in_epoch": self.batch_in_epoch,
+                "rng": states,
+                "world_size": self.ctx.world_size,
+                "config": asdict(self.config),
+                "torch_version": str(torch.__version__),
+            },
+            self.checkpoint_path,
+        )
+
+    def _stop(self, what: str) -> TrainingError:
+        path = self.checkpoint_path
+        kept = f"{path} (step {load_checkpoint(path)['step']})" if path.is_file() else "none yet"
+        return TrainingError(
+            f"step {self.step + 1}: {what}; training stopped, last good checkpoint: {kept}"
+        )
+
+    def update(self, global_indices: np.ndarray) -> _StepOutcome:
+        """One optimizer update on this rank's share of the global batch."""
+        ctx = self.ctx
+        share = rank_share(global_indices, ctx.rank, ctx.world_size)
+        # A rank without sentences (a batch smaller than the process count) still joins the
+        # gradient all-reduce: it computes one sentence with weight 0.
+        is_dummy = len(share) == 0
+        batch = self.plan.collate(global_indices[:1] if is_dummy else share).to(self.device)
+        self.optimizer.zero_grad(set_to_none=True)
+        with self.autocast:
+            loss, logs = self.loss_module(batch)
+        if loss.dim() != 0:
+            raise TypeError(f"loss(batch) must return a scalar loss, got {tuple(loss.shape)}")
+        logs = {name: float(value) for name, value in logs.items()}
+        clashes = sorted(set(logs) & set(TRAINER_METRICS))
+        if clashes:
+            raise ValueError(f"the model's logs reuse the trainer's metric names {clashes}")
+        units = logs.pop(UNITS_KEY, float(len(batch)))
+        if is_dummy:
+            units = 0.0
+        names = sorted(logs)
+        # [loss * units, units, log_1 * units, ...], summed over ranks
+        totals = [float(loss.detach()) * units, units] + [logs[k] * units for k in names]
+        if ctx.distributed:
+            reduced = torch.tensor(totals, dtype=torch.float64, device=self.device)
+            dist.all_reduce(reduced)
+            totals = reduced.tolist()
+        units_total = totals[1]
+        if units_total > 0:
+            weight = units / units_total
+            global_loss = totals[0] / units_total
+            global_logs = {k: t / units_total for k, t in zip(names, totals[2:], strict=True)}
+        else:  # nothing to weight by: plain average over ranks
+            weight = 1.0 / ctx.world_size
+            global_loss = float(loss.detach())
+            global_logs = logs
+        if not math.isfinite(global_loss):
+            raise self._stop(f"the loss is {global_loss} (non-finite)")
+        # DDP averages gradients over ranks; this scale makes the result the global mean
+        # (and is exactly 1 in a single process).
+        (loss * (0.0 if is_dummy else 1.0)).backward()
+        clip_norm = self.config.clip_norm if self.config.clip_norm > 0 else math.inf
+        grad_norm = float(torch.nn.utils.clip_grad_norm_(self.model.parameters(), clip_norm))
+        if not math.isfinite(grad_norm):
+            raise self._stop(f"the gradient norm is {grad_norm} (non-finite, loss {global_loss})")
+        self.optimizer.step()
+        return _StepOutcome(global_loss, units_total, global_logs, grad_norm)
+
+    def run(self, metrics_path: Path | None) -> float | None:
+        """Update until max_steps, logging each step and checkpointing; the last loss."""
+        config, is_main = self.config, self.ctx.rank == 0
+        last_loss, tokens_per_second = None, None
+        batches, batches_epoch = [], None
+        self.model.train()
+        with contextlib.ExitStack() as stack:
+            metrics = None
+            if is_main and metrics_path is not None:
+                metrics = stack.enter_context(open(metrics_path, "a", encoding="utf-8"))
+            progress = stack.enter_context(
+                tqdm(
+                    total=config.max_steps,
+                    initial=self.step,
+                    desc="train",
+                    unit="step",
+                    dynamic_ncols=True,
+                    disable=not (config.progress and is_main),
+                )
+            )
+            while self.step < config.max_steps:
+                started = time.perf_counter()
+                if batches_epoch != self.epoch:
+                    batches, batches_epoch = self.plan.epoch_batches(self.epoch), self.epoch
+                global_indices = batches[self.batch_in_epoch]
+                lr = self.schedule.step(self.step + 1)
+                outcome = self.update(global_indices)
+
+                batch_epoch = self.epoch
+                self.step += 1
+                self.batch_in_epoch += 1
+                if self.batch_in_epoch == len(batches):
+                    self.epoch, self.batch_in_epoch = self.epoch + 1, 0
+                seconds = time.perf_counter() - started
+                src_tokens = int(self.src_lengths[global_indices].sum())
+                tgt_tokens = int(self.tgt_lengths[global_indices].sum())
+                last_loss = outcome.loss
+                if metrics is not None:
+                    record = {
+                        "step": self.step,
+                        "epoch": batch_epoch,
+                        "loss": outcome.loss,
+                        "lr": lr,
+                        "tokens": src_tokens + tgt_tokens,
+                        "src_tokens": src_tokens,
+                        "tgt_tokens": tgt_tokens,
+                        "sentences": len(global_indices),
+                        UNITS_KEY: outcome.units,
+                        "grad_norm": outcome.grad_norm,
+                        "seconds": seconds,
+                        **outcome.logs,
+                    }
+                    metrics.write(json.dumps(record) + "\n")
+                    metrics.flush()
+                # After the metrics line: a kill in between leaves a line the resume drops.
+                if self.step % config.checkpoint_every == 0 or self.step == config.max_steps:
+                    self.save_checkpoint()
+
+                rate = (src_tokens + tgt_tokens) / max(seconds, 1e-9)
+                smoothed = tokens_per_second if tokens_per_second is not None else rate
+                tokens_per_second = 0.9 * smoothed + 0.1 * rate
+                progress.set_postfix(loss=f"{outcome.loss:.4f}", tok_s=f"{tokens_per_second:.0f}")
+                progress.update(1)
+        return last_loss
+
+
+def _train(
+    model: nn.Module,
+    split: Split,
+    config: TrainConfig,
+    checkpoint_path: Path,
+    metrics_path: Path | None,
+    ctx: DistributedContext,
+    device: torch.device,
+) -> TrainResult:
+    trainer = _Trainer(model, split, config, checkpoint_path, ctx, device)
+    resumed_from = trainer.restore_or_seed()
+    if ctx.rank == 0:
+        _remove_stale_temporaries(checkpoint_path)
+        if metrics_path is not None:
+            _truncate_metrics(metrics_path, trainer.step)
+    trainer.wrap_distributed()
+    last_loss = trainer.run(metrics_path)
+    if ctx.distributed:
+        dist.barrier()  # when any rank returns, rank 0 has written the final checkpoint
+    return TrainResult(trainer.step, trainer.epoch, trainer.batch_in_epoch, last_loss, resumed_from)

@@ -1,0 +1,72 @@
+# CoMMA (paper section 2): train one per task, variant and seed; measure R(p) on the test set;
+# summarize over seeds.
+
+
+rule train_comma:
+    input:
+        train=prepared("{task}", "train.pt"),
+        vocab=vocab_files,
+    output:
+        model=comma_run("model.pt"),
+        metrics=comma_run("metrics.jsonl"),
+    log:
+        "logs/comma/train_comma/{task}_{variant}_seed{seed}.log",
+    benchmark:
+        "benchmarks/runs/train_comma/{task}_{variant}_seed{seed}.tsv"
+    wildcard_constraints:
+        variant="raw",
+        seed=r"\d+",
+    conda:
+        "../envs/comma.yaml"
+    threads: 1
+    resources:
+        mem_mb=4000,
+    params:
+        architecture=comma_architecture(),
+        training=comma_training(),
+    script:
+        "../workflow_scripts/train_comma.py"
+
+
+rule measure_ratio:
+    input:
+        model=comma_run("model.pt"),
+        test=prepared("{task}", "test.pt"),
+    output:
+        ratio=comma_run("ratio.csv"),
+        heads=comma_run("ratio_heads.csv"),
+    log:
+        "logs/comma/measure_ratio/{task}_{variant}_seed{seed}.log",
+    benchmark:
+        "benchmarks/runs/measure_ratio/{task}_{variant}_seed{seed}.tsv"
+    wildcard_constraints:
+        seed=r"\d+",
+    conda:
+        "../envs/comma.yaml"
+    threads: 1
+    params:
+        **config["ratio"],
+    script:
+        "../workflow_scripts/measure_ratio.py"
+
+
+rule aggregate_ratio:
+    input:
+        expand(
+            comma_run("ratio.csv"),
+            task=TASKS,
+            variant=COMMA_VARIANTS,
+            seed=SEEDS,
+        ),
+    output:
+        runs="results/ratio.csv",
+        summary="results/ratio_summary.csv",
+        table="results/ratio_summary.md",
+    log:
+        "logs/comma/aggregate_ratio.log",
+    benchmark:
+        "benchmarks/runs/aggregate_ratio.tsv"
+    conda:
+        "../envs/comma.yaml"
+    script:
+        "../workflow_scripts/aggregate_ratio.py"
