@@ -598,7 +598,7 @@ class _Trainer:
             raise self._stop(f"the loss is {global_loss} (non-finite)")
         # DDP averages gradients over ranks; this scale makes the result the global mean
         # (and is exactly 1 in a single process).
-        (loss * (0.0 if is_dummy else 1.0)).backward()
+        (loss * (weight * ctx.world_size)).backward()
         clip_norm = self.config.clip_norm if self.config.clip_norm > 0 else math.inf
         grad_norm = float(torch.nn.utils.clip_grad_norm_(self.model.parameters(), clip_norm))
         if not math.isfinite(grad_norm):
