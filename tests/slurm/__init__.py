@@ -1,0 +1,1 @@
+"""A real single-node Slurm for tests/test_slurm.py (see cluster.py)."""
