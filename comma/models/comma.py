@@ -49,6 +49,9 @@ class CoMMAConfig:
     heads: int
     ffn_dim: int
     dropout: float
+    # Dropout on the attention weights: off by default, as it forces the unfused attention
+    # path (a Bernoulli draw over [B, H, L, L]), which dominated a CPU training step.
+    attention_dropout: float = 0.0
     src_vocab: int | None = None  # token sources (NMT, TTS)
     tgt_vocab: int | None = None  # token targets (NMT, ASR)
     n_mels: int = 80
@@ -125,7 +128,13 @@ class CoMMA(nn.Module):
         self.positions = SinusoidalPositions(c.d_model)
         self.input_dropout = nn.Dropout(c.dropout)
         self.stack = Encoder(
-            c.layers, c.d_model, c.heads, c.ffn_dim, c.dropout, pre_norm=c.pre_norm
+            c.layers,
+            c.d_model,
+            c.heads,
+            c.ffn_dim,
+            c.dropout,
+            pre_norm=c.pre_norm,
+            attention_dropout=c.attention_dropout,
         )
 
     def _embed(self, x: torch.Tensor, side: int) -> torch.Tensor:

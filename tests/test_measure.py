@@ -1,0 +1,113 @@
+"""R(p) measurement of a trained CoMMA and the aggregation over seeds."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+import torch
+
+from comma.data.packed import PackedSequences, Split, save_split
+from comma.io import torch_save
+from comma.measure import MODEL_FORMAT, aggregate_ratio, load_comma, measure_ratio
+from comma.models.comma import CoMMA, CoMMAConfig
+
+ARCH = dict(d_model=32, layers=2, heads=4, ffn_dim=64, dropout=0.0)
+
+
+@pytest.fixture
+def nmt_model_and_test(tmp_path):
+    torch.manual_seed(0)
+    config = CoMMAConfig(task="nmt", src_vocab=20, tgt_vocab=25, **ARCH)
+    model_path = tmp_path / "model.pt"
+    torch_save(
+        {"format": MODEL_FORMAT, "config": config.to_dict(), "model": CoMMA(config).state_dict()},
+        model_path,
+    )
+    g = torch.Generator().manual_seed(3)
+    lengths = [(5, 7), (9, 4), (3, 3), (12, 10), (6, 8)]
+    src = [torch.randint(5, 20, (m,), generator=g) for m, _ in lengths]
+    tgt = [torch.randint(5, 25, (n,), generator=g) for _, n in lengths]
+    test_path = tmp_path / "test.pt"
+    save_split(
+        test_path,
+        Split(PackedSequences.from_list(src), PackedSequences.from_list(tgt), list("abcde")),
+    )
+    return model_path, test_path
+
+
+def run(model_path, test_path, tmp_path, **kw):
+    args = dict(
+        labels={"task": "nmt", "variant": "raw", "seed": 1},
+        p_grid=[0.2, 0.6],
+        mask_seed=0,
+        bootstrap=200,
+        batch_sentences=2,
+    )
+    args.update(kw)
+    return measure_ratio(model_path, test_path, tmp_path / "r.csv", tmp_path / "h.csv", **args)
+
+
+def test_one_row_per_p_with_lengths_and_a_ci(nmt_model_and_test, tmp_path):
+    table = run(*nmt_model_and_test, tmp_path)
+    assert list(table.p) == [0.2, 0.6]
+    assert table.sentences.tolist() == [5, 5]
+    assert table.M.tolist() == [7.0, 7.0] and table.N.tolist() == [6.4, 6.4]
+    # round(p * N) masked per sentence, at least one: N = 7, 4, 3, 10, 8
+    assert table.predicted.tolist() == [1 + 1 + 1 + 2 + 2, 4 + 2 + 2 + 6 + 5]
+    assert ((table.R > 0) & (table.R < 1)).all()
+    assert (table.R_ci_low <= table.R).all() and (table.R_ci_high >= table.R).all()
+    written = pd.read_csv(tmp_path / "r.csv")
+    assert written.R.to_numpy() == pytest.approx(table.R.to_numpy(), rel=1e-5)
+    heads = pd.read_csv(tmp_path / "h.csv")
+    assert len(heads) == 2 * ARCH["layers"] * ARCH["heads"]
+
+
+def test_one_head_selection_equals_that_heads_row(nmt_model_and_test, tmp_path):
+    run(*nmt_model_and_test, tmp_path)
+    heads = pd.read_csv(tmp_path / "h.csv")
+    single = run(*nmt_model_and_test, tmp_path, layers=[1], heads=[2])
+    expected = heads[(heads.layer == 1) & (heads["head"] == 2)].R.to_numpy()
+    assert single.R.to_numpy() == pytest.approx(expected, abs=1e-5)
+    # and averaging over every head is not just any single head
+    everything = run(*nmt_model_and_test, tmp_path)
+    assert everything.R.to_numpy() != pytest.approx(expected, abs=1e-5)
+
+
+def test_bad_layer_selection_is_named(nmt_model_and_test, tmp_path):
+    with pytest.raises(ValueError, match="layers"):
+        run(*nmt_model_and_test, tmp_path, layers=[5])
+
+
+def test_loaded_model_is_in_eval_mode(nmt_model_and_test):
+    assert not load_comma(nmt_model_and_test[0]).training
+
+
+def test_aggregate_over_seeds(tmp_path):
+    paths = []
+    for seed, r in ((1, 0.5), (2, 0.7), (3, 0.6)):
+        path = tmp_path / f"s{seed}.csv"
+        pd.DataFrame(
+            {
+                "task": ["nmt"],
+                "variant": ["raw"],
+                "seed": [seed],
+                "p": [0.1],
+                "R": [r],
+                "R_ci_low": [r - 0.01],
+                "R_ci_high": [r + 0.03],
+                "T": [0.4],
+                "M": [10.0],
+                "N": [5.0],
+                "M_over_N": [2.0],
+                "sentences": [100],
+                "predicted": [60],
+            }
+        ).to_csv(path, index=False)
+        paths.append(path)
+    summary = aggregate_ratio(paths, tmp_path / "runs.csv", tmp_path / "sum.csv", tmp_path / "s.md")
+    row = summary.iloc[0]
+    assert row.R_mean == pytest.approx(0.6) and row.R_min == 0.5 and row.R_max == 0.7
+    assert row.R_std == pytest.approx(0.1) and row.seeds == 3
+    assert row.CI_halfwidth == pytest.approx(0.02)
+    assert "| nmt | raw | 0.10 | 0.6000 |" in (tmp_path / "s.md").read_text()
+    assert len(pd.read_csv(tmp_path / "runs.csv")) == 3
