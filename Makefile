@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 CORES ?= all
-TARGET ?= results/data_summary.md
+TARGET ?= results/fig2.pdf
 
 .PHONY: setup study test lint clean
 

@@ -1,10 +1,12 @@
-"""End to end: the tiny preset runs the data and preparation stages through Snakemake."""
+"""End to end: the tiny preset runs the whole DAG so far through Snakemake: data,
+preparation, CoMMA training per task and seed, R(p), the summaries and Figure 2."""
 
 from __future__ import annotations
 
 import json
 import re
 
+import pandas as pd
 import pytest
 from conftest import TINY_CONFIG, snakemake
 
@@ -13,7 +15,7 @@ from comma.data.vocab import Vocabulary
 
 pytestmark = pytest.mark.slow
 
-TARGET = "results/data_summary.md"
+TARGET = "all"
 
 
 @pytest.fixture(scope="module")
@@ -51,7 +53,7 @@ def test_prepared_corpora(tiny_run):
                 else:
                     assert side.values.shape[1] == 80  # mel bins
                     assert bool(side.values.isfinite().all())
-    summary = (tiny_run / TARGET).read_text()
+    summary = (tiny_run / "results" / "data_summary.md").read_text()
     assert "| nmt | train |" in summary and "| tts | test |" in summary
     assert (tiny_run / "results" / "data_lengths.png").stat().st_size > 10_000
 
@@ -70,11 +72,39 @@ def test_rerun_is_a_no_op_and_forcerun_redoes_only_dependents(tiny_run):
         "--forcerun",
         "prepare_nmt",
     )
-    assert planned_jobs(forced) == {"prepare_nmt": 1, "summarize_data": 1}
+    # NMT's corpus changed: its CoMMA runs (2 seeds) and everything downstream, nothing else
+    assert planned_jobs(forced) == {
+        "prepare_nmt": 1,
+        "summarize_data": 1,
+        "train_comma": 2,
+        "measure_ratio": 2,
+        "aggregate_ratio": 1,
+        "figure2": 1,
+        "all": 1,
+    }
 
 
 def test_every_job_logged_and_benchmarked(tiny_run):
     logs = list((tiny_run / "logs").rglob("*.log"))
     benchmarks = list((tiny_run / "benchmarks" / "runs").rglob("*.tsv"))
-    # 3 generators, 4 log-mel parts, 3 preparations, 1 summary
-    assert len(logs) == len(benchmarks) == 11
+    # 3 generators, 4 log-mel parts, 3 preparations, 1 summary, 3 tasks x 2 seeds x
+    # (train + measure), 1 aggregation, 1 figure
+    assert len(logs) == len(benchmarks) == 11 + 12 + 2
+
+
+def test_ratio_tables_and_figure2(tiny_run):
+    runs = pd.read_csv(tiny_run / "results" / "ratio.csv")
+    assert len(runs) == 3 * 2 * 2  # tasks x seeds x p
+    assert set(runs.task) == {"nmt", "asr", "tts"} and set(runs.seed) == {1, 2}
+    assert ((runs.R > 0) & (runs.R < 1) & (runs["T"] > 0) & (runs["T"] < 1)).all()
+    assert (runs.sentences > 0).all()
+    # the same masks for both seeds: the predicted counts depend only on the test set and p
+    counts = runs.pivot_table(index=["task", "p"], columns="seed", values="predicted")
+    assert (counts[1] == counts[2]).all()
+    heads = pd.read_csv(tiny_run / "work" / "comma" / "tts" / "raw" / "seed1" / "ratio_heads.csv")
+    assert len(heads) == 2 * 2 * 4  # p x layers x heads
+    for name in ("fig2.pdf", "fig2.png"):
+        assert (tiny_run / "results" / name).stat().st_size > 10_000
+    assert "| asr | raw | 0.50 |" in (tiny_run / "results" / "ratio_summary.md").read_text()
+    metrics = (tiny_run / "work" / "comma" / "nmt" / "raw" / "seed2" / "metrics.jsonl").read_text()
+    assert len(metrics.splitlines()) == 30  # one line per training step
