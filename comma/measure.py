@@ -17,13 +17,14 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 import torch
 
-from comma.data.batching import collate, make_batches, sentence_sizes
+from comma.data.batching import Batch, collate, make_batches, sentence_sizes
 from comma.data.packed import load_split
 from comma.data.vocab import Vocabulary
 from comma.io import atomic_path, torch_load, torch_save
@@ -100,6 +101,51 @@ def load_comma(path: str | Path) -> CoMMA:
     return model.eval()
 
 
+@dataclass
+class RatioPass:
+    ratio: torch.Tensor  # [B] eq. 2 on the attention averaged over the chosen layers/heads
+    share: torch.Tensor  # [B] T, the raw target share of that attention
+    per_head: torch.Tensor  # [B, layers, heads] eq. 2 for every single head
+    src_lengths: torch.Tensor  # [B] M_b, source positions after the pre-net
+
+
+@torch.no_grad()
+def ratio_pass(
+    model: CoMMA,
+    batch: Batch,
+    predicted: torch.Tensor,
+    layers: Sequence[int],
+    heads: Sequence[int],
+) -> RatioPass:
+    """One forward with attention weights and eq. 1-2 on its mix-attention."""
+    out = model(
+        batch.src, batch.src_lengths, batch.tgt, batch.tgt_lengths, predicted, need_weights=True
+    )
+    attn = torch.stack(
+        [target_rows_paper_order(layer, out.src_max) for layer in out.attention], dim=1
+    )  # [B, layers, heads, N, N + M]
+    b, n_layers, n_heads, n, width = attn.shape
+    lengths = (out.src_lengths, batch.tgt_lengths)
+    averaged = attn[:, list(layers)][:, :, list(heads)].mean(dim=(1, 2))  # [B, N, N + M]
+
+    # Every head at once: fold layers and heads into the batch.
+    def repeat(t: torch.Tensor) -> torch.Tensor:
+        return t.repeat_interleave(n_layers * n_heads, dim=0)
+
+    per_head = attention_density_ratio(
+        attn.reshape(b * n_layers * n_heads, n, width),
+        repeat(lengths[0]),
+        repeat(lengths[1]),
+        repeat(predicted),
+    ).view(b, n_layers, n_heads)
+    return RatioPass(
+        attention_density_ratio(averaged, *lengths, predicted),
+        target_attention_share(averaged, *lengths, predicted),
+        per_head,
+        out.src_lengths,
+    )
+
+
 def _selection(choice: str | Sequence[int], count: int, what: str) -> list[int]:
     if choice == "all":
         return list(range(count))
@@ -142,37 +188,11 @@ def measure_ratio(
         for indices in batches:
             batch = collate(split, indices)
             predicted = model.mask_targets(batch.tgt_lengths, float(p), generator)
-            out = model(
-                batch.src,
-                batch.src_lengths,
-                batch.tgt,
-                batch.tgt_lengths,
-                predicted,
-                need_weights=True,
-            )
-            attn = torch.stack(
-                [target_rows_paper_order(layer, out.src_max) for layer in out.attention], dim=1
-            )  # [B, layers, heads, N, N + M]
-            lengths = (out.src_lengths, batch.tgt_lengths)
-            averaged = attn[:, chosen_layers][:, :, chosen_heads].mean(dim=(1, 2))
-            ratio.append(attention_density_ratio(averaged, *lengths, predicted))
-            share.append(target_attention_share(averaged, *lengths, predicted))
-            per_head.append(
-                torch.stack(
-                    [
-                        torch.stack(
-                            [
-                                attention_density_ratio(attn[:, k, h], *lengths, predicted)
-                                for h in range(n_heads)
-                            ],
-                            dim=1,
-                        )
-                        for k in range(n_layers)
-                    ],
-                    dim=1,
-                )
-            )
-            src_lengths.append(out.src_lengths)
+            result = ratio_pass(model, batch, predicted, chosen_layers, chosen_heads)
+            ratio.append(result.ratio)
+            share.append(result.share)
+            per_head.append(result.per_head)
+            src_lengths.append(result.src_lengths)
             tgt_lengths.append(batch.tgt_lengths)
             n_predicted.append(predicted.sum(dim=1))
         ratio, share = torch.cat(ratio), torch.cat(share)
