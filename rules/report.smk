@@ -45,3 +45,22 @@ rule figure2:
         tasks=TASKS,
     script:
         "../workflow_scripts/figure2.py"
+
+
+rule findings:
+    input:
+        "results/ratio.csv",
+    output:
+        report(
+            "results/findings.md",
+            caption="../report/findings.rst",
+            category="Findings",
+        ),
+    log:
+        "logs/report/findings.log",
+    benchmark:
+        "benchmarks/runs/findings.tsv"
+    conda:
+        "../envs/comma.yaml"
+    script:
+        "../workflow_scripts/findings.py"
