@@ -1,4 +1,5 @@
-"""The Snakemake profiles, and the tiny DAG run through a real single-node Slurm.
+"""The Snakemake profiles, the tiny DAG run through a real single-node Slurm, and a training
+job cancelled mid-way that Snakemake's retry resumes from its checkpoint.
 
 The cluster (tests/slurm/cluster.py) is Debian's slurm-wlm and munge, started as root for
 each test that needs it and stopped by PID afterwards. Without the packages, or without root,
@@ -11,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import time
@@ -23,6 +25,8 @@ import yte
 from conftest import REPO, TINY_CONFIG, snakemake
 from slurm import cluster as slurm_cluster
 from slurm.cluster import MARKER, SLURM_CONF, SlurmUnavailable, foreign_conf, running_cluster
+
+from comma.train import load_checkpoint
 
 SLURM_PROFILE = REPO / "profiles" / "slurm"
 LOCAL_PROFILE = REPO / "profiles" / "local"
@@ -308,3 +312,165 @@ def assert_equal_objects(a, b, where: str) -> None:
             assert_equal_objects(x, y, f"{where}[{i}]")
     else:
         assert a == b, where
+
+
+# --- a training job cancelled mid-way resumes in Snakemake's retry ------------------------
+
+FAULT_RUN = Path("work/comma/nmt/raw/seed1")
+FAULT_STEPS = 300
+FAULT_CHECKPOINT_EVERY = 10
+# The checkpoint the job must have written before it is cancelled.
+CANCEL_AT_STEP = 2 * FAULT_CHECKPOINT_EVERY
+
+
+def _snakemake_command(workdir: Path) -> list[str]:
+    """conftest.snakemake's command without its arguments, for a run the test watches."""
+    snakemake_bin = str(Path(sys.executable).with_name("snakemake"))
+    return [snakemake_bin, "--snakefile", str(REPO / "Snakefile"), "--directory", str(workdir)]
+
+
+def _first_progress(log: str) -> tuple[int, int]:
+    """The trainer's first progress bar position in a rule log: (step, max_steps). The bar
+    starts at the step training resumes from (0 for a fresh run)."""
+    found = re.search(r"train:\s+\d+%\|[^|]*\|\s*(\d+)/(\d+)", log)
+    assert found, f"no progress bar in the log:\n{log[-3000:]}"
+    return int(found[1]), int(found[2])
+
+
+@pytest.mark.slurm
+@pytest.mark.slow
+def test_cancelled_training_job_resumes_from_its_checkpoint(slurm_ready, tmp_path, monkeypatch):
+    """`scancel` a running train_comma job: the profile's retries submit it again, the retry
+    resumes from the job's last checkpoint, and the model equals an uninterrupted run's."""
+    target = str(FAULT_RUN / "model.pt")
+    override = tmp_path / "fault.yaml"
+    override.write_text(
+        "training:\n  comma: "
+        f"{{max_steps: {FAULT_STEPS}, checkpoint_every: {FAULT_CHECKPOINT_EVERY}}}\n"
+    )
+    configs = ["--configfile", str(TINY_CONFIG), str(override)]
+    retries = load_profile(SLURM_PROFILE)["retries"]
+    assert retries >= 1, "the slurm profile must retry failed jobs"
+
+    # The reference: the same target, uninterrupted, locally.
+    local, remote = tmp_path / "local", tmp_path / "slurm"
+    started = time.monotonic()
+    snakemake(local, target, "--cores", "2", *configs)
+    local_s = time.monotonic() - started
+    assert _first_progress((local / "logs/comma/train_comma/nmt_raw_seed1.log").read_text()) == (
+        0,
+        FAULT_STEPS,
+    )
+    # The Slurm run starts from the same prepared corpus (its preparation through Slurm is
+    # test_tiny_dag_through_slurm_matches_a_local_run's): only train_comma is left to run.
+    shutil.copytree(
+        local,
+        remote,
+        ignore=lambda folder, names: [
+            name
+            for name in names
+            if (Path(folder) == local and name in {"logs", "benchmarks"})
+            or (Path(folder) == local / "work" and name == "comma")
+        ],
+    )
+
+    monkeypatch.setenv("COMMA_SLURM_PARTITION", slurm_cluster.PARTITION)
+    overrides = [
+        # the profile's train_comma (8 threads, a GPU) does not fit this node; one thread as
+        # in the local run, so that the numbers are the same bit for bit
+        "--set-threads",
+        "train_comma=1",
+        "--set-resources",
+        "train_comma:gpu=0",
+        "--slurm-status-command",
+        "squeue",
+        "--slurm-init-seconds-before-status-checks",
+        "2",
+        "--slurm-keep-successful-logs",
+        # no --retries: the profile's own
+    ]
+    cmd = _snakemake_command(remote) + [target, "--profile", str(SLURM_PROFILE), *overrides]
+    cmd += configs
+    output = tmp_path / "snakemake.out"
+    resume = remote / FAULT_RUN / "resume.pt"
+    with running_cluster(tmp_path / "cluster") as cluster, open(output, "w") as sink:
+        started = time.monotonic()
+        run = subprocess.Popen(
+            cmd,
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env={**os.environ, "PYTHONHASHSEED": "0"},
+        )
+        try:
+            # Wait until the job runs and has written a checkpoint, then cancel it.
+            deadline = time.monotonic() + 600
+            while True:
+                if run.poll() is not None:
+                    raise AssertionError(
+                        f"snakemake ended ({run.returncode}) before the job was cancelled:\n"
+                        f"{output.read_text()[-5000:]}\n{cluster.report()}"
+                    )
+                assert time.monotonic() < deadline, "no checkpoint in time\n" + cluster.report()
+                running = [j for j in cluster.jobs() if j["state"] == "RUNNING"]
+                seen = load_checkpoint(resume)["step"] if resume.is_file() else 0
+                if running and seen >= CANCEL_AT_STEP:
+                    break
+                time.sleep(0.05)
+            assert len(running) == 1 and "train_comma" in running[0]["comment"], running
+            cancelled = running[0]["id"]
+            subprocess.run(["scancel", cancelled], check=True, capture_output=True, timeout=60)
+            cancel_s = time.monotonic() - started
+            run.wait(timeout=900)
+        finally:
+            if run.poll() is None:  # the test failed: stop Snakemake (the cluster its jobs)
+                run.terminate()
+                try:
+                    run.wait(timeout=60)
+                except subprocess.TimeoutExpired:
+                    run.kill()
+                    run.wait()
+        slurm_s = time.monotonic() - started
+        jobs = cluster.jobs()
+        out = output.read_text()
+        if run.returncode != 0:
+            raise AssertionError(
+                f"snakemake failed ({run.returncode}):\n{out[-5000:]}\n{cluster.report()}"
+            )
+    print(
+        f"fault test: local {local_s:.1f} s; through Slurm {slurm_s:.1f} s "
+        f"(cancelled at {cancel_s:.1f} s, checkpoint at step {seen})",
+        file=sys.stderr,
+    )
+
+    # The cancelled job failed as Slurm reports it, and its retry ran to the end.
+    run_id = re.search(r"SLURM run ID: (\S+)", out)[1]
+    ours = sorted((j for j in jobs if j["name"] == run_id), key=lambda j: int(j["id"]))
+    assert [(j["id"], j["state"]) for j in ours][:1] == [(cancelled, "CANCELLED")], ours
+    assert [j["state"] for j in ours] == ["CANCELLED", "COMPLETED"], ours
+    assert all("rule_train_comma" in j["comment"] for j in ours), ours
+    assert f"SLURM-job '{cancelled}' failed, SLURM status is: 'CANCELLED'" in out
+    assert len(re.findall(r"has been submitted with SLURM jobid", out)) == 2
+
+    # The retry resumed from the cancelled job's checkpoint (the rule log is the retry's).
+    log = (remote / "logs/comma/train_comma/nmt_raw_seed1.log").read_text()
+    resumed_from, max_steps = _first_progress(log)
+    assert max_steps == FAULT_STEPS
+    assert CANCEL_AT_STEP <= seen <= resumed_from < FAULT_STEPS, (seen, resumed_from)
+    assert resumed_from % FAULT_CHECKPOINT_EVERY == 0
+
+    # ...and ended where an uninterrupted run ends: same model, same trainer state.
+    for name in ("model.pt", "resume.pt"):
+        assert_equal_objects(
+            torch.load(local / FAULT_RUN / name, weights_only=True),
+            torch.load(remote / FAULT_RUN / name, weights_only=True),
+            name,
+        )
+    # Every step the retry trained is the uninterrupted run's, loss for loss, bit for bit.
+    expected = [json.loads(line) for line in (local / FAULT_RUN / "metrics.jsonl").open()]
+    metrics = [json.loads(line) for line in (remote / FAULT_RUN / "metrics.jsonl").open()]
+    # KNOWN GAP (docs/cluster.md, "metrics.jsonl after a retry"): Snakemake deletes a failed
+    # job's declared outputs, so the retry's metrics.jsonl starts after the checkpoint. When
+    # the trainer keeps its metrics beside resume.pt, the file must equal `expected` whole.
+    assert [r["step"] for r in metrics] == list(range(resumed_from + 1, FAULT_STEPS + 1))
+    assert [r["loss"] for r in metrics] == [r["loss"] for r in expected[resumed_from:]]
