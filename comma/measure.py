@@ -28,6 +28,7 @@ from comma.data.batching import Batch, collate, make_batches, sentence_sizes
 from comma.data.packed import load_split
 from comma.data.vocab import Vocabulary
 from comma.io import atomic_path, torch_load, torch_save
+from comma.launch import is_main_process
 from comma.models.comma import CoMMA, CoMMAConfig, target_rows_paper_order
 from comma.plots import seed_summary
 from comma.ratio import (
@@ -85,6 +86,8 @@ def train_comma(
         model, load_split(Path(data_dir) / "train.pt"), train_config, resume_path, metrics_path
     )
     log.info("trained to step %d, last loss %s", result.step, result.loss)
+    if not is_main_process():
+        return  # under torchrun (comma.launch) every rank gets here; rank 0 writes the model
     state = load_checkpoint(resume_path)["model"]
     torch_save(
         {"format": MODEL_FORMAT, "config": config.to_dict(), "model": state, "seed": seed},

@@ -29,8 +29,11 @@ uninterrupted run on the CPU (same thread count). They load with
 ``torch.load(..., weights_only=True)``.
 
 Metrics: one JSON object per step in ``metrics_path`` (step, epoch, loss, lr, tokens,
-src_tokens, tgt_tokens, sentences, units, grad_norm, seconds, and the model's logs); on resume
-the lines after the checkpoint's step are dropped, so the file always matches the checkpoint.
+src_tokens, tgt_tokens, sentences, units, grad_norm, seconds, and the model's logs). They are
+written as training goes to ``<checkpoint>.metrics.jsonl`` beside the checkpoint (on resume
+the lines after the checkpoint's step are dropped, so it always matches the checkpoint) and
+copied whole to ``metrics_path`` at the end, so a resumed run's file has every step even if
+``metrics_path`` was deleted in between (as Snakemake does with a failed job's outputs).
 
 Distributed: under ``torchrun`` (env vars RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR/PORT) the
 trainer initializes torch.distributed (nccl on CUDA, gloo on CPU) and wraps the model in
@@ -42,9 +45,11 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import math
 import os
 import random
+import shutil
 import time
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
@@ -78,6 +83,8 @@ __all__ = [
     "load_model_weights",
     "train",
 ]
+
+log = logging.getLogger(__name__)
 
 UNITS_KEY = "units"
 CHECKPOINT_FORMAT = "comma-train-checkpoint-v1"
@@ -683,12 +690,25 @@ def _train(
 ) -> TrainResult:
     trainer = _Trainer(model, split, config, checkpoint_path, ctx, device)
     resumed_from = trainer.restore_or_seed()
+    if resumed_from is not None and ctx.rank == 0:
+        log.info("resuming from %s at step %d", checkpoint_path, resumed_from)
+    # The running metrics live beside the checkpoint: a workflow deletes a failed job's
+    # declared outputs (metrics_path among them), but must not lose the steps before the
+    # checkpoint it resumes from. metrics_path gets a complete copy at the end.
+    running_metrics = None
+    if metrics_path is not None:
+        running_metrics = checkpoint_path.with_name(checkpoint_path.name + ".metrics.jsonl")
     if ctx.rank == 0:
         _remove_stale_temporaries(checkpoint_path)
-        if metrics_path is not None:
-            _truncate_metrics(metrics_path, trainer.step)
+        if running_metrics is not None:
+            _truncate_metrics(running_metrics, trainer.step)
     trainer.wrap_distributed()
-    last_loss = trainer.run(metrics_path)
+    try:
+        last_loss = trainer.run(running_metrics)
+    finally:  # also after a TrainingError: the steps up to the failure, for the diagnosis
+        if ctx.rank == 0 and running_metrics is not None and running_metrics.is_file():
+            with atomic_path(metrics_path) as tmp:
+                shutil.copyfile(running_metrics, tmp)
     if ctx.distributed:
         dist.barrier()  # when any rank returns, rank 0 has written the final checkpoint
     return TrainResult(trainer.step, trainer.epoch, trainer.batch_in_epoch, last_loss, resumed_from)
