@@ -124,26 +124,26 @@ def ratio_pass(
     out = model(
         batch.src, batch.src_lengths, batch.tgt, batch.tgt_lengths, predicted, need_weights=True
     )
-    attn = torch.stack(
-        [target_rows_paper_order(layer, out.src_max) for layer in out.attention], dim=1
-    )  # [B, layers, heads, N, N + M]
     lengths = (out.src_lengths, batch.tgt_lengths)
-    averaged = attn[:, list(layers)][:, :, list(heads)].mean(dim=(1, 2))  # [B, N, N + M]
-    # A loop, not one call on [B * layers * heads, ...]: repeating the lengths and masks
-    # copies more than the loop saves (3x slower, benchmarks/comma_attention.py).
-    per_head = torch.stack(
-        [
+    heads = list(heads)
+    summed, per_head = None, []
+    # Layer by layer, so only one layer's reordered rows exist at a time.
+    for k, layer in enumerate(out.attention):
+        rows = target_rows_paper_order(layer, out.src_max)  # [B, H, N, N + M]
+        per_head.append(
             torch.stack(
                 [
-                    attention_density_ratio(attn[:, k, h], *lengths, predicted)
-                    for h in range(attn.shape[2])
+                    attention_density_ratio(rows[:, h], *lengths, predicted)
+                    for h in range(rows.shape[1])
                 ],
                 dim=1,
             )
-            for k in range(attn.shape[1])
-        ],
-        dim=1,
-    )  # [B, layers, heads]
+        )
+        if k in layers:
+            chosen = rows[:, heads].sum(dim=1)
+            summed = chosen if summed is None else summed + chosen
+    averaged = summed / (len(layers) * len(heads))  # [B, N, N + M]
+    per_head = torch.stack(per_head, dim=1)  # [B, layers, heads]
     return RatioPass(
         attention_density_ratio(averaged, *lengths, predicted),
         target_attention_share(averaged, *lengths, predicted),
