@@ -20,6 +20,7 @@ else:
 
 
 include: "rules/prepare.smk"
+include: "rules/teacher.smk"
 include: "rules/comma.smk"
 include: "rules/report.smk"
 

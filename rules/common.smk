@@ -93,3 +93,43 @@ def comma_training():
         "lr": config["models"]["comma"]["lr"],
         "max_sentences": config["models"]["comma"]["batch_size"],
     }
+
+
+# AR teachers (rules/teacher.smk): one per task, trained with the run's `seed`.
+def teacher_file(name, task="{task}"):
+    """A file of a task's AR teacher: work/teacher/{task}/<name>."""
+    return f"work/teacher/{task}/{name}"
+
+
+TEACHER_RESOURCE_KEYS = ("runtime_minutes", "mem_mb")
+
+
+def teacher_architecture(wildcards):
+    """models.teacher.{task} without the optimization keys (they go to training)."""
+    return {
+        k: v
+        for k, v in config["models"]["teacher"][wildcards.task].items()
+        if k not in ("batch_size", "lr")
+    }
+
+
+def teacher_training(wildcards):
+    """training.teacher.{task} (without the job's resources) with lr and batch size."""
+    model = config["models"]["teacher"][wildcards.task]
+    return {
+        **{
+            k: v
+            for k, v in config["training"]["teacher"][wildcards.task].items()
+            if k not in TEACHER_RESOURCE_KEYS
+        },
+        "lr": model["lr"],
+        "max_sentences": model["batch_size"],
+    }
+
+
+def teacher_runtime(wildcards):
+    return config["training"]["teacher"][wildcards.task]["runtime_minutes"]
+
+
+def teacher_mem_mb(wildcards):
+    return config["training"]["teacher"][wildcards.task]["mem_mb"]

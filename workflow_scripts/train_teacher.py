@@ -1,0 +1,26 @@
+"""rule train_teacher: train the AR teacher of one task with the project's trainer.
+
+One process per GPU the job was given (its `gpu` resource), data-parallel through torchrun
+when there are several (comma.launch); the job's threads are shared among them."""
+
+from pathlib import Path
+
+from _workflow import rule_log
+from comma.launch import launch, processes_for, threads_per_process
+
+processes = processes_for(snakemake.resources)
+with rule_log(snakemake):
+    launch(
+        "comma.models.teachers:train_teacher",
+        dict(
+            task=snakemake.wildcards.task,
+            data_dir=str(Path(snakemake.input.train).parent),
+            model_path=str(snakemake.output.model),
+            metrics_path=str(snakemake.output.metrics),
+            architecture=dict(snakemake.params.architecture),
+            training=dict(snakemake.params.training),
+            seed=int(snakemake.params.seed),
+            threads=threads_per_process(snakemake.threads, processes),
+        ),
+        processes,
+    )
