@@ -32,3 +32,4 @@ rule all:
         "results/data_lengths.png",
         "results/fig2.pdf",
         "results/ratio_summary.md",
+        "results/findings.md",

@@ -80,6 +80,7 @@ def test_rerun_is_a_no_op_and_forcerun_redoes_only_dependents(tiny_run):
         "measure_ratio": 2,
         "aggregate_ratio": 1,
         "figure2": 1,
+        "findings": 1,
         "all": 1,
     }
 
@@ -88,8 +89,8 @@ def test_every_job_logged_and_benchmarked(tiny_run):
     logs = list((tiny_run / "logs").rglob("*.log"))
     benchmarks = list((tiny_run / "benchmarks" / "runs").rglob("*.tsv"))
     # 3 generators, 4 log-mel parts, 3 preparations, 1 summary, 3 tasks x 2 seeds x
-    # (train + measure), 1 aggregation, 1 figure
-    assert len(logs) == len(benchmarks) == 11 + 12 + 2
+    # (train + measure), 1 aggregation, 1 figure, 1 findings
+    assert len(logs) == len(benchmarks) == 11 + 12 + 3
 
 
 def test_ratio_tables_and_figure2(tiny_run):
@@ -106,5 +107,7 @@ def test_ratio_tables_and_figure2(tiny_run):
     for name in ("fig2.pdf", "fig2.png"):
         assert (tiny_run / "results" / name).stat().st_size > 10_000
     assert "| asr | raw | 0.50 |" in (tiny_run / "results" / "ratio_summary.md").read_text()
+    findings = (tiny_run / "results" / "findings.md").read_text()
+    assert "R(p) ranks ASR > NMT > TTS at every p" in findings and "seeds [1, 2]" in findings
     metrics = (tiny_run / "work" / "comma" / "nmt" / "raw" / "seed2" / "metrics.jsonl").read_text()
     assert len(metrics.splitlines()) == 30  # one line per training step
