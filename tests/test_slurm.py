@@ -41,6 +41,7 @@ PLANNED_GPU_RULES = {
     "extract_alignment",
     "measure_ratio",
     "evaluate_teacher",
+    "evaluate_teacher_tts",
     "evaluate_nar",
 }
 # The tiny DAG up to TARGET: jobs per rule.
