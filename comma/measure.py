@@ -25,8 +25,7 @@ import pandas as pd
 import torch
 
 from comma.data.batching import Batch, collate, make_batches, sentence_sizes
-from comma.data.packed import load_split
-from comma.data.vocab import Vocabulary
+from comma.data.packed import Split, load_split, prepared_corpus_sizes
 from comma.io import atomic_path, torch_load, torch_save
 from comma.launch import is_main_process
 from comma.models.comma import CoMMA, CoMMAConfig, target_rows_paper_order
@@ -44,18 +43,11 @@ log = logging.getLogger(__name__)
 MODEL_FORMAT = "comma-model-v1"
 
 
-def comma_config_for_data(task: str, data_dir: str | Path, architecture: dict) -> CoMMAConfig:
+def comma_config_for_data(
+    task: str, data_dir: str | Path, architecture: dict, train_split: Split | None = None
+) -> CoMMAConfig:
     """CoMMA's config for the prepared corpus in `data_dir` (vocabulary sizes, mel bins)."""
-    data_dir = Path(data_dir)
-    sizes: dict[str, Any] = {}
-    for side in ("src", "tgt"):
-        dictionary = data_dir / f"dict.{side}.txt"
-        if dictionary.is_file():
-            sizes[f"{side}_vocab"] = len(Vocabulary.load(dictionary))
-    train_split = load_split(data_dir / "train.pt")
-    for side in (train_split.src, train_split.tgt):
-        if not side.is_tokens:
-            sizes["n_mels"] = int(side.values.shape[1])
+    sizes = prepared_corpus_sizes(data_dir, train_split)
     return CoMMAConfig(task=task, **sizes, **architecture)
 
 
@@ -76,15 +68,14 @@ def train_comma(
     `architecture`: CoMMAConfig fields other than task and sizes; `training`: TrainConfig
     fields other than seed. The trainer's resumable checkpoint goes to `resume_path`
     (default: beside the model), which a rule does not declare, so it survives a killed job."""
-    config = comma_config_for_data(task, data_dir, architecture)
+    train_split = load_split(Path(data_dir) / "train.pt")
+    config = comma_config_for_data(task, data_dir, architecture, train_split)
     train_config = TrainConfig.from_dict({**training, "seed": seed, "threads": threads})
     resume_path = Path(resume_path or Path(model_path).with_name("resume.pt"))
     torch.manual_seed(seed)  # initialization; the trainer reseeds data order and dropout
     model = CoMMA(config)
     log.info("CoMMA %s: %s parameters", task, sum(p.numel() for p in model.parameters()))
-    result = train(
-        model, load_split(Path(data_dir) / "train.pt"), train_config, resume_path, metrics_path
-    )
+    result = train(model, train_split, train_config, resume_path, metrics_path)
     log.info("trained to step %d, last loss %s", result.step, result.loss)
     if not is_main_process():
         return  # under torchrun (comma.launch) every rank gets here; rank 0 writes the model

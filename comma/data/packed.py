@@ -144,3 +144,23 @@ def split_stats(split: Split) -> dict:
         "src_len": length_stats(split.src.lengths),
         "tgt_len": length_stats(split.tgt.lengths),
     }
+
+
+def prepared_corpus_sizes(data_dir: str | Path, train_split: Split | None = None) -> dict:
+    """What a model needs to know of a prepared corpus `work/data/{task}`: `src_vocab` /
+    `tgt_vocab` for its token sides (from dict.src.txt / dict.tgt.txt) and `n_mels` for a
+    mel side (from the training split, loaded unless given)."""
+    from comma.data.vocab import Vocabulary
+
+    data_dir = Path(data_dir)
+    sizes: dict[str, int] = {}
+    for side in ("src", "tgt"):
+        dictionary = data_dir / f"dict.{side}.txt"
+        if dictionary.is_file():
+            sizes[f"{side}_vocab"] = len(Vocabulary.load(dictionary))
+    if train_split is None:
+        train_split = load_split(data_dir / "train.pt")
+    for side in (train_split.src, train_split.tgt):
+        if not side.is_tokens:
+            sizes["n_mels"] = int(side.values.shape[1])
+    return sizes

@@ -55,8 +55,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from comma.data.batching import Batch
-from comma.data.packed import Split, load_split
-from comma.data.vocab import BOS, EOS, PAD, SPECIALS, Vocabulary
+from comma.data.packed import Split, load_split, prepared_corpus_sizes
+from comma.data.vocab import BOS, EOS, PAD, SPECIALS
 from comma.io import torch_load, torch_save
 from comma.launch import is_main_process
 from comma.models.prenets import Conv2dPrenet, DensePrenet, TokenEmbedding
@@ -632,17 +632,7 @@ def teacher_config_for_data(
 
     `architecture`: ``models.teacher.{task}`` without batch_size and lr; `train_split`: the
     corpus's training split if already loaded."""
-    data_dir = Path(data_dir)
-    sizes: dict[str, Any] = {}
-    for side in ("src", "tgt"):
-        dictionary = data_dir / f"dict.{side}.txt"
-        if dictionary.is_file():
-            sizes[f"{side}_vocab"] = len(Vocabulary.load(dictionary))
-    if train_split is None:
-        train_split = load_split(data_dir / "train.pt")
-    for side in (train_split.src, train_split.tgt):
-        if not side.is_tokens:
-            sizes["n_mels"] = int(side.values.shape[1])
+    sizes = prepared_corpus_sizes(data_dir, train_split)
     return TeacherConfig(task=task, **sizes, **architecture)
 
 
