@@ -26,8 +26,7 @@ import torch
 
 from comma.data.batching import Batch, collate, make_batches, sentence_sizes
 from comma.data.packed import Split, load_split, prepared_corpus_sizes
-from comma.io import atomic_path, torch_load, torch_save
-from comma.launch import is_main_process
+from comma.io import atomic_path, torch_load
 from comma.models.comma import CoMMA, CoMMAConfig, target_rows_paper_order
 from comma.plots import seed_summary
 from comma.ratio import (
@@ -36,7 +35,7 @@ from comma.ratio import (
     ratio_over_corpus,
     target_attention_share,
 )
-from comma.train import TrainConfig, load_checkpoint, train
+from comma.train import TrainConfig, train_and_save
 
 log = logging.getLogger(__name__)
 
@@ -73,16 +72,15 @@ def train_comma(
     train_config = TrainConfig.from_dict({**training, "seed": seed, "threads": threads})
     resume_path = Path(resume_path or Path(model_path).with_name("resume.pt"))
     torch.manual_seed(seed)  # initialization; the trainer reseeds data order and dropout
-    model = CoMMA(config)
-    log.info("CoMMA %s: %s parameters", task, sum(p.numel() for p in model.parameters()))
-    result = train(model, train_split, train_config, resume_path, metrics_path)
-    log.info("trained to step %d, last loss %s", result.step, result.loss)
-    if not is_main_process():
-        return  # under torchrun (comma.launch) every rank gets here; rank 0 writes the model
-    state = load_checkpoint(resume_path)["model"]
-    torch_save(
-        {"format": MODEL_FORMAT, "config": config.to_dict(), "model": state, "seed": seed},
-        model_path,
+    train_and_save(
+        CoMMA(config),
+        train_split,
+        train_config,
+        model_path=model_path,
+        metrics_path=metrics_path,
+        resume_path=resume_path,
+        model_format=MODEL_FORMAT,
+        model_config=config.to_dict(),
     )
 
 

@@ -64,6 +64,7 @@ from tqdm import tqdm
 from comma.data.batching import MEASURES, Batch, BatchPlan, rank_share
 from comma.data.packed import Split
 from comma.io import atomic_path, torch_load, torch_save
+from comma.launch import is_main_process
 
 __all__ = [
     "UNITS_KEY",
@@ -82,6 +83,7 @@ __all__ = [
     "load_checkpoint",
     "load_model_weights",
     "train",
+    "train_and_save",
 ]
 
 log = logging.getLogger(__name__)
@@ -348,6 +350,32 @@ def load_model_weights(model: nn.Module, path: str | Path) -> dict[str, Any]:
     except RuntimeError as err:
         raise TrainingError(f"{path}: the weights do not fit this model: {err}") from err
     return checkpoint
+
+
+def train_and_save(
+    model: nn.Module,
+    split: Split,
+    config: TrainConfig,
+    *,
+    model_path: str | Path,
+    metrics_path: str | Path | None,
+    resume_path: str | Path,
+    model_format: str,
+    model_config: dict[str, Any],
+) -> TrainResult | None:
+    """`train`, then (rank 0 only) write the final weights with the model's config to
+    `model_path` as ``{"format", "config", "model", "seed"}``: the file a rule declares. The
+    resumable checkpoint stays at `resume_path`, which a rule does not declare, so that a killed
+    job's retry resumes from it."""
+    log.info("%s: %s parameters", type(model).__name__, sum(p.numel() for p in model.parameters()))
+    result = train(model, split, config, resume_path, metrics_path)
+    log.info("trained to step %d, last loss %s", result.step, result.loss)
+    if not is_main_process():
+        return None  # under torchrun every rank gets here; rank 0 writes the model
+    weights = load_checkpoint(resume_path)["model"]
+    saved = {"format": model_format, "config": model_config, "model": weights, "seed": config.seed}
+    torch_save(saved, model_path)
+    return result
 
 
 class _LossModule(nn.Module):

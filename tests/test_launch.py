@@ -258,7 +258,7 @@ def test_train_comma_on_two_gpus_equals_one(tmp_path):
     assert load_checkpoint(runs[1] / RUN / "resume.pt")["world_size"] == 1
     log = (runs[2] / "logs/comma/train_comma/nmt_raw_seed1.log").read_text()
     assert "comma.measure:train_comma: 2 processes (CPU, gloo)" in log
-    assert "[rank 1] comma.measure INFO" in log  # the second worker's output reached the log
+    assert "[rank 1] comma.train INFO" in log  # the second worker's output reached the log
 
     assert one["config"] == two["config"] and one["seed"] == two["seed"] == 1
     assert one["model"].keys() == two["model"].keys()

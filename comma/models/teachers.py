@@ -57,8 +57,7 @@ from torch import nn
 from comma.data.batching import Batch
 from comma.data.packed import Split, load_split, prepared_corpus_sizes
 from comma.data.vocab import BOS, EOS, PAD, SPECIALS
-from comma.io import torch_load, torch_save
-from comma.launch import is_main_process
+from comma.io import torch_load
 from comma.models.prenets import Conv2dPrenet, DensePrenet, TokenEmbedding
 from comma.models.transformer import (
     Decoder,
@@ -67,7 +66,7 @@ from comma.models.transformer import (
     SinusoidalPositions,
     padding_mask,
 )
-from comma.train import TrainConfig, load_checkpoint, train
+from comma.train import TrainConfig, train_and_save
 
 __all__ = [
     "PAD_ID",
@@ -663,15 +662,15 @@ def train_teacher(
     model = build_teacher(config)
     if isinstance(model, TransformerASR):
         model.set_feature_statistics(train_split.src.values)
-    log.info("%s teacher: %s parameters", task, sum(p.numel() for p in model.parameters()))
-    result = train(model, train_split, train_config, resume_path, metrics_path)
-    log.info("trained to step %d, last loss %s", result.step, result.loss)
-    if not is_main_process():
-        return  # under torchrun (comma.launch) every rank gets here; rank 0 writes the model
-    state = load_checkpoint(resume_path)["model"]
-    torch_save(
-        {"format": MODEL_FORMAT, "config": config.to_dict(), "model": state, "seed": seed},
-        model_path,
+    train_and_save(
+        model,
+        train_split,
+        train_config,
+        model_path=model_path,
+        metrics_path=metrics_path,
+        resume_path=resume_path,
+        model_format=MODEL_FORMAT,
+        model_config=config.to_dict(),
     )
 
 
