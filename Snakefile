@@ -21,6 +21,9 @@ else:
 
 include: "rules/prepare.smk"
 include: "rules/teacher.smk"
+include: "rules/distill.smk"
+include: "rules/align.smk"
+include: "rules/nar.smk"
 include: "rules/comma.smk"
 include: "rules/report.smk"
 

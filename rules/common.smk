@@ -61,8 +61,27 @@ def feature_params():
 
 
 SEEDS = config["seeds"]
-# CoMMA variants measured so far; kd and ac come with distillation and alignment extraction.
-COMMA_VARIANTS = ["raw"]
+# CoMMA variants: raw corpus, KD corpus (section 4.2), raw corpus + attention constraint (5.2).
+COMMA_VARIANTS = ["raw"]  # kd and ac: wired in with train_comma's corpus and constraint
+# Training corpora: the prepared one, or the teacher's distillation of it (rules/distill.smk).
+CORPORA = ["raw", "kd"]
+DISTILL_SHARDS = list(range(config["distill"]["shards"]))
+
+
+def corpus_train(task, corpus):
+    """The training split of a corpus: raw (work/data/{task}/train.pt) or kd (the teacher's
+    outputs for the same sources, in the same format: work/data/{task}/kd/train.pt)."""
+    return prepared(task, "train.pt") if corpus == "raw" else prepared(task, "kd/train.pt")
+
+
+def distill_file(name, task="{task}"):
+    """A file of the distillation stage: work/distill/{task}/<name>."""
+    return f"work/distill/{task}/{name}"
+
+
+def alignment_file(name, task="{task}", corpus="{corpus}"):
+    """Teacher alignments of a training corpus: work/align/{task}/{corpus}/<name>."""
+    return f"work/align/{task}/{corpus}/{name}"
 
 
 def comma_run(name):

@@ -1,0 +1,1 @@
+# Alignment extraction (paper section 5.1): the teachers' teacher-forced attention.
