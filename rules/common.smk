@@ -152,3 +152,18 @@ def teacher_runtime(wildcards):
 
 def teacher_mem_mb(wildcards):
     return config["training"]["teacher"][wildcards.task]["mem_mb"]
+
+
+# NAR models (rules/nar.smk): the rows of the paper's Tables 2-4 per task, as
+# {corpus}_{constraint}: trained on the raw or KD corpus, with or without the alignment
+# constraint (AC: NAT's attention KL, NAR-ASR's attention window, FastSpeech's durations).
+NAR_VARIANTS = {
+    "nmt": ["kd_ac", "kd_noac", "raw_ac"],  # NAT, NAT w/o AC, NAT w/o KD
+    "asr": ["raw_ac", "raw_noac"],  # NAR-ASR, NAR-ASR w/o AC (no KD, as the paper)
+    "tts": ["kd_ac", "raw_ac", "kd_noac"],  # FastSpeech, w/o KD, w/o AC
+}
+
+
+def nar_run(name):
+    """A file of one NAR model: work/nar/{task}/{corpus}_{constraint}/<name>."""
+    return f"work/nar/{{task}}/{{corpus}}_{{constraint}}/{name}"
