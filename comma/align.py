@@ -13,6 +13,11 @@ Section 5.2 puts the eq. 6 loss on CoMMA too, after renormalizing the source par
 mix-attention (eq. 7, :func:`normalize_source_attention`) and averaging eq. 8 over heads and
 layers.
 
+The alignment stage (rule ``extract_alignment``, :func:`extract_alignment`) runs each teacher
+teacher-forced over a training corpus and stores one :class:`TeacherAlignment` per corpus: per
+sentence the teacher's attention map (NMT, ASR), durations (TTS) and expected positions (ASR),
+which the NAR models and CoMMA's AC variant look up by the batch's sentence indices.
+
 Conventions: an attention tensor ends in ``[..., T, M]`` (T target positions: tokens or mel
 frames; M source positions); lengths are int ``[B]`` (T_b = `tgt_len`, M_b = `src_len`) and
 positions at or beyond a length are padding. Source positions are 0-based column indices,
@@ -21,9 +26,19 @@ except E_i and :func:`window_mask`, which use the paper's 1-based j = 1..M.
 
 from __future__ import annotations
 
-import torch
+import logging
+from dataclasses import dataclass
+from pathlib import Path
 
+import torch
+from tqdm import tqdm
+
+from comma.data.packed import PackedSequences
+from comma.errors import InputError
+from comma.io import torch_load, torch_save, write_json
 from comma.masking import check_lengths, valid_positions
+
+log = logging.getLogger(__name__)
 
 __all__ = [
     "focus_rate",
@@ -34,6 +49,8 @@ __all__ = [
     "softmax_safe_mask",
     "attention_kl_loss",
     "normalize_source_attention",
+    "TeacherAlignment",
+    "extract_alignment",
 ]
 
 
@@ -348,3 +365,298 @@ def normalize_source_attention(
     source = torch.where(valid, mix_attn[..., n_max:], mix_attn.new_zeros(()))  # [B,*D,N,M]
     total = source.sum(-1, keepdim=True).clamp_min(torch.finfo(mix_attn.dtype).tiny)
     return source / total
+
+
+ALIGNMENT_FORMAT = "comma-alignment-v1"
+ATTENTION_CHOICES = ("diagonal_head", "last_layer")
+
+
+def _gather_padded(packed: PackedSequences, indices: torch.Tensor, max_len: int) -> torch.Tensor:
+    """Sequences `indices` of `packed` zero-padded to ``[B, max_len]`` (same dtype)."""
+    out = packed.values.new_zeros(len(indices), max_len)
+    for row, k in enumerate(indices.tolist()):
+        seq = packed[k]
+        out[row, : len(seq)] = seq
+    return out
+
+
+@dataclass(frozen=True)
+class TeacherAlignment:
+    """One training corpus's alignments from its AR teacher, sentence k = the corpus's k-th.
+
+    Lengths are the teacher's: `tgt_lengths` target tokens (EOS excluded) or mel frames,
+    `src_lengths` encoder positions after its pre-net (ASR: subsampled frames). A student
+    looks its batch up with the methods below (the provider NAR models and CoMMA's AC variant
+    read as ``model.alignment``); its own lengths must match, or they raise.
+
+    Storage: `maps` holds each sentence's AC target ``[T_b, M_b]`` flattened, in float16
+    (NMT, ASR: 2 bytes a cell; the soft maps are what eq. 6 and 8 pull towards). TTS stores
+    no map: its AC target is the hard alignment FastSpeech trains on, rebuilt from the
+    durations (frame t -> the phoneme it belongs to), since LJSpeech's soft maps would take
+    about 2 GB. Durations are int32 per phoneme, expected positions int32 per target token
+    (1-based, section 5.1)."""
+
+    task: str
+    src_lengths: torch.Tensor  # [n] int64
+    tgt_lengths: torch.Tensor  # [n] int64
+    focus_rate: torch.Tensor  # [n] float32, of the map the durations/expectations come from
+    source: str  # which teacher attention: "layer L head H" or "last layer mean"
+    maps: PackedSequences | None = None  # float16 [T_b * M_b] per sentence (nmt, asr)
+    token_durations: PackedSequences | None = None  # int32 [M_b] (tts)
+    expected: PackedSequences | None = None  # int32 [T_b] (asr)
+
+    def __len__(self) -> int:
+        return len(self.src_lengths)
+
+    def _rows(self, indices: torch.Tensor, tgt_max: int, src_max: int) -> torch.Tensor:
+        indices = torch.as_tensor(indices, dtype=torch.long).cpu()
+        if len(indices) and (int(indices.min()) < 0 or int(indices.max()) >= len(self)):
+            raise IndexError(f"sentence indices outside 0..{len(self) - 1} of the alignment")
+        too_long = (self.tgt_lengths[indices] > tgt_max) | (self.src_lengths[indices] > src_max)
+        if bool(too_long.any()):
+            k = int(indices[too_long.nonzero()[0, 0]])
+            raise ValueError(
+                f"alignment of sentence {k} is {int(self.tgt_lengths[k])} x "
+                f"{int(self.src_lengths[k])} (target x source), beyond the student's batch "
+                f"{tgt_max} x {src_max}: the student's corpus or pre-net does not match the "
+                "teacher's"
+            )
+        return indices
+
+    def check_lengths(
+        self, indices: torch.Tensor, src_len: torch.Tensor, tgt_len: torch.Tensor
+    ) -> None:
+        """Raise unless the student's lengths ``[B]`` equal the teacher's for these sentences."""
+        indices = torch.as_tensor(indices, dtype=torch.long).cpu()
+        for name, mine, theirs in (
+            ("source", self.src_lengths[indices], src_len.cpu()),
+            ("target", self.tgt_lengths[indices], tgt_len.cpu()),
+        ):
+            if not torch.equal(mine, theirs.to(mine.dtype)):
+                row = int((mine != theirs).nonzero()[0, 0])
+                raise ValueError(
+                    f"sentence {int(indices[row])}: the teacher's alignment has {name} length "
+                    f"{int(mine[row])} but the student has {int(theirs[row])}; align the same "
+                    "corpus, with the same pre-net subsampling, as the student trains on"
+                )
+
+    def attention(self, indices: torch.Tensor, tgt_max: int, src_max: int) -> torch.Tensor:
+        """float32 ``[B, tgt_max, src_max]``: each sentence's teacher map, rows summing to 1
+        over its valid source, zero padding."""
+        indices = self._rows(indices, tgt_max, src_max)
+        out = torch.zeros(len(indices), tgt_max, src_max)
+        for row, k in enumerate(indices.tolist()):
+            t, m = int(self.tgt_lengths[k]), int(self.src_lengths[k])
+            if self.maps is not None:
+                cell = self.maps[k].float().view(t, m)
+                out[row, :t, :m] = cell / cell.sum(-1, keepdim=True).clamp_min(1e-12)
+            else:  # hard alignment from durations: frame t -> its phoneme
+                owner = torch.repeat_interleave(torch.arange(m), self.token_durations[k].long())
+                out[row, torch.arange(t), owner] = 1.0
+        return out
+
+    def window(self, indices: torch.Tensor, tgt_max: int, src_max: int) -> torch.Tensor:
+        """bool ``[B, tgt_max, src_max]``: the ASR attention window of section 5.1
+        (:func:`window_mask`) from the stored expected positions."""
+        if self.expected is None:
+            raise ValueError(f"the {self.task} alignment has no expected positions (ASR only)")
+        indices = self._rows(indices, tgt_max, src_max)
+        expected = _gather_padded(self.expected, indices, tgt_max).long()
+        return window_mask(
+            expected, self.src_lengths[indices], self.tgt_lengths[indices], max_src_len=src_max
+        )
+
+    def durations(self, indices: torch.Tensor, src_max: int) -> torch.Tensor:
+        """long ``[B, src_max]``: phoneme durations in frames, zero padding (TTS)."""
+        if self.token_durations is None:
+            raise ValueError(f"the {self.task} alignment has no durations (TTS only)")
+        indices = torch.as_tensor(indices, dtype=torch.long).cpu()
+        if len(indices) and int(self.src_lengths[indices].max()) > src_max:
+            raise ValueError(f"durations longer than the student's {src_max} source positions")
+        return _gather_padded(self.token_durations, indices, src_max).long()
+
+    def select(self, indices) -> TeacherAlignment:
+        """The alignments of sentences `indices`, in that order (e.g. a filtered corpus)."""
+        indices = [int(k) for k in indices]
+        pick = torch.tensor(indices, dtype=torch.long)
+        return TeacherAlignment(
+            self.task,
+            self.src_lengths[pick],
+            self.tgt_lengths[pick],
+            self.focus_rate[pick],
+            self.source,
+            *(
+                None if packed is None else packed.select(indices)
+                for packed in (self.maps, self.token_durations, self.expected)
+            ),
+        )
+
+    def save(self, path: str | Path) -> None:
+        packed = {
+            name: None if value is None else value.to_dict()
+            for name, value in (
+                ("maps", self.maps),
+                ("token_durations", self.token_durations),
+                ("expected", self.expected),
+            )
+        }
+        torch_save(
+            {
+                "format": ALIGNMENT_FORMAT,
+                "task": self.task,
+                "source": self.source,
+                "src_lengths": self.src_lengths,
+                "tgt_lengths": self.tgt_lengths,
+                "focus_rate": self.focus_rate,
+                **packed,
+            },
+            path,
+        )
+
+    @classmethod
+    def load(cls, path: str | Path) -> TeacherAlignment:
+        saved = torch_load(path)
+        if not isinstance(saved, dict) or saved.get("format") != ALIGNMENT_FORMAT:
+            raise InputError(path, f"not a teacher alignment file (expected {ALIGNMENT_FORMAT})")
+        packed = {
+            name: None if saved.get(name) is None else PackedSequences.from_dict(saved[name], path)
+            for name in ("maps", "token_durations", "expected")
+        }
+        return cls(
+            saved["task"],
+            saved["src_lengths"],
+            saved["tgt_lengths"],
+            saved["focus_rate"],
+            saved["source"],
+            **packed,
+        )
+
+
+@torch.no_grad()
+def _teacher_attention_passes(model, split, batch_sentences: int, seed: int, progress: bool):
+    """Yield (batch, TeacherForcedAttention) over the corpus in a fixed order; the same
+    (seed, order) gives the same attention, also for the TTS teacher's inference dropout."""
+    from comma.data.batching import collate, make_batches
+    from comma.decode import teacher_forced_attention
+
+    torch.manual_seed(seed)
+    batches = make_batches(split.src.lengths.numpy(), max_sentences=batch_sentences, shuffle=False)
+    for indices in tqdm(batches, desc="teacher attention", unit="batch", disable=not progress):
+        batch = collate(split, indices)
+        yield batch, teacher_forced_attention(model, batch)
+
+
+def extract_alignment(
+    teacher_path: str | Path,
+    train_path: str | Path,
+    out_path: str | Path,
+    summary_path: str | Path,
+    *,
+    attention: str,
+    min_focus_rate: float = 0.0,
+    batch_sentences: int = 32,
+    seed: int = 0,
+    progress: bool = True,
+) -> dict:
+    """Teacher-forced attention of the AR teacher over a training corpus -> its alignments.
+
+    `attention` picks each sentence's map: ``diagonal_head``, the (layer, head) of highest
+    focus rate over the whole corpus (a first pass; ESPnet's duration calculator), or
+    ``last_layer``, the mean over the last decoder layer's heads. From that map: TTS durations
+    (:func:`durations_from_attention`; always from the diagonal head), ASR expected positions
+    (:func:`expected_positions`), and for NMT and ASR the map itself. TTS utterances whose
+    focus rate is below `min_focus_rate` are counted in the summary; the rule training
+    FastSpeech drops them (their indices are in the summary's ``low_focus``).
+    Writes the :class:`TeacherAlignment` to `out_path` and a JSON summary to `summary_path`."""
+    from comma.data.packed import load_split
+    from comma.models.teachers import load_teacher
+
+    if attention not in ATTENTION_CHOICES:
+        raise ValueError(f"attention must be one of {ATTENTION_CHOICES}, got {attention!r}")
+    model = load_teacher(teacher_path)
+    task = model.config.task
+    if task == "tts":
+        attention = "diagonal_head"  # durations are argmax counts of one consistent head
+    split = load_split(train_path)
+    layers, heads = model.config.decoder_layers, model.config.heads
+
+    # Pass 1: focus rate of every (layer, head), summed over sentences.
+    rate_sum = torch.zeros(layers * heads, dtype=torch.float64)
+    for _, forced in _teacher_attention_passes(model, split, batch_sentences, seed, progress):
+        flat = forced.attention.flatten(1, 2)  # [B, L*H, T, S]
+        rate_sum += focus_rate(flat, forced.src_lengths, forced.tgt_lengths).double().sum(0)
+    head_rates = (rate_sum / len(split)).view(layers, heads)
+    if attention == "diagonal_head":
+        best = int(head_rates.flatten().argmax())
+        layer, head = divmod(best, heads)
+        source = f"layer {layer} head {head}"
+    else:
+        layer, head = layers - 1, None
+        source = f"layer {layer} mean over heads"
+    log.info("focus rate per decoder layer x head:\n%s; AC target: %s", head_rates, source)
+
+    # Pass 2: the chosen map of every sentence.
+    n = len(split)
+    src_lengths = torch.zeros(n, dtype=torch.long)
+    tgt_lengths = torch.zeros(n, dtype=torch.long)
+    rates = torch.zeros(n)
+    maps: list[torch.Tensor | None] = [None] * n
+    durations: list[torch.Tensor | None] = [None] * n
+    expected: list[torch.Tensor | None] = [None] * n
+    for batch, forced in _teacher_attention_passes(model, split, batch_sentences, seed, progress):
+        chosen = forced.attention[:, layer]  # [B, H, T, S]
+        chosen = chosen.mean(1) if head is None else chosen[:, head]  # [B, T, S]
+        s_len, t_len = forced.src_lengths.cpu(), forced.tgt_lengths.cpu()
+        chosen = chosen.float().cpu()
+        batch_rates = focus_rate(chosen[:, None], s_len, t_len)[:, 0]
+        batch_durations = durations_from_attention(chosen, s_len, t_len) if task == "tts" else None
+        batch_expected = expected_positions(chosen, s_len, t_len) if task == "asr" else None
+        for row, k in enumerate(batch.indices.tolist()):
+            t, m = int(t_len[row]), int(s_len[row])
+            src_lengths[k], tgt_lengths[k], rates[k] = m, t, batch_rates[row]
+            if task == "tts":
+                durations[k] = batch_durations[row, :m].int()
+            else:
+                maps[k] = chosen[row, :t, :m].reshape(-1).half()
+            if task == "asr":
+                expected[k] = batch_expected[row, :t].int()
+
+    alignment = TeacherAlignment(
+        task,
+        src_lengths,
+        tgt_lengths,
+        rates,
+        source,
+        maps=PackedSequences.from_list(maps) if task != "tts" else None,
+        token_durations=PackedSequences.from_list(durations) if task == "tts" else None,
+        expected=PackedSequences.from_list(expected) if task == "asr" else None,
+    )
+    low_focus = (rates < min_focus_rate).nonzero().squeeze(1).tolist() if task == "tts" else []
+    summary = {
+        "task": task,
+        "sentences": n,
+        "attention": source,
+        "focus_rate_per_head": head_rates.tolist(),
+        "focus_rate": {
+            "mean": float(rates.mean()),
+            "p10": float(rates.quantile(0.1)),
+            "min": float(rates.min()),
+        },
+        "min_focus_rate": min_focus_rate,
+        "low_focus": low_focus,
+    }
+    if task == "tts":
+        zero = sum(int((d == 0).sum()) for d in durations)
+        phonemes = int(src_lengths.sum())
+        summary["zero_duration_phonemes"] = {"count": zero, "share": zero / phonemes}
+        log.info("%d of %d phonemes get no frame", zero, phonemes)
+        if low_focus:
+            log.warning(
+                "%d of %d utterances have focus rate < %g: left out of FastSpeech's training",
+                len(low_focus),
+                n,
+                min_focus_rate,
+            )
+    alignment.save(out_path)
+    write_json(summary_path, summary)
+    return summary
