@@ -24,6 +24,7 @@ from typing import Any
 import pandas as pd
 import torch
 
+from comma.align import TeacherAlignment
 from comma.data.batching import Batch, collate, make_batches, sentence_sizes
 from comma.data.packed import Split, load_split, prepared_corpus_sizes
 from comma.io import atomic_path, torch_load
@@ -59,21 +60,40 @@ def train_comma(
     architecture: dict,
     training: dict,
     seed: int,
+    train_path: str | Path | None = None,
+    alignment_path: str | Path | None = None,
+    ac_weight: float = 0.0,
     resume_path: str | Path | None = None,
     threads: int | None = None,
 ) -> None:
-    """Train CoMMA for `task` on `data_dir`/train.pt; write weights + config to `model_path`.
+    """Train CoMMA for `task`; write weights + config to `model_path`.
 
-    `architecture`: CoMMAConfig fields other than task and sizes; `training`: TrainConfig
-    fields other than seed. The trainer's resumable checkpoint goes to `resume_path`
-    (default: beside the model), which a rule does not declare, so it survives a killed job."""
-    train_split = load_split(Path(data_dir) / "train.pt")
+    The training split is `train_path` (default `data_dir`/train.pt; the KD corpus for the
+    kd variant); vocabularies come from `data_dir`. With `alignment_path` (the teacher's
+    :class:`~comma.align.TeacherAlignment` of that training split) the eq. 8 attention
+    constraint is added with weight `ac_weight` (the ac variant). `architecture`: CoMMAConfig
+    fields other than task, sizes and ac_weight; `training`: TrainConfig fields other than
+    seed. The trainer's resumable checkpoint goes to `resume_path` (default: beside the
+    model), which a rule does not declare, so it survives a killed job."""
+    train_split = load_split(Path(train_path or Path(data_dir) / "train.pt"))
+    if alignment_path is not None and ac_weight <= 0:
+        raise ValueError(f"an alignment is given but ac_weight is {ac_weight}; it must be > 0")
+    architecture = {**architecture, "ac_weight": ac_weight if alignment_path else 0.0}
     config = comma_config_for_data(task, data_dir, architecture, train_split)
     train_config = TrainConfig.from_dict({**training, "seed": seed, "threads": threads})
     resume_path = Path(resume_path or Path(model_path).with_name("resume.pt"))
     torch.manual_seed(seed)  # initialization; the trainer reseeds data order and dropout
+    model = CoMMA(config)
+    if alignment_path is not None:
+        alignment = TeacherAlignment.load(alignment_path)
+        if len(alignment) != len(train_split):
+            raise ValueError(
+                f"{alignment_path} aligns {len(alignment)} sentences but the training split "
+                f"has {len(train_split)}: extract it from the same corpus"
+            )
+        model.alignment = alignment
     train_and_save(
-        CoMMA(config),
+        model,
         train_split,
         train_config,
         model_path=model_path,

@@ -1,10 +1,11 @@
-# CoMMA (paper section 2): train one per task, variant and seed; measure R(p) on the test set;
+# CoMMA (paper section 2): train one per task, variant (raw; kd: on the KD corpus, section 4.2;
+# ac: with the eq. 7-8 attention constraint, section 5.2) and seed; measure R(p) on the test set;
 # summarize over seeds.
 
 
 rule train_comma:
     input:
-        train=prepared("{task}", "train.pt"),
+        unpack(comma_inputs),
         vocab=vocab_files,
     output:
         model=comma_run("model.pt"),
@@ -14,7 +15,7 @@ rule train_comma:
     benchmark:
         "benchmarks/runs/train_comma/{task}_{variant}_seed{seed}.tsv"
     wildcard_constraints:
-        variant="raw",
+        variant="raw|kd|ac",
         seed=r"\d+",
     conda:
         "../envs/comma.yaml"
@@ -24,6 +25,7 @@ rule train_comma:
     params:
         architecture=comma_architecture(),
         training=comma_training(),
+        ac_weight=config["models"]["comma"]["ac_weight"],
     script:
         "../workflow_scripts/train_comma.py"
 

@@ -62,7 +62,7 @@ def feature_params():
 
 SEEDS = config["seeds"]
 # CoMMA variants: raw corpus, KD corpus (section 4.2), raw corpus + attention constraint (5.2).
-COMMA_VARIANTS = ["raw"]  # kd and ac: wired in with train_comma's corpus and constraint
+COMMA_VARIANTS = ["raw", "kd", "ac"]
 # Training corpora: the prepared one, or the teacher's distillation of it (rules/distill.smk).
 CORPORA = ["raw", "kd"]
 DISTILL_SHARDS = list(range(config["distill"]["shards"]))
@@ -98,12 +98,22 @@ def vocab_files(wildcards):
 
 
 def comma_architecture():
-    """models.comma without the optimization keys (batch size and lr go to training)."""
+    """models.comma without the optimization keys (batch size and lr go to training) and the
+    attention constraint's weight (the ac variant's)."""
     return {
         k: v
         for k, v in config["models"]["comma"].items()
-        if k not in ("batch_size", "lr")
+        if k not in ("batch_size", "lr", "ac_weight")
     }
+
+
+def comma_inputs(wildcards):
+    """A CoMMA run's training split (kd: the KD corpus) and, for ac, the teacher alignment."""
+    corpus = "kd" if wildcards.variant == "kd" else "raw"
+    inputs = {"train": corpus_train(wildcards.task, corpus)}
+    if wildcards.variant == "ac":
+        inputs["alignment"] = alignment_file("alignment.pt", wildcards.task, "raw")
+    return inputs
 
 
 def comma_training():

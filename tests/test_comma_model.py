@@ -96,3 +96,82 @@ def test_loss_is_on_masked_positions_and_falls(task):
         optimizer.step()
         first = first if first is not None else loss.item()
     assert loss.item() < 0.5 * first
+
+
+class _FixedAlignment:
+    """A stand-in TeacherAlignment: the same teacher map for every batch."""
+
+    def __init__(self, maps: torch.Tensor):
+        self.maps = maps
+
+    def check_lengths(self, indices, src_len, tgt_len):
+        pass
+
+    def attention(self, indices, tgt_max, src_max):
+        return self.maps[:, :tgt_max, :src_max]
+
+
+def test_attention_constraint_matches_eq_7_and_8_by_hand():
+    import math
+
+    from comma.models.comma import CoMMAOutput
+
+    model = make_model("nmt")
+    # One layer, one head; our column order is [source (M=2); target (N=2)].
+    mix = torch.zeros(1, 1, 4, 4)
+    mix[0, 0, 2] = torch.tensor([0.2, 0.2, 0.3, 0.3])  # target 0: source part 0.5 / 0.5
+    mix[0, 0, 3] = torch.tensor([0.1, 0.3, 0.6, 0.0])  # target 1: source part 0.25 / 0.75
+    teacher = torch.tensor([[[1.0, 0.0], [0.5, 0.5]]])
+    model.alignment = _FixedAlignment(teacher)
+    out = CoMMAOutput(torch.zeros(1, 2, 40), torch.tensor([2]), 2, [mix], torch.zeros(1, 4, 32))
+    batch = Batch(
+        torch.zeros(1, 2),
+        torch.tensor([2]),
+        torch.zeros(1, 2),
+        torch.tensor([2]),
+        torch.tensor([0]),
+    )
+    expected = (math.log(2) + 0.5 * math.log(2) + 0.5 * math.log(2 / 3)) / 2
+    assert model.attention_constraint(out, batch).item() == pytest.approx(expected, rel=1e-5)
+
+
+def test_attention_constraint_is_zero_when_comma_matches_its_teacher():
+    from comma.align import normalize_source_attention
+
+    torch.manual_seed(0)
+    config = CoMMAConfig(
+        task="nmt",
+        d_model=32,
+        layers=1,
+        heads=1,
+        ffn_dim=64,
+        dropout=0.0,
+        src_vocab=30,
+        tgt_vocab=40,
+        ac_weight=1.0,
+    )
+    model = CoMMA(config).eval()
+    src, src_len, tgt, tgt_len = make_inputs("nmt")
+    predicted = torch.zeros_like(tgt, dtype=torch.bool)
+    out = model(src, src_len, tgt, tgt_len, predicted, need_weights=True)
+    rows = target_rows_paper_order(out.attention[0], out.src_max)  # [B, 1, N, N + M]
+    own = normalize_source_attention(rows, src_len, tgt_len)[:, 0].detach()
+    batch = Batch(src, src_len, tgt, tgt_len, torch.arange(3))
+    model.alignment = _FixedAlignment(own)
+    assert model.attention_constraint(out, batch).item() == pytest.approx(0.0, abs=1e-6)
+    model.alignment = _FixedAlignment(torch.softmax(torch.randn_like(own), -1))
+    assert model.attention_constraint(out, batch).item() > 0.01
+
+
+def test_ac_loss_is_logged_and_needs_an_alignment():
+    config = CoMMAConfig(task="nmt", **TINY, src_vocab=30, tgt_vocab=40, ac_weight=0.5)
+    model = CoMMA(config)
+    src, src_len, tgt, tgt_len = make_inputs("nmt")
+    batch = Batch(src, src_len, tgt, tgt_len, torch.arange(3))
+    with pytest.raises(RuntimeError, match="teacher alignment"):
+        model.loss(batch)
+    teacher = torch.softmax(torch.randn(3, int(tgt_len.max()), int(src_len.max())), -1)
+    model.alignment = _FixedAlignment(teacher)
+    loss, logs = model.loss(batch)
+    assert logs["ac_kl"] > 0 and torch.isfinite(loss)
+    loss.backward()

@@ -14,7 +14,10 @@ with rule_log(snakemake):
         "comma.measure:train_comma",
         dict(
             task=snakemake.wildcards.task,
-            data_dir=str(Path(snakemake.input.train).parent),
+            data_dir=str(Path(snakemake.input.vocab[0]).parent),
+            train_path=str(snakemake.input.train),
+            alignment_path=snakemake.input.get("alignment"),
+            ac_weight=float(snakemake.params.ac_weight),
             model_path=str(snakemake.output.model),
             metrics_path=str(snakemake.output.metrics),
             architecture=dict(snakemake.params.architecture),

@@ -15,6 +15,13 @@ of the target is masked (tokens replaced by ``<mask>``, mel frames by a learned 
 after the pre-net, in chunks of `mel_chunk` frames), and the loss is taken on the masked
 positions only: cross-entropy for tokens, L1 for mel frames.
 
+Attention constraint (the ``ac`` variant, paper section 5.2): with ``ac_weight > 0`` and a
+teacher alignment attached as ``model.alignment`` (a :class:`comma.align.TeacherAlignment` of
+the training corpus, looked up by the batch's sentence indices), the loss adds ``ac_weight``
+times eq. 8: each head's target-to-source attention renormalized over the source (eq. 7), its
+KL from the AR teacher's encoder-decoder attention, averaged over target rows, heads and
+layers.
+
 Attention is fused (``scaled_dot_product_attention``) unless weights are asked for
 (``need_weights=True``), as when measuring R(p).
 """
@@ -27,6 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from comma.align import attention_kl_loss, normalize_source_attention
 from comma.data.batching import Batch
 from comma.data.vocab import MASK, SPECIALS
 from comma.masking import chunk_mask, random_token_mask, sample_mask_ratio
@@ -61,6 +69,7 @@ class CoMMAConfig:
     prenet_hidden: int = 256  # TTS decoder pre-net
     prenet_dropout: float = 0.5
     mel_chunk: int = 10  # mel frames are masked in chunks of this many (paper footnote 1)
+    ac_weight: float = 0.0  # weight of the eq. 8 attention constraint; 0 = off (raw, kd)
 
     def __post_init__(self):
         if self.task not in MEL_SIDES:
@@ -69,6 +78,8 @@ class CoMMAConfig:
         for side, vocab in (("src", self.src_vocab), ("tgt", self.tgt_vocab)):
             if side not in MEL_SIDES[self.task] and not vocab:
                 raise ValueError(f"CoMMA for {self.task} needs {side}_vocab (a token side)")
+        if self.ac_weight < 0:
+            raise ValueError(f"ac_weight must be >= 0, got {self.ac_weight}")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -136,6 +147,8 @@ class CoMMA(nn.Module):
             pre_norm=c.pre_norm,
             attention_dropout=c.attention_dropout,
         )
+        # The teacher alignment for the AC loss: data, not weights (not in the state dict).
+        self.alignment = None
 
     def _embed(self, x: torch.Tensor, side: int) -> torch.Tensor:
         positions = torch.arange(x.shape[1], device=x.device)  # from zero on each side
@@ -188,6 +201,36 @@ class CoMMA(nn.Module):
         lengths = batch.tgt_lengths.cpu()
         p = sample_mask_ratio(len(lengths), torch.default_generator)
         predicted = self.mask_targets(lengths, p, torch.default_generator).to(batch.tgt.device)
-        out = self(batch.src, batch.src_lengths, batch.tgt, batch.tgt_lengths, predicted)
+        constrained = self.config.ac_weight > 0
+        out = self(
+            batch.src,
+            batch.src_lengths,
+            batch.tgt,
+            batch.tgt_lengths,
+            predicted,
+            need_weights=constrained,
+        )
         loss = self.prediction_loss(out, batch.tgt, predicted)
-        return loss, {"units": float(predicted.sum()), "mask_ratio": float(p.mean())}
+        logs = {"units": float(predicted.sum()), "mask_ratio": float(p.mean())}
+        if constrained:
+            constraint = self.attention_constraint(out, batch)
+            loss = loss + self.config.ac_weight * constraint
+            logs["ac_kl"] = float(constraint.detach())
+        return loss, logs
+
+    def attention_constraint(self, out: CoMMAOutput, batch: Batch) -> torch.Tensor:
+        """Eq. 7-8 on a forward run with ``need_weights=True``: the mean over layers, heads and
+        target rows of KL(teacher row || CoMMA's source-renormalized row)."""
+        if self.alignment is None:
+            raise RuntimeError(
+                "ac_weight > 0 needs the teacher alignment of the training corpus: set "
+                "model.alignment = comma.align.TeacherAlignment.load(...)"
+            )
+        src_len, tgt_len = out.src_lengths, batch.tgt_lengths
+        self.alignment.check_lengths(batch.indices, src_len, tgt_len)
+        rows = torch.stack(
+            [target_rows_paper_order(layer, out.src_max) for layer in out.attention], dim=1
+        )  # [B, layers, H, N, N + M]
+        student = normalize_source_attention(rows, src_len, tgt_len)  # [B, layers, H, N, M]
+        teacher = self.alignment.attention(batch.indices, rows.shape[-2], out.src_max)
+        return attention_kl_loss(teacher.to(student.device), student, src_len, tgt_len)
