@@ -1,7 +1,11 @@
 # Config validation and input functions shared by every rule file.
+import sys
 from pathlib import Path
 
 from snakemake.utils import validate
+
+sys.path.insert(0, workflow.basedir)  # comma, also when snakemake runs from another env
+from comma.tables import nar_variants_of_tables
 
 validate(config, schema=Path(workflow.basedir) / "config" / "schema.yaml")
 
@@ -71,7 +75,9 @@ DISTILL_SHARDS = list(range(config["distill"]["shards"]))
 def corpus_train(task, corpus):
     """The training split of a corpus: raw (work/data/{task}/train.pt) or kd (the teacher's
     outputs for the same sources, in the same format: work/data/{task}/kd/train.pt)."""
-    return prepared(task, "train.pt") if corpus == "raw" else prepared(task, "kd/train.pt")
+    return (
+        prepared(task, "train.pt") if corpus == "raw" else prepared(task, "kd/train.pt")
+    )
 
 
 def distill_file(name, task="{task}"):
@@ -164,16 +170,56 @@ def teacher_mem_mb(wildcards):
     return config["training"]["teacher"][wildcards.task]["mem_mb"]
 
 
-# NAR models (rules/nar.smk): the rows of the paper's Tables 2-4 per task, as
+# NAR models (rules/nar.smk): the rows of the paper's Tables 2-4 per task (comma.tables), as
 # {corpus}_{constraint}: trained on the raw or KD corpus, with or without the alignment
 # constraint (AC: NAT's attention KL, NAR-ASR's attention window, FastSpeech's durations).
-NAR_VARIANTS = {
-    "nmt": ["kd_ac", "kd_noac", "raw_ac"],  # NAT, NAT w/o AC, NAT w/o KD
-    "asr": ["raw_ac", "raw_noac"],  # NAR-ASR, NAR-ASR w/o AC (no KD, as the paper)
-    "tts": ["kd_ac", "raw_ac", "kd_noac"],  # FastSpeech, w/o KD, w/o AC
-}
+NAR_VARIANTS = nar_variants_of_tables(TASKS)
 
 
 def nar_run(name):
     """A file of one NAR model: work/nar/{task}/{corpus}_{constraint}/<name>."""
     return f"work/nar/{{task}}/{{corpus}}_{{constraint}}/{name}"
+
+
+def nar_inputs(wildcards):
+    """A NAR model's training split and, with the alignment constraint, the teacher's
+    alignment of that split and its summary (TTS: utterances to leave out)."""
+    inputs = {"train": corpus_train(wildcards.task, wildcards.corpus)}
+    if wildcards.constraint == "ac":
+        inputs["alignment"] = alignment_file(
+            "alignment.pt", wildcards.task, wildcards.corpus
+        )
+        inputs["alignment_summary"] = alignment_file(
+            "summary.json", wildcards.task, wildcards.corpus
+        )
+    return inputs
+
+
+def nar_architecture(wildcards):
+    """models.nar.{task} without the optimization keys (they go to training)."""
+    return {
+        k: v
+        for k, v in config["models"]["nar"][wildcards.task].items()
+        if k not in ("batch_size", "lr")
+    }
+
+
+def nar_training(wildcards):
+    """training.nar.{task} with lr and batch size."""
+    model = config["models"]["nar"][wildcards.task]
+    return {
+        **config["training"]["nar"][wildcards.task],
+        "lr": model["lr"],
+        "max_sentences": model["batch_size"],
+    }
+
+
+def nar_metrics_files(wildcards=None):
+    """Every NAR model's test metrics, task -> variant -> path (what the tables read)."""
+    return {
+        task: {
+            variant: f"results/nar/{task}/{variant}/metrics.json"
+            for variant in NAR_VARIANTS[task]
+        }
+        for task in TASKS
+    }

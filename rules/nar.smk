@@ -1,1 +1,140 @@
-# NAR models (paper Tables 2-4): NAT, NAR-ASR, FastSpeech and their variants.
+# NAR models (paper Tables 2-4): NAT, NAR-ASR and FastSpeech, each variant of the tables
+# ({corpus}_{constraint}: raw or KD corpus, with or without the alignment constraint) trained
+# once with the run's seed, evaluated with the teachers' metrics, and laid out as the tables.
+
+
+rule train_nar:
+    input:
+        unpack(nar_inputs),
+        vocab=vocab_files,
+    output:
+        model=nar_run("model.pt"),
+        metrics=nar_run("metrics.jsonl"),
+    log:
+        "logs/nar/train_nar/{task}_{corpus}_{constraint}.log",
+    benchmark:
+        "benchmarks/runs/train_nar/{task}_{corpus}_{constraint}.tsv"
+    wildcard_constraints:
+        corpus="raw|kd",
+        constraint="ac|noac",
+    conda:
+        "../envs/comma.yaml"
+    threads: 1
+    resources:
+        mem_mb=4000,
+    params:
+        architecture=nar_architecture,
+        training=nar_training,
+        seed=config["seed"],
+    script:
+        "../workflow_scripts/train_nar.py"
+
+
+rule evaluate_nar:
+    input:
+        model=nar_run("model.pt"),
+        test=prepared("{task}", "test.pt"),
+        references=prepared("{task}", "test.ref.txt"),
+        vocab=vocab_files,
+    output:
+        metrics=report(
+            "results/nar/{task}/{corpus}_{constraint}/metrics.json",
+            caption="../report/nar_metrics.rst",
+            category="NAR models",
+            subcategory="{task}",
+        ),
+        hypotheses=nar_run("test.hyp.txt"),
+    log:
+        "logs/nar/evaluate_nar/{task}_{corpus}_{constraint}.log",
+    benchmark:
+        "benchmarks/runs/evaluate_nar/{task}_{corpus}_{constraint}.tsv"
+    wildcard_constraints:
+        task="nmt|asr",
+        corpus="raw|kd",
+        constraint="ac|noac",
+    conda:
+        "../envs/comma.yaml"
+    threads: 1
+    params:
+        batch_sentences=lambda wildcards: config["decoding"][wildcards.task][
+            "batch_sentences"
+        ],
+        seed=config["seed"],
+    script:
+        "../workflow_scripts/evaluate_nar.py"
+
+
+rule evaluate_nar_tts:
+    input:
+        model=nar_run("model.pt"),
+        test=prepared("{task}", "test.pt"),
+        stats=prepared("{task}", "stats.json"),
+    output:
+        metrics=report(
+            "results/nar/{task}/{corpus}_{constraint}/metrics.json",
+            caption="../report/nar_metrics.rst",
+            category="NAR models",
+            subcategory="{task}",
+        ),
+        hypotheses=nar_run("test.hyp.pt"),
+        samples=report(
+            directory("results/nar/{task}/{corpus}_{constraint}/samples"),
+            patterns=["{utterance}.{kind}.wav"],
+            caption="../report/nar_samples.rst",
+            category="NAR models",
+            subcategory="{task}",
+        ),
+    log:
+        "logs/nar/evaluate_nar/{task}_{corpus}_{constraint}.log",
+    benchmark:
+        "benchmarks/runs/evaluate_nar/{task}_{corpus}_{constraint}.tsv"
+    wildcard_constraints:
+        task="tts",
+        corpus="raw|kd",
+        constraint="ac|noac",
+    conda:
+        "../envs/comma.yaml"
+    threads: 1
+    params:
+        batch_sentences=config["decoding"]["tts"]["batch_sentences"],
+        evaluation=config["evaluation"]["tts"],
+        features=feature_params(),
+        seed=config["seed"],
+    script:
+        "../workflow_scripts/evaluate_nar.py"
+
+
+rule tables:
+    input:
+        teachers=expand("results/teacher/{task}/metrics.json", task=TASKS),
+        nar=[
+            path
+            for per_task in nar_metrics_files().values()
+            for path in per_task.values()
+        ],
+    output:
+        **{
+            f"{table}_{kind}": (
+                report(
+                    f"results/{table}.csv",
+                    caption=f"../report/{table}.rst",
+                    category="Tables",
+                )
+                if kind == "csv"
+                else f"results/{table}.{kind}"
+            )
+            for table in ("table2", "table3", "table4")
+            for kind in ("csv", "md")
+        },
+    log:
+        "logs/nar/tables.log",
+    benchmark:
+        "benchmarks/runs/tables.tsv"
+    conda:
+        "../envs/comma.yaml"
+    params:
+        teachers={task: f"results/teacher/{task}/metrics.json" for task in TASKS},
+        nar=nar_metrics_files(),
+        preset=config["preset"],
+    script:
+        "../workflow_scripts/tables.py"

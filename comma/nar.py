@@ -1,0 +1,242 @@
+"""Train and evaluate the NAR models, and lay out the paper's Tables 2-4.
+
+The entry points of the `train_nar`, `evaluate_nar` and `tables` rules, usable from Python:
+
+* :func:`train_nar` trains NAT, NAR-ASR or FastSpeech (``comma.models.nar``) on a training
+  corpus, raw or the teacher's distillation of it (KD), with or without the alignment
+  constraint (AC), whose per-sentence teacher alignment (:class:`comma.align.TeacherAlignment`)
+  it attaches to the model.
+* :func:`evaluate_nar` generates the test set in one parallel pass per batch and scores it with
+  the teachers' metrics (BLEU and WER; MCD and mel L1 after DTW, with Griffin-Lim samples).
+
+Tables 2-4 are laid out by ``comma.tables``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from comma.align import TeacherAlignment
+from comma.data.batching import collate, make_batches
+from comma.data.packed import PackedSequences, Split, load_split, prepared_corpus_sizes
+from comma.data.vocab import Vocabulary
+from comma.evaluate import (
+    _read_references,
+    _write_samples,
+    ids_to_text,
+    mel_distance,
+    text_scores,
+)
+from comma.io import read_json, torch_load, write_json, write_lines
+from comma.models.nar import NARConfig, build_nar
+from comma.train import TrainConfig, pick_device, train_and_save
+
+log = logging.getLogger(__name__)
+
+MODEL_FORMAT = "comma-nar-v1"
+CONSTRAINTS = ("ac", "noac")
+
+
+def train_nar(
+    task: str,
+    data_dir: str | Path,
+    train_path: str | Path,
+    model_path: str | Path,
+    metrics_path: str | Path,
+    *,
+    constraint: str,
+    architecture: dict,
+    training: dict,
+    seed: int,
+    alignment_path: str | Path | None = None,
+    alignment_summary_path: str | Path | None = None,
+    resume_path: str | Path | None = None,
+    threads: int | None = None,
+) -> None:
+    """Train the NAR model of `task` on the split `train_path` (vocabularies from `data_dir`).
+
+    `constraint` "ac" needs `alignment_path`, the teacher's alignment of that same split; TTS
+    utterances the alignment summary lists as ``low_focus`` are left out (logged). Writes
+    weights + config to `model_path` and one JSON line per update to `metrics_path`; the
+    resumable checkpoint goes to `resume_path` (default: beside the model)."""
+    if constraint not in CONSTRAINTS:
+        raise ValueError(f"constraint must be one of {CONSTRAINTS}, got {constraint!r}")
+    constrained = constraint == "ac"
+    if constrained and alignment_path is None:
+        raise ValueError("the ac variant needs the teacher alignment of its training corpus")
+    split = load_split(train_path)
+    alignment = None
+    if constrained:
+        alignment = TeacherAlignment.load(alignment_path)
+        if len(alignment) != len(split):
+            raise ValueError(
+                f"{alignment_path} aligns {len(alignment)} sentences but {train_path} has "
+                f"{len(split)}: extract the alignment from the same corpus"
+            )
+        dropped = []
+        if alignment_summary_path is not None:
+            dropped = read_json(alignment_summary_path).get("low_focus", [])
+        if dropped:
+            keep = sorted(set(range(len(split))) - set(dropped))
+            log.warning(
+                "left out %d of %d utterances whose teacher attention has a focus rate under "
+                "the threshold",
+                len(dropped),
+                len(split),
+            )
+            split, alignment = split.select(keep), alignment.select(keep)
+    sizes = prepared_corpus_sizes(data_dir, split)
+    config = NARConfig(task=task, constraint=constrained, **sizes, **architecture)
+    train_config = TrainConfig.from_dict({**training, "seed": seed, "threads": threads})
+    torch.manual_seed(seed)  # initialization; the trainer reseeds data order and dropout
+    model = build_nar(config)
+    if hasattr(model, "set_feature_statistics"):  # NAR-ASR normalizes its log-mel input
+        model.set_feature_statistics(split.src.values)
+    model.alignment = alignment
+    train_and_save(
+        model,
+        split,
+        train_config,
+        model_path=model_path,
+        metrics_path=metrics_path,
+        resume_path=Path(resume_path or Path(model_path).with_name("resume.pt")),
+        model_format=MODEL_FORMAT,
+        model_config=config.to_dict(),
+    )
+
+
+def load_nar(path: str | Path) -> torch.nn.Module:
+    """A NAR model saved by :func:`train_nar`, in eval mode on the CPU."""
+    saved = torch_load(path)
+    if not isinstance(saved, dict) or saved.get("format") != MODEL_FORMAT:
+        found = saved.get("format") if isinstance(saved, dict) else type(saved).__name__
+        raise ValueError(f"{path}: not a NAR model file (format {found!r})")
+    model = build_nar(NARConfig(**saved["config"]))
+    model.load_state_dict(saved["model"])
+    return model.eval()
+
+
+@dataclass
+class _Generated:
+    tokens: list[list[int]] | None
+    frames: list[torch.Tensor] | None
+    seconds: float
+
+
+@torch.no_grad()
+def _generate_split(model: torch.nn.Module, split: Split, batch_sentences: int) -> _Generated:
+    """The model's one-pass output for every sentence of `split`, in split order."""
+    device = next(model.parameters()).device
+    batches = make_batches(split.src.lengths.numpy(), max_sentences=batch_sentences, shuffle=False)
+    outputs: list[Any] = [None] * len(split)
+    started = time.perf_counter()
+    for indices in tqdm(batches, desc="generate", unit="batch"):
+        batch = collate(split, indices).to(device)
+        generated = model.generate(batch.src, batch.src_lengths)
+        per_sentence = generated.tokens if generated.tokens is not None else generated.frames
+        for k, output in zip(indices.tolist(), per_sentence, strict=True):
+            outputs[k] = output
+    seconds = time.perf_counter() - started
+    if model.config.task == "tts":
+        return _Generated(None, [f.float().cpu() for f in outputs], seconds)
+    return _Generated([list(map(int, t)) for t in outputs], None, seconds)
+
+
+def evaluate_nar(
+    task: str,
+    model_path: str | Path,
+    data_dir: str | Path,
+    metrics_path: str | Path,
+    hypotheses_path: str | Path,
+    *,
+    batch_sentences: int,
+    evaluation: dict | None = None,
+    features: dict | None = None,
+    samples_dir: str | Path | None = None,
+    seed: int = 0,
+    threads: int | None = None,
+) -> dict[str, Any]:
+    """Generate the test split of `data_dir` with a trained NAR model and score it.
+
+    NMT/ASR: hypotheses as text (BPE removed) to `hypotheses_path`, BLEU and WER against
+    ``test.ref.txt``, and how often the predicted length is the reference's. TTS: the generated
+    split (``save_split`` format) to `hypotheses_path`, MCD and mel L1 after DTW against the
+    recordings (``evaluation``: mcd_cepstra, griffin_lim_wavs, griffin_lim_iters; ``features``:
+    f_min, f_max), the length ratio, and Griffin-Lim WAVs in `samples_dir`."""
+    from comma.data.packed import save_split
+
+    if threads is not None:
+        torch.set_num_threads(threads)
+    data_dir = Path(data_dir)
+    device = pick_device()
+    model = load_nar(model_path).to(device)
+    if model.config.task != task:
+        raise ValueError(f"{model_path} is a {model.config.task} model, not {task}")
+    test = load_split(data_dir / "test.pt")
+    precision = (
+        torch.autocast("cuda", dtype=torch.bfloat16)
+        if device.type == "cuda"
+        else contextlib.nullcontext()
+    )
+    torch.manual_seed(seed)
+    with precision:
+        generated = _generate_split(model, test, batch_sentences)
+    ref_len = test.tgt.lengths.double()
+    if task == "tts":
+        if evaluation is None or features is None:
+            raise ValueError("TTS evaluation needs the `evaluation` and `features` settings")
+        save_split(
+            hypotheses_path,
+            Split(test.src, PackedSequences.from_list(generated.frames, torch.float32), test.ids),
+        )
+        n_cepstra = int(evaluation["mcd_cepstra"])
+        distances = [
+            mel_distance(test.tgt[k].numpy(), generated.frames[k].numpy(), n_cepstra)
+            for k in range(len(test))
+        ]
+        gen_len = torch.tensor([len(f) for f in generated.frames], dtype=torch.float64)
+        if samples_dir is not None:
+            stats = read_json(data_dir / "stats.json")["features"]
+            _write_samples(
+                Path(samples_dir), test, generated.frames, stats, features, evaluation, seed
+            )
+        scores = {
+            "mcd": float(np.mean([d.mcd for d in distances])),
+            "mel_l1_dtw": float(np.mean([d.l1 for d in distances])),
+            "length_ratio": float((gen_len / ref_len).mean()),
+            "generated_frames": int(gen_len.sum()),
+            "frames_per_second": float(gen_len.sum()) / generated.seconds,
+        }
+    else:
+        vocab = Vocabulary.load(data_dir / "dict.tgt.txt")
+        references = _read_references(data_dir / "test.ref.txt", len(test))
+        texts = [ids_to_text(tokens, vocab) for tokens in generated.tokens]
+        write_lines(hypotheses_path, texts)
+        gen_len = torch.tensor([len(t) for t in generated.tokens], dtype=torch.float64)
+        scores = {
+            **text_scores(texts, references),
+            "length_accuracy": float((gen_len == ref_len).double().mean()),
+            "length_ratio": float((gen_len / ref_len).mean()),
+            "mean_hyp_tokens": float(gen_len.mean()),
+        }
+    metrics = {
+        "task": task,
+        "model": str(model_path),
+        "constraint": bool(model.config.constraint),
+        "test_sentences": len(test),
+        **scores,
+        "generate_seconds": generated.seconds,
+        "sentences_per_second": len(test) / generated.seconds,
+    }
+    write_json(metrics_path, metrics)
+    log.info("%s NAR model on %d test sentences: %s", task, len(test), scores)
+    return metrics

@@ -1,0 +1,139 @@
+"""The paper's Tables 2-4 from this run's metrics files.
+
+Light on purpose (no torch): the workflow reads :data:`TABLE_ROWS` when it is parsed, to know
+which NAR models to train (:func:`nar_variants_of_tables`). A NAR variant is
+``{corpus}_{constraint}``: trained on the raw corpus or the teacher's distillation of it (kd),
+with or without the alignment constraint (ac / noac). TTS has no MOS here: mel-cepstral
+distortion and log-mel L1 against the recordings are the objective proxy (lower is better).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+# The paper's tables: (table, task) -> rows of (model name, NAR variant or None for the teacher)
+# where a NAR variant is "{corpus}_{constraint}".
+TABLE_ROWS: dict[str, dict[str, list[tuple[str, str | None]]]] = {
+    "table2": {
+        "nmt": [("Transformer", None), ("NAT", "kd_ac")],
+        "asr": [("Transformer ASR", None), ("NAR-ASR", "raw_ac")],
+        "tts": [("Transformer TTS", None), ("FastSpeech", "kd_ac")],
+    },
+    "table3": {
+        "nmt": [("Transformer", None), ("NAT", "kd_ac"), ("NAT w/o KD", "raw_ac")],
+        "tts": [
+            ("Transformer TTS", None),
+            ("FastSpeech", "kd_ac"),
+            ("FastSpeech w/o KD", "raw_ac"),
+        ],
+    },
+    "table4": {
+        "nmt": [("Transformer", None), ("NAT", "kd_ac"), ("NAT w/o AC", "kd_noac")],
+        "asr": [
+            ("Transformer ASR", None),
+            ("NAR-ASR", "raw_ac"),
+            ("NAR-ASR w/o AC", "raw_noac"),
+        ],
+        "tts": [
+            ("Transformer TTS", None),
+            ("FastSpeech", "kd_ac"),
+            ("FastSpeech w/o AC", "kd_noac"),
+        ],
+    },
+}
+TABLE_CAPTIONS = {
+    "table2": "Table 2: the accuracy gap between NAR and AR models.",
+    "table3": "Table 3: NAR models with and without knowledge distillation.",
+    "table4": "Table 4: NAR models with and without the alignment constraint.",
+}
+TASK_HEADINGS = {
+    "nmt": "NMT (BLEU / WER)",
+    "asr": "ASR (BLEU / WER)",
+    "tts": "TTS (MCD dB / mel L1; MOS proxy, lower is better)",
+}
+COLUMNS = ["task", "model", "kind", "corpus", "constraint", "bleu", "wer", "mcd", "mel_l1"]
+
+
+def nar_variants_of_tables(tasks: Iterable[str]) -> dict[str, list[str]]:
+    """Every NAR variant the tables need, per task (the train_nar runs of a study)."""
+    variants: dict[str, list[str]] = {task: [] for task in tasks}
+    for rows in TABLE_ROWS.values():
+        for task, models in rows.items():
+            for _, variant in models:
+                if task in variants and variant is not None and variant not in variants[task]:
+                    variants[task].append(variant)
+    return variants
+
+
+def _row(task: str, model: str, variant: str | None, metrics: dict) -> dict[str, Any]:
+    corpus, constraint = ("raw", "") if variant is None else variant.split("_")
+    return {
+        "task": task,
+        "model": model,
+        "kind": "AR" if variant is None else "NAR",
+        "corpus": corpus,
+        "constraint": constraint,
+        "bleu": metrics.get("bleu", math.nan),
+        "wer": metrics.get("wer", math.nan),
+        "mcd": metrics.get("mcd", math.nan),
+        "mel_l1": metrics.get("mel_l1_dtw", math.nan),
+    }
+
+
+def _accuracy(row: Mapping[str, Any]) -> str:
+    if row["task"] == "tts":
+        return f"{row['mcd']:.2f} / {row['mel_l1']:.3f}"
+    return f"{row['bleu']:.2f} / {row['wer']:.2f}"
+
+
+def write_tables(
+    teacher_metrics: Mapping[str, str | Path],
+    nar_metrics: Mapping[str, Mapping[str, str | Path]],
+    out_dir: str | Path,
+    preset: str = "",
+) -> dict[str, Any]:
+    """Tables 2-4 from the metrics files: `teacher_metrics` task -> metrics.json of the AR
+    teacher; `nar_metrics` task -> variant -> metrics.json of a NAR model. Writes
+    ``table{2,3,4}.csv`` (columns :data:`COLUMNS`) and ``.md`` to `out_dir`, with the rows of the
+    tasks given; every number comes from those files."""
+    import pandas as pd
+
+    from comma.io import atomic_path, read_json
+
+    out_dir = Path(out_dir)
+    tables = {}
+    for name, per_task in TABLE_ROWS.items():
+        rows = []
+        for task, models in per_task.items():
+            if task not in teacher_metrics:
+                continue
+            for model, variant in models:
+                path = teacher_metrics[task] if variant is None else nar_metrics[task][variant]
+                rows.append(_row(task, model, variant, read_json(path)))
+        table = pd.DataFrame(rows, columns=COLUMNS)
+        with atomic_path(out_dir / f"{name}.csv") as tmp:
+            table.to_csv(tmp, index=False, float_format="%.4f")
+        lines = [
+            f"# {TABLE_CAPTIONS[name]}",
+            "",
+            f"Computed by this run ({preset} preset) from the models' test-set metrics. "
+            "BLEU: sacrebleu on tokenized, BPE-removed text; WER: jiwer; TTS: mel-cepstral "
+            "distortion and log-mel L1 against the recordings after DTW, the objective proxy "
+            "that replaces the paper's MOS (lower is better).",
+            "",
+            "| Task | Model | Corpus | AC | Accuracy |",
+            "|---|---|---|---|---:|",
+        ]
+        for row in rows:
+            constraint = {"ac": "yes", "noac": "no", "": ""}[row["constraint"]]
+            lines.append(
+                f"| {TASK_HEADINGS[row['task']]} | {row['model']} | {row['corpus']} | "
+                f"{constraint} | {_accuracy(row)} |"
+            )
+        with atomic_path(out_dir / f"{name}.md") as tmp:
+            tmp.write_text("\n".join(lines) + "\n", encoding="utf-8")
+        tables[name] = table
+    return tables

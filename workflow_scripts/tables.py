@@ -1,0 +1,14 @@
+"""rule tables: the paper's Tables 2-4 from the teachers' and NAR models' metrics."""
+
+from pathlib import Path
+
+from _workflow import rule_log
+from comma.tables import write_tables
+
+with rule_log(snakemake):
+    write_tables(
+        dict(snakemake.params.teachers),
+        {task: dict(variants) for task, variants in snakemake.params.nar.items()},
+        Path(snakemake.output.table2_csv).parent,
+        preset=snakemake.params.preset,
+    )
