@@ -43,6 +43,7 @@ PLANNED_GPU_RULES = {
     "evaluate_teacher",
     "evaluate_teacher_tts",
     "evaluate_nar",
+    "evaluate_nar_tts",
 }
 # The tiny DAG up to TARGET: jobs per rule.
 TINY_JOBS = {
