@@ -1,39 +1,57 @@
-"""The paper's claims, checked against this run's R(p) tables: reproduced or not, and why.
+"""The paper's claims, checked against this run: reproduced or not, and why.
 
-Generated from `results/ratio.csv` (one row per task, variant, seed and p), never written by
-hand. Seeds are the unit of replication: a claim is "reproduced" only when it holds in every
-seed, "inconclusive" when it holds for the seed means but not in every seed, "not reproduced"
-when the means contradict it, and "not measured" when this run lacks the runs it needs.
+Generated from the run's own tables, never written by hand:
 
-Claims about CoMMA on raw data (section 3.2, Figure 2) are checked here; the knowledge
-distillation and alignment-constraint claims (sections 4.2, 5.2) need the `kd` and `ac`
-variants and are reported as not measured until the run has them.
+* ``results/ratio.csv`` (one row per task, variant, seed and p): the R(p) claims of sections
+  3.2 (Figure 2), 4.2 (Figure 3, KD) and 5.2 (Figure 4, AC);
+* ``results/length_control.csv`` and ``results/length_control_slopes.csv``
+  (:mod:`comma.length_control`): does the task ranking survive at matched M/N;
+* ``results/table2.csv``, ``table3.csv``, ``table4.csv`` (columns task, model, kind AR|NAR,
+  corpus raw|kd, constraint ac|noac, bleu, wer, mcd, mel_l1): the accuracy claims of
+  sections 3.1, 4.1 and 5.1.
+
+Verdicts. R(p) claims: seeds are the unit of replication. A claim is "reproduced" only when
+it holds in every seed, "inconclusive" when it holds for the seed means but not in every seed,
+"not reproduced" when the means contradict it. KD and AC are judged on paired per-seed
+differences: the raw, kd and ac runs of one seed share initialization and data order.
+Accuracy claims rest on one training run per model (no seeds): "reproduced" when the primary
+metric (NMT BLEU, ASR WER, TTS MCD) supports the claim and the secondary one (NMT WER, ASR
+BLEU, TTS mel L1) does not contradict it, "inconclusive" when they disagree. Any claim whose
+runs or tables this run lacks is "not measured".
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from comma.io import atomic_path
-
-PAPER_RANKING = ("asr", "nmt", "tts")  # ASR > NMT > TTS at every p (section 3.2)
-REPRODUCED, INCONCLUSIVE, NOT_REPRODUCED, NOT_MEASURED = (
-    "reproduced",
-    "inconclusive",
-    "not reproduced",
-    "not measured",
+from comma.length_control import check_length_control
+from comma.verdicts import (
+    INCONCLUSIVE,
+    NOT_MEASURED,
+    NOT_REPRODUCED,
+    REPRODUCED,
+    Finding,
+    seed_verdict,
 )
 
+__all__ = [
+    "INCONCLUSIVE",
+    "NOT_MEASURED",
+    "NOT_REPRODUCED",
+    "REPRODUCED",
+    "Finding",
+    "check_claims",
+    "write_findings",
+]
 
-@dataclass
-class Finding:
-    claim: str
-    verdict: str
-    evidence: str
+PAPER_RANKING = ("asr", "nmt", "tts")  # ASR > NMT > TTS at every p (section 3.2)
+VERDICT_ORDER = (REPRODUCED, INCONCLUSIVE, NOT_REPRODUCED, NOT_MEASURED)
+TASK_LABELS = {"nmt": "NMT", "asr": "ASR", "tts": "TTS"}
 
 
 def _raw(runs: pd.DataFrame) -> pd.DataFrame:
@@ -120,8 +138,12 @@ def check_falls_with_p(runs: pd.DataFrame) -> list[Finding]:
 
 def check_length_effect(runs: pd.DataFrame) -> Finding:
     """Does the raw target share T rank the tasks as R does? Eq. 1 divides the target and
-    source attention by N and M, so with concentrated attention M/N alone moves R."""
-    claim = "The task ranking by R survives without eq. 1's length normalization (ranking by T)"
+    source attention by N and M, so with concentrated attention M/N alone moves R; T has no
+    such division (but a length effect of its own: more source positions draw more weight)."""
+    claim = (
+        "The tasks rank the same by the raw target share T as by R (no length normalization; "
+        "robustness check, not in the paper)"
+    )
     raw = _raw(runs)
     if raw.task.nunique() < 2:
         return Finding(claim, NOT_MEASURED, "fewer than two tasks in this run")
@@ -140,69 +162,444 @@ def check_length_effect(runs: pd.DataFrame) -> Finding:
     verdict = REPRODUCED if by_r == by_t else NOT_REPRODUCED
     if verdict == NOT_REPRODUCED:
         evidence += (
-            ". The rankings differ: the order of R follows M/N, so it reflects the length "
-            "normalization of eq. 1 at least as much as target-token dependency."
+            ". The rankings differ, so the ranking by R depends on eq. 1 dividing by the "
+            "lengths. T is not length-free either (more source positions draw more of the "
+            "weight): see the length-matched control for which measure moves with M/N."
         )
     return Finding(claim, verdict, evidence)
 
 
-def check_variant(runs: pd.DataFrame, variant: str, claim: str) -> Finding:
-    """KD or AC lowers R: judged on paired per-seed differences (raw - variant)."""
-    if variant not in set(runs.variant):
-        return Finding(claim, NOT_MEASURED, f"this run has no '{variant}' CoMMA runs yet")
-    paired = runs.pivot_table(index=["task", "seed", "p"], columns="variant", values="R")
-    diff = (paired["raw"] - paired[variant]).dropna()
-    per_task = diff.groupby(level="task").agg(["mean", "std", "min", "max"])
-    lowered_everywhere = bool((diff > 0).all())
-    lowered_mean = bool((per_task["mean"] > 0).all())
-    evidence = (
-        "R(raw) - R("
-        + variant
-        + "), paired by seed and p: "
-        + ", ".join(
-            f"{t.upper()} mean {r['mean']:+.3f} (std {r['std']:.3f}, min {r['min']:+.3f})"
-            for t, r in per_task.iterrows()
-        )
+# --- KD and AC against raw: paired per-seed differences (Figures 3 and 4) -------------------
+
+# variant -> (what it does, figure, tasks the paper's figure shows)
+VARIANT_CLAIMS = {
+    "kd": ("Knowledge distillation lowers R(p)", "Figure 3", ("nmt", "tts")),
+    "ac": ("An alignment constraint lowers R(p)", "Figure 4", ("nmt", "asr", "tts")),
+}
+
+
+def _variant_claim(variant: str, task: str) -> str:
+    what, figure, paper_tasks = VARIANT_CLAIMS[variant]
+    where = (
+        figure if task in paper_tasks else f"beyond the paper: its {figure} has no {task.upper()}"
     )
-    verdict = REPRODUCED if lowered_everywhere else INCONCLUSIVE if lowered_mean else NOT_REPRODUCED
-    return Finding(claim, verdict, evidence)
+    return f"{what} for {TASK_LABELS[task]} ({where})"
 
 
-def check_claims(runs: pd.DataFrame) -> list[Finding]:
-    return [
-        check_ranking(runs),
-        *check_falls_with_p(runs),
-        check_length_effect(runs),
-        check_variant(runs, "kd", "Knowledge distillation lowers R(p) (Figure 3)"),
-        check_variant(runs, "ac", "An alignment constraint lowers R(p) (Figure 4)"),
-        Finding(
-            "The AR-NAR accuracy gap is smallest for TTS (Table 2)",
-            NOT_MEASURED,
-            "needs the AR teachers and NAR models (Tables 2-4), not in this run yet",
-        ),
-    ]
+def check_variant(runs: pd.DataFrame, variant: str, task: str, claim: str | None = None) -> Finding:
+    """`variant` (kd or ac) lowers R(p) of `task`: judged on the paired per-seed difference
+    R(raw) - R(variant), averaged over the p grid (seeds are the unit of replication)."""
+    claim = claim or _variant_claim(variant, task)
+    sel = runs[(runs.task == task) & runs.variant.isin(["raw", variant])]
+    if variant not in set(sel.variant):
+        return Finding(claim, NOT_MEASURED, f"this run has no '{variant}' CoMMA runs for {task}")
+    paired = sel.pivot_table(index=["seed", "p"], columns="variant", values="R")
+    if "raw" not in paired:
+        return Finding(claim, NOT_MEASURED, f"this run has no 'raw' CoMMA runs for {task}")
+    diff = (paired["raw"] - paired[variant]).dropna()
+    if diff.empty:
+        return Finding(claim, NOT_MEASURED, f"no seed has both a raw and a {variant} run")
+    per_seed = diff.groupby(level="seed").mean()
+    n = len(per_seed)
+    positive = int((diff > 0).sum())
+    spread = per_seed.std(ddof=1) if n > 1 else float("nan")
+    evidence = (
+        f"R(raw) - R({variant}) per seed, mean over p: "
+        + ", ".join(f"seed {seed} {d:+.3f}" for seed, d in per_seed.items())
+        + f"; mean {per_seed.mean():+.3f}, std {spread:.3f}"
+        f" over {n} seed(s); positive at {positive} of {len(diff)} (seed, p) pairs. "
+        f"A sign shared by all {n} seeds has probability {0.5**n:.3g} under random signs."
+    )
+    return Finding(claim, seed_verdict(per_seed), evidence)
 
 
-def write_findings(runs_csv: str | Path, out_md: str | Path) -> list[Finding]:
+# --- accuracy of AR and NAR models (Tables 2-4): one training run per model -----------------
+
+# task -> (metric, +1 if higher is better else -1): primary and secondary metrics
+PRIMARY = {"nmt": ("bleu", 1), "asr": ("wer", -1), "tts": ("mcd", -1)}
+SECONDARY = {"nmt": ("wer", -1), "asr": ("bleu", 1), "tts": ("mel_l1", -1)}
+TABLE_COLUMNS = ("task", "model", "kind", "corpus", "constraint")
+ONE_RUN = (
+    "One training run per model, no seed replication: differences smaller than the "
+    "seed-to-seed spread of training cannot be ruled out."
+)
+
+
+def read_table(path: str | Path | None) -> pd.DataFrame | None:
+    """A results table (2, 3 or 4), or None if `path` is None; bad tables are named."""
+    if path is None:
+        return None
+    table = pd.read_csv(path, keep_default_na=False, na_values=[""])
+    missing = [c for c in TABLE_COLUMNS if c not in table.columns]
+    if missing:
+        raise ValueError(f"{path}: missing columns {', '.join(missing)}")
+    for column in ("bleu", "wer", "mcd", "mel_l1"):  # absent or empty: not applicable
+        values = table[column] if column in table else pd.Series(np.nan, index=table.index)
+        table[column] = pd.to_numeric(values, errors="coerce")
+    bad_kind = set(table.kind) - {"AR", "NAR"}
+    if bad_kind:
+        raise ValueError(f"{path}: kind must be AR or NAR, found {sorted(bad_kind)}")
+    table.attrs["source"] = str(path)
+    return table
+
+
+def _metric(row: pd.Series, metric: str) -> float:
+    value = row.get(metric, np.nan)
+    return float(value) if pd.notna(value) else np.nan
+
+
+def _relative_change(before: float, after: float, sign: int) -> float:
+    """How much better `after` is than `before` relative to `before` (negative: worse)."""
+    return sign * (after - before) / before if before else np.nan
+
+
+def table2_gaps(table2: pd.DataFrame) -> pd.DataFrame:
+    """Per task: the AR and NAR models and the relative accuracy gap (AR better by this
+    fraction; primary: NMT (AR-NAR)/AR BLEU, ASR (NAR-AR)/AR WER, TTS (NAR-AR)/AR MCD)."""
+    rows = []
+    source = table2.attrs.get("source", "table 2")
+    for task, group in table2.groupby("task", sort=False):
+        if task not in PRIMARY:
+            continue
+        ar, nar = group[group.kind == "AR"], group[group.kind == "NAR"]
+        if len(ar) != 1 or len(nar) != 1:
+            raise ValueError(
+                f"{source}: task {task} needs one AR and one NAR row, has {len(ar)} and {len(nar)}"
+            )
+        ar, nar = ar.iloc[0], nar.iloc[0]
+        row = {"task": task, "ar_model": ar.model, "nar_model": nar.model}
+        for name, (metric, sign) in (("primary", PRIMARY[task]), ("secondary", SECONDARY[task])):
+            a, b = _metric(ar, metric), _metric(nar, metric)
+            row[f"{name}_metric"], row[f"{name}_ar"], row[f"{name}_nar"] = metric, a, b
+            row[f"{name}_gap"] = -_relative_change(a, b, sign)
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def _gap_text(gaps: pd.DataFrame) -> str:
+    parts = []
+    for r in gaps.itertuples(index=False):
+        text = (
+            f"{TASK_LABELS[r.task]} {r.ar_model} vs {r.nar_model}: {r.primary_metric.upper()} "
+            f"{r.primary_ar:.4g} vs {r.primary_nar:.4g}, gap {r.primary_gap:+.1%}"
+        )
+        if not np.isnan(r.secondary_gap):
+            text += (
+                f" ({r.secondary_metric.upper()} {r.secondary_ar:.4g} vs "
+                f"{r.secondary_nar:.4g}, gap {r.secondary_gap:+.1%})"
+            )
+        parts.append(text)
+    return "; ".join(parts)
+
+
+def _ordering_verdict(primary_holds: bool, secondary_holds: bool | None) -> str:
+    if not primary_holds:
+        return NOT_REPRODUCED
+    return INCONCLUSIVE if secondary_holds is False else REPRODUCED
+
+
+def check_gap_smallest_for_tts(table2: pd.DataFrame | None) -> Finding:
+    claim = "The AR-NAR accuracy gap is smallest for TTS (Table 2)"
+    if table2 is None:
+        return Finding(claim, NOT_MEASURED, "no Table 2 (AR and NAR accuracy) in this run")
+    gaps = table2_gaps(table2).set_index("task")
+    gaps = gaps[gaps.primary_gap.notna()]
+    if "tts" not in gaps.index or len(gaps) < 2:
+        return Finding(claim, NOT_MEASURED, "needs TTS and another task with a primary metric")
+    others = gaps.drop(index="tts")
+    primary = bool(gaps.loc["tts", "primary_gap"] < others.primary_gap.min())
+    secondary = gaps.secondary_gap.dropna()
+    secondary_holds = None
+    if "tts" in secondary.index and len(secondary) >= 2:
+        secondary_holds = bool(secondary["tts"] < secondary.drop(index="tts").min())
+    return Finding(
+        claim,
+        _ordering_verdict(primary, secondary_holds),
+        "relative gap, AR better by: "
+        + _gap_text(gaps.reset_index())
+        + ". Relative gaps of different metrics are compared across tasks, as the paper does. "
+        + ONE_RUN,
+    )
+
+
+def check_gap_asr_above_nmt(table2: pd.DataFrame | None) -> Finding:
+    claim = "ASR has a larger AR-NAR accuracy gap than NMT (Table 2)"
+    if table2 is None:
+        return Finding(claim, NOT_MEASURED, "no Table 2 (AR and NAR accuracy) in this run")
+    gaps = table2_gaps(table2).set_index("task")
+    if not {"asr", "nmt"} <= set(gaps.index):
+        return Finding(claim, NOT_MEASURED, "needs ASR and NMT rows in Table 2")
+    # The paper compares both on BLEU and on WER: do both metrics agree?
+    by_metric = {}
+    for metric in ("bleu", "wer"):
+        values = {}
+        for task in ("asr", "nmt"):
+            r = gaps.loc[task]
+            for name in ("primary", "secondary"):
+                if r[f"{name}_metric"] == metric:
+                    values[task] = r[f"{name}_gap"]
+        if all(not np.isnan(v) for v in values.values()) and len(values) == 2:
+            by_metric[metric] = bool(values["asr"] > values["nmt"])
+    if not by_metric:
+        return Finding(claim, NOT_MEASURED, "no metric shared by the ASR and NMT rows")
+    # Same metric on both tasks; the paper reports both: every metric must agree.
+    holds = set(by_metric.values())
+    verdict = (
+        REPRODUCED if holds == {True} else NOT_REPRODUCED if holds == {False} else INCONCLUSIVE
+    )
+    return Finding(
+        claim,
+        verdict,
+        "relative gap, AR better by: "
+        + _gap_text(gaps.loc[["asr", "nmt"]].reset_index())
+        + ". ASR gap larger on "
+        + ", ".join(f"{m.upper()}: {'yes' if v else 'no'}" for m, v in by_metric.items())
+        + ". "
+        + ONE_RUN,
+    )
+
+
+def check_gap_matches_ratio(table2: pd.DataFrame | None, runs: pd.DataFrame) -> Finding:
+    """Section 3.2's argument: tasks rank the same by R(p) (raw) as by the accuracy gap."""
+    claim = "The tasks rank the same by the AR-NAR gap as by R(p) (section 3.2)"
+    if table2 is None:
+        return Finding(claim, NOT_MEASURED, "no Table 2 (AR and NAR accuracy) in this run")
+    gaps = table2_gaps(table2).set_index("task").primary_gap.dropna()
+    ratio = _raw(runs).groupby("task").R.mean()
+    tasks = sorted(set(gaps.index) & set(ratio.index))
+    if len(tasks) < 2:
+        return Finding(claim, NOT_MEASURED, "fewer than two tasks with both R(p) and Table 2")
+    by_gap = sorted(tasks, key=lambda t: -gaps[t])
+    by_ratio = sorted(tasks, key=lambda t: -ratio[t])
+    return Finding(
+        claim,
+        REPRODUCED if by_gap == by_ratio else NOT_REPRODUCED,
+        f"by relative gap (primary metric): {' > '.join(TASK_LABELS[t] for t in by_gap)} "
+        f"({', '.join(f'{TASK_LABELS[t]} {gaps[t]:+.1%}' for t in by_gap)}); by R (raw, mean "
+        f"over seeds and p): {' > '.join(TASK_LABELS[t] for t in by_ratio)} "
+        f"({', '.join(f'{TASK_LABELS[t]} {ratio[t]:.3f}' for t in by_ratio)}). " + ONE_RUN,
+    )
+
+
+def ablation_pairs(table: pd.DataFrame, factor: str, better: str, worse: str) -> pd.DataFrame:
+    """NAR rows of each task that differ only in `factor` (corpus or constraint): the row with
+    `better` (kd, ac) against the one with `worse` (raw, noac), and the relative improvement of
+    the primary and secondary metrics (positive: `better` is more accurate)."""
+    held = "constraint" if factor == "corpus" else "corpus"
+    nar = table[table.kind == "NAR"]
+    rows = []
+    for (task, fixed), group in nar.groupby(["task", held], sort=False):
+        with_, without = group[group[factor] == better], group[group[factor] == worse]
+        if len(with_) != 1 or len(without) != 1 or task not in PRIMARY:
+            continue
+        a, b = with_.iloc[0], without.iloc[0]
+        row = {"task": task, held: fixed, "with_model": a.model, "without_model": b.model}
+        for name, (metric, sign) in (("primary", PRIMARY[task]), ("secondary", SECONDARY[task])):
+            before, after = _metric(b, metric), _metric(a, metric)
+            row[f"{name}_metric"], row[f"{name}_without"], row[f"{name}_with"] = (
+                metric,
+                before,
+                after,
+            )
+            row[f"{name}_gain"] = _relative_change(before, after, sign)
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def check_ablation(
+    table: pd.DataFrame | None, task: str, factor: str, claim: str, table_name: str
+) -> Finding:
+    """One NAR technique (KD: factor corpus kd vs raw; AC: constraint ac vs noac) improves the
+    NAR model of `task`, on one run per model."""
+    if table is None:
+        return Finding(claim, NOT_MEASURED, f"no {table_name} in this run")
+    better, worse = ("kd", "raw") if factor == "corpus" else ("ac", "noac")
+    pairs = ablation_pairs(table, factor, better, worse)
+    pairs = pairs[pairs.task == task] if not pairs.empty else pairs
+    if pairs.empty or np.isnan(pairs.iloc[0].primary_gain):
+        return Finding(
+            claim, NOT_MEASURED, f"{table_name} has no {task.upper()} pair {better} vs {worse}"
+        )
+    r = pairs.iloc[0]
+    secondary = None if np.isnan(r.secondary_gain) else bool(r.secondary_gain > 0)
+    evidence = (
+        f"{r.with_model} vs {r.without_model}: {r.primary_metric.upper()} {r.primary_with:.4g} "
+        f"vs {r.primary_without:.4g} ({r.primary_gain:+.1%} relative improvement)"
+    )
+    if secondary is not None:
+        evidence += (
+            f"; {r.secondary_metric.upper()} {r.secondary_with:.4g} vs "
+            f"{r.secondary_without:.4g} ({r.secondary_gain:+.1%})"
+        )
+    return Finding(
+        claim, _ordering_verdict(bool(r.primary_gain > 0), secondary), evidence + ". " + ONE_RUN
+    )
+
+
+def check_ac_helps_low_ratio_most(table4: pd.DataFrame | None, runs: pd.DataFrame) -> Finding:
+    """Section 5.2: TTS gains the most accuracy from AC and has the lowest R(p) with AC."""
+    claim = (
+        "TTS, the task with the lowest R(p) under AC, gains the most accuracy from AC "
+        "(Table 4 and Figure 4, section 5.2)"
+    )
+    if table4 is None:
+        return Finding(claim, NOT_MEASURED, "no Table 4 in this run")
+    pairs = ablation_pairs(table4, "constraint", "ac", "noac")
+    gains = pairs.set_index("task").primary_gain.dropna() if not pairs.empty else pd.Series()
+    ac = runs[runs.variant == "ac"].groupby("task").R.mean()
+    if "tts" not in gains.index or len(gains) < 2 or "tts" not in ac.index or len(ac) < 2:
+        return Finding(
+            claim, NOT_MEASURED, "needs Table 4 AC pairs and ac CoMMA runs for TTS and another task"
+        )
+    most_gain = bool(gains["tts"] > gains.drop(index="tts").max())
+    lowest_r = bool(ac["tts"] < ac.drop(index="tts").min())
+    verdict = (
+        REPRODUCED
+        if most_gain and lowest_r
+        else INCONCLUSIVE
+        if most_gain or lowest_r
+        else NOT_REPRODUCED
+    )
+    return Finding(
+        claim,
+        verdict,
+        "relative accuracy gain from AC (primary metric): "
+        + ", ".join(f"{TASK_LABELS[t]} {g:+.1%}" for t, g in gains.items())
+        + "; R with AC (mean over seeds and p): "
+        + ", ".join(f"{TASK_LABELS[t]} {r:.3f}" for t, r in ac.items())
+        + f". TTS gains most: {'yes' if most_gain else 'no'}; lowest R: "
+        f"{'yes' if lowest_r else 'no'}. Gains of different metrics compared across tasks. "
+        + ONE_RUN,
+    )
+
+
+# --- everything -----------------------------------------------------------------------------
+
+SECTIONS = (
+    "Token dependency on raw data (section 3.2, Figure 2)",
+    "Length control (beyond the paper)",
+    "Knowledge distillation (section 4, Figure 3, Table 3)",
+    "Alignment constraint (section 5, Figure 4, Table 4)",
+    "Accuracy gap (section 3.1, Table 2)",
+)
+
+
+def check_claims_by_section(
+    runs: pd.DataFrame,
+    *,
+    length_bins: pd.DataFrame | None = None,
+    length_slopes: pd.DataFrame | None = None,
+    table2: pd.DataFrame | None = None,
+    table3: pd.DataFrame | None = None,
+    table4: pd.DataFrame | None = None,
+) -> dict[str, list[Finding]]:
+    ranking, kd, ac, gap, length = SECTIONS[0], SECTIONS[2], SECTIONS[3], SECTIONS[4], SECTIONS[1]
+    return {
+        ranking: [check_ranking(runs), *check_falls_with_p(runs)],
+        length: [check_length_effect(runs), check_length_control(length_bins, length_slopes)],
+        kd: [
+            *(check_variant(runs, "kd", task) for task in ("nmt", "tts", "asr")),
+            *(
+                check_ablation(
+                    table3,
+                    task,
+                    "corpus",
+                    f"Knowledge distillation improves the NAR model for {TASK_LABELS[task]} "
+                    "(Table 3)",
+                    "Table 3",
+                )
+                for task in ("nmt", "tts")
+            ),
+        ],
+        ac: [
+            *(check_variant(runs, "ac", task) for task in ("nmt", "asr", "tts")),
+            *(
+                check_ablation(
+                    table4,
+                    task,
+                    "constraint",
+                    f"The alignment constraint improves the NAR model for {TASK_LABELS[task]} "
+                    "(Table 4)",
+                    "Table 4",
+                )
+                for task in ("nmt", "asr", "tts")
+            ),
+            check_ac_helps_low_ratio_most(table4, runs),
+        ],
+        gap: [
+            check_gap_smallest_for_tts(table2),
+            check_gap_asr_above_nmt(table2),
+            check_gap_matches_ratio(table2, runs),
+        ],
+    }
+
+
+def check_claims(runs: pd.DataFrame, **tables: pd.DataFrame | None) -> list[Finding]:
+    """Every finding, in report order (keyword tables as :func:`check_claims_by_section`)."""
+    return [f for section in check_claims_by_section(runs, **tables).values() for f in section]
+
+
+def _read_optional(path: str | Path | None) -> pd.DataFrame | None:
+    return None if path is None else pd.read_csv(path)
+
+
+def write_findings(
+    runs_csv: str | Path,
+    out_md: str | Path,
+    *,
+    length_bins_csv: str | Path | None = None,
+    length_slopes_csv: str | Path | None = None,
+    table_csvs: Sequence[str | Path | None] = (None, None, None),
+) -> list[Finding]:
+    """Check every claim and write the Markdown report. `table_csvs`: Tables 2, 3 and 4
+    (None: not in this run, its claims are "not measured")."""
     runs = pd.read_csv(runs_csv)
-    findings = check_claims(runs)
-    seeds = sorted(set(runs.seed))
+    table2, table3, table4 = (read_table(path) for path in table_csvs)
+    sections = check_claims_by_section(
+        runs,
+        length_bins=_read_optional(length_bins_csv),
+        length_slopes=_read_optional(length_slopes_csv),
+        table2=table2,
+        table3=table3,
+        table4=table4,
+    )
+    findings = [f for section in sections.values() for f in section]
+    counts = {v: sum(f.verdict == v for f in findings) for v in VERDICT_ORDER}
+    sources = [Path(runs_csv).name] + [
+        Path(p).name for p in (length_bins_csv, length_slopes_csv, *table_csvs) if p is not None
+    ]
     lines = [
         "# The paper's claims, checked against this run",
         "",
-        f"Generated from `{Path(runs_csv).name}`: {runs.task.nunique()} task(s), variants "
-        f"{', '.join(sorted(set(runs.variant)))}, seeds {seeds}, p in "
-        f"{', '.join(f'{p:g}' for p in sorted(set(runs.p)))}. A claim is reproduced only if it "
-        "holds in every training seed; inconclusive if only the seed means support it.",
+        f"Generated from {', '.join(f'`{s}`' for s in sources)}. R(p): "
+        f"{runs.task.nunique()} task(s), variants {', '.join(sorted(set(runs.variant)))}, "
+        f"seeds {sorted(set(runs.seed))}, p in {', '.join(f'{p:g}' for p in sorted(set(runs.p)))}.",
         "",
-        "| claim | verdict |",
-        "|---|---|",
-        *(f"| {f.claim} | **{f.verdict}** |" for f in findings),
+        "R(p) claims are reproduced only if they hold in every training seed (KD and AC: the "
+        "paired per-seed difference to the raw run of the same seed), inconclusive if only the "
+        "seed means support them. Accuracy claims rest on one training run per model: "
+        "reproduced if the primary metric supports them and the secondary does not contradict "
+        "it, inconclusive if the two disagree. Not measured: the run lacks what the claim needs.",
         "",
-        "## Evidence",
+        "Summary: " + ", ".join(f"{n} {v}" for v, n in counts.items() if n) + ".",
         "",
-        *(f"- **{f.claim}**: {f.verdict}. {f.evidence}" for f in findings),
+        "| # | claim | verdict |",
+        "|---:|---|---|",
     ]
+    number = 0
+    for section, items in sections.items():
+        lines.append(f"| | *{section}* | |")
+        for f in items:
+            number += 1
+            lines.append(f"| {number} | {f.claim} | **{f.verdict}** |")
+    lines += ["", "## Evidence", ""]
+    number = 0
+    for section, items in sections.items():
+        lines += [f"### {section}", ""]
+        for f in items:
+            number += 1
+            lines.append(f"{number}. **{f.claim}**: {f.verdict}. {f.evidence}")
+        lines.append("")
     with atomic_path(out_md) as tmp:
-        tmp.write_text("\n".join(lines) + "\n", encoding="utf-8")
+        tmp.write_text("\n".join(lines), encoding="utf-8")
     return findings

@@ -184,22 +184,29 @@ def measure_ratio(
     layers: str | Sequence[int] = "all",
     heads: str | Sequence[int] = "all",
     batch_sentences: int = 32,
+    sentences_csv: str | Path | None = None,
 ) -> pd.DataFrame:
     """R(p) of one trained CoMMA on a test split, for every p in `p_grid`.
 
     The attention of the chosen `layers` and `heads` (default all) is averaged before eq. 1,
-    as the ratio's contract asks. `labels` (task, variant, seed) are copied into every row."""
+    as the ratio's contract asks. `labels` (task, variant, seed) are copied into every row.
+
+    With `sentences_csv`, also writes one row per (p, test sentence with a predicted token):
+    the labels, p, ``sentence`` (index in the test split), ``M`` and ``N`` (the positions CoMMA
+    attends over), ``predicted`` (masked tokens), ``R`` (eq. 2: the mean alpha_i of the
+    sentence) and ``T`` (its raw target share), for length-matched comparisons."""
     model = load_comma(model_path)
     split = load_split(test_path)
     n_layers, n_heads = model.config.layers, model.config.heads
     chosen_layers = _selection(layers, n_layers, "layers")
     chosen_heads = _selection(heads, n_heads, "heads")
     batches = make_batches(sentence_sizes(split), max_sentences=batch_sentences, shuffle=False)
-    rows, head_rows = [], []
+    rows, head_rows, sentence_tables = [], [], []
     for p_index, p in enumerate(p_grid):
         generator = torch.Generator().manual_seed(mask_seed * 1000 + p_index)
         ratio, share, src_lengths, tgt_lengths, n_predicted = [], [], [], [], []
         per_head = []  # [B, layers, heads] per batch
+        sentence_ids = []  # [B] test-split index of each sentence, per batch
         for indices in batches:
             batch = collate(split, indices)
             predicted = model.mask_targets(batch.tgt_lengths, float(p), generator)
@@ -210,10 +217,26 @@ def measure_ratio(
             src_lengths.append(result.src_lengths)
             tgt_lengths.append(batch.tgt_lengths)
             n_predicted.append(predicted.sum(dim=1))
+            sentence_ids.append(batch.indices)
         ratio, share = torch.cat(ratio), torch.cat(share)
         src_len, tgt_len = torch.cat(src_lengths).double(), torch.cat(tgt_lengths).double()
         low, high = bootstrap_ci(ratio, n_boot=bootstrap, seed=mask_seed)
         measured = ~ratio.isnan()
+        if sentences_csv is not None:
+            sentence_tables.append(
+                pd.DataFrame(
+                    {
+                        **labels,
+                        "p": float(p),
+                        "sentence": torch.cat(sentence_ids)[measured].numpy(),
+                        "M": src_len[measured].long().numpy(),
+                        "N": tgt_len[measured].long().numpy(),
+                        "predicted": torch.cat(n_predicted)[measured].numpy(),
+                        "R": ratio[measured].double().numpy(),
+                        "T": share[measured].double().numpy(),
+                    }
+                ).sort_values("sentence", kind="stable")
+            )
         rows.append(
             {
                 **labels,
@@ -245,12 +268,15 @@ def measure_ratio(
     table = pd.DataFrame(rows)
     _write_csv(table, ratio_csv)
     _write_csv(pd.DataFrame(head_rows), heads_csv)
+    if sentences_csv is not None:
+        # Four significant digits: R and T are means of attention weights, far noisier than that.
+        _write_csv(pd.concat(sentence_tables, ignore_index=True), sentences_csv, digits=4)
     return table
 
 
-def _write_csv(table: pd.DataFrame, path: str | Path) -> None:
+def _write_csv(table: pd.DataFrame, path: str | Path, digits: int = 6) -> None:
     with atomic_path(path) as tmp:
-        table.to_csv(tmp, index=False, float_format="%.6g")
+        table.to_csv(tmp, index=False, float_format=f"%.{digits}g")
 
 
 def aggregate_ratio(

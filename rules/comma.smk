@@ -37,6 +37,7 @@ rule measure_ratio:
     output:
         ratio=comma_run("ratio.csv"),
         heads=comma_run("ratio_heads.csv"),
+        sentences=comma_run("ratio_sentences.csv"),
     log:
         "logs/comma/measure_ratio/{task}_{variant}_seed{seed}.log",
     benchmark:
@@ -63,7 +64,11 @@ rule aggregate_ratio:
     output:
         runs="results/ratio.csv",
         summary="results/ratio_summary.csv",
-        table="results/ratio_summary.md",
+        table=report(
+            "results/ratio_summary.md",
+            caption="../report/ratio_summary.rst",
+            category="R(p) tables",
+        ),
     log:
         "logs/comma/aggregate_ratio.log",
     benchmark:

@@ -1,1 +1,53 @@
 # Knowledge distillation (paper section 4.1, eq. 4): the AR teacher decodes its training set.
+# NMT and ASR: beam search, TTS: greedy mel generation, with decoding.{task} of the config, in
+# distill.shards jobs per task (contiguous blocks of the training split; GPU jobs on a cluster).
+# Outputs that hit the maximum length or never stop are left out of the KD corpus and counted.
+# The KD corpus, work/data/{task}/kd/train.pt, has the raw training split's exact format.
+
+
+rule distill:
+    input:
+        model=teacher_file("model.pt"),
+        train=prepared("{task}", "train.pt"),
+    output:
+        shard=distill_file("shard{shard}.pt"),
+    log:
+        "logs/distill/distill/{task}/shard{shard}.log",
+    benchmark:
+        "benchmarks/runs/distill/{task}/shard{shard}.tsv"
+    wildcard_constraints:
+        shard=r"\d+",
+    conda:
+        "../envs/comma.yaml"
+    threads: 1
+    params:
+        shard=lambda wildcards: int(wildcards.shard),
+        shards=len(DISTILL_SHARDS),
+        decoding=lambda wildcards: config["decoding"][wildcards.task],
+        seed=config["seed"],
+    script:
+        "../workflow_scripts/distill.py"
+
+
+rule merge_distilled:
+    input:
+        shards=expand(
+            distill_file("shard{shard}.pt"), shard=DISTILL_SHARDS, allow_missing=True
+        ),
+    output:
+        train=corpus_train("{task}", "kd"),
+        report=report(
+            "results/distill/{task}.json",
+            caption="../report/distill.rst",
+            category="Knowledge distillation",
+            subcategory="{task}",
+        ),
+    log:
+        "logs/distill/merge_distilled/{task}.log",
+    benchmark:
+        "benchmarks/runs/merge_distilled/{task}.tsv"
+    conda:
+        "../envs/comma.yaml"
+    threads: 1
+    script:
+        "../workflow_scripts/merge_distilled.py"

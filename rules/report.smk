@@ -1,4 +1,8 @@
-# Human-facing summaries under results/.
+# Human-facing summaries under results/: figures 2-4, the findings, the length-matched control,
+# training curves and runtimes, every one a report item (snakemake --report results/report.html).
+
+
+include: "report_inputs.smk"
 
 
 rule summarize_data:
@@ -47,9 +51,98 @@ rule figure2:
         "../workflow_scripts/figure2.py"
 
 
-rule findings:
+rule figure3:
     input:
         "results/ratio.csv",
+    output:
+        pdf=report(
+            "results/fig3.pdf",
+            caption="../report/fig3.rst",
+            category="Figures",
+        ),
+        png="results/fig3.png",
+    log:
+        "logs/report/figure3.log",
+    benchmark:
+        "benchmarks/runs/figure3.tsv"
+    conda:
+        "../envs/comma.yaml"
+    params:
+        variant="kd",
+        # The paper's Figure 3 has NMT and TTS; ASR is measured here too.
+        tasks=[task for task in ("nmt", "tts", "asr") if task in TASKS],
+        notes={"asr": "beyond the paper"},
+        title="Figure 3: R(p) of CoMMA trained on raw vs knowledge-distilled (KD) targets",
+    script:
+        "../workflow_scripts/figure_variant.py"
+
+
+rule figure4:
+    input:
+        "results/ratio.csv",
+    output:
+        pdf=report(
+            "results/fig4.pdf",
+            caption="../report/fig4.rst",
+            category="Figures",
+        ),
+        png="results/fig4.png",
+    log:
+        "logs/report/figure4.log",
+    benchmark:
+        "benchmarks/runs/figure4.tsv"
+    conda:
+        "../envs/comma.yaml"
+    params:
+        variant="ac",
+        tasks=[task for task in ("nmt", "asr", "tts") if task in TASKS],
+        notes={},
+        title="Figure 4: R(p) of CoMMA trained without vs with the alignment constraint (AC)",
+    script:
+        "../workflow_scripts/figure_variant.py"
+
+
+rule length_control:
+    input:
+        expand(comma_run("ratio_sentences.csv"), task=TASKS, variant="raw", seed=SEEDS),
+    output:
+        bins=report(
+            "results/length_control.csv",
+            caption="../report/length_control.rst",
+            category="R(p) tables",
+            subcategory="Length control",
+        ),
+        slopes="results/length_control_slopes.csv",
+        table=report(
+            "results/length_control.md",
+            caption="../report/length_control.rst",
+            category="R(p) tables",
+            subcategory="Length control",
+        ),
+        plot=report(
+            "results/length_control.png",
+            caption="../report/length_control.rst",
+            category="R(p) tables",
+            subcategory="Length control",
+        ),
+    log:
+        "logs/report/length_control.log",
+    benchmark:
+        "benchmarks/runs/length_control.tsv"
+    conda:
+        "../envs/comma.yaml"
+    params:
+        **LENGTH_CONTROL,
+    script:
+        "../workflow_scripts/length_control.py"
+
+
+rule findings:
+    input:
+        ratio="results/ratio.csv",
+        length_bins="results/length_control.csv",
+        length_slopes="results/length_control_slopes.csv",
+        tables=expand("results/table{k}.csv", k=(2, 3, 4)),
     output:
         report(
             "results/findings.md",
@@ -64,3 +157,70 @@ rule findings:
         "../envs/comma.yaml"
     script:
         "../workflow_scripts/findings.py"
+
+
+rule training_curves:
+    input:
+        lambda wildcards: [run["path"] for run in training_curve_runs(wildcards)],
+    output:
+        report(
+            "results/training_curves.png",
+            caption="../report/training_curves.rst",
+            category="Training",
+        ),
+    log:
+        "logs/report/training_curves.log",
+    benchmark:
+        "benchmarks/runs/training_curves.tsv"
+    conda:
+        "../envs/comma.yaml"
+    params:
+        runs=training_curve_runs,
+    script:
+        "../workflow_scripts/training_curves.py"
+
+
+# Snakemake resolves a benchmark file like an output (a rule's products are its output, log
+# and benchmark files), so a rule may take other rules' benchmark files as input: that orders
+# it after those jobs and reruns it when they rerun (flip side: a deleted benchmark file makes
+# its job, e.g. a training, rerun when `runtimes` next runs). Listing every job's file would
+# duplicate the wildcard logic of every rule file here, so `runtimes` declares the expensive
+# jobs (study_benchmarks) plus the study's final products, which every other job of `all`
+# precedes, and reads the rest from the directory. The directory may also hold files of jobs
+# that are no longer part of the DAG (e.g. from an earlier configuration).
+rule runtimes:
+    input:
+        benchmarks=study_benchmarks,
+        after=[
+            "results/findings.md",
+            "results/fig2.pdf",
+            "results/fig3.pdf",
+            "results/fig4.pdf",
+            "results/data_summary.md",
+            "results/training_curves.png",
+        ],
+    output:
+        table=report(
+            "results/runtimes.csv",
+            caption="../report/runtimes.rst",
+            category="Training",
+            subcategory="Runtimes",
+        ),
+        summary="results/runtimes.md",
+        plot=report(
+            "results/runtimes.png",
+            caption="../report/runtimes.rst",
+            category="Training",
+            subcategory="Runtimes",
+        ),
+    log:
+        "logs/report/runtimes.log",
+    benchmark:
+        "benchmarks/runs/runtimes.tsv"
+    conda:
+        "../envs/comma.yaml"
+    params:
+        directory="benchmarks/runs",
+        exclude=["benchmarks/runs/runtimes.tsv"],  # this rule's own, from a previous run
+    script:
+        "../workflow_scripts/runtimes.py"

@@ -111,3 +111,21 @@ def test_aggregate_over_seeds(tmp_path):
     assert row.CI_halfwidth == pytest.approx(0.02)
     assert "| nmt | raw | 0.10 | 0.6000 |" in (tmp_path / "s.md").read_text()
     assert len(pd.read_csv(tmp_path / "runs.csv")) == 3
+
+
+def test_per_sentence_table_matches_the_corpus_ratio(nmt_model_and_test, tmp_path):
+    table = run(*nmt_model_and_test, tmp_path, sentences_csv=tmp_path / "s.csv")
+    sentences = pd.read_csv(tmp_path / "s.csv")
+    assert list(sentences.columns) == [
+        *("task", "variant", "seed", "p", "sentence", "M", "N", "predicted", "R", "T")
+    ]
+    # every test sentence has a predicted token at every p (at least one is masked)
+    assert len(sentences) == 2 * 5 and set(sentences.sentence) == set(range(5))
+    first = sentences[sentences.p == 0.2].set_index("sentence")
+    assert first.N.tolist() == [7, 4, 3, 10, 8] and first.M.tolist() == [5, 9, 3, 12, 6]
+    assert first.predicted.sum() == table.predicted.iloc[0]
+    # eq. 3: R(p) is the mean of the sentences' eq. 2 values (4 significant digits written)
+    per_p = sentences.groupby("p")[["R", "T"]].mean()
+    assert per_p.R.to_numpy() == pytest.approx(table.R.to_numpy(), abs=2e-4)
+    assert per_p["T"].to_numpy() == pytest.approx(table["T"].to_numpy(), abs=2e-4)
+    assert (sentences.task == "nmt").all() and (sentences.seed == 1).all()

@@ -1,7 +1,14 @@
-"""rule findings: the paper's claims checked against this run's R(p) tables."""
+"""rule findings: the paper's claims checked against this run's tables."""
 
 from _workflow import rule_log
 from comma.findings import write_findings
 
 with rule_log(snakemake):
-    write_findings(snakemake.input[0], snakemake.output[0])
+    i = snakemake.input
+    write_findings(
+        i.ratio,
+        snakemake.output[0],
+        length_bins_csv=i.length_bins,
+        length_slopes_csv=i.length_slopes,
+        table_csvs=list(i.tables),  # Tables 2, 3 and 4
+    )

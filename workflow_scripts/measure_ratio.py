@@ -1,4 +1,4 @@
-"""rule measure_ratio: R(p) of one trained CoMMA on the test set."""
+"""rule measure_ratio: R(p) of one trained CoMMA on the test set, overall and per sentence."""
 
 from _workflow import rule_log
 from comma.measure import measure_ratio
@@ -18,4 +18,5 @@ with rule_log(snakemake):
         layers=p.layers,
         heads=p.heads,
         batch_sentences=p.batch_sentences,
+        sentences_csv=snakemake.output.sentences,
     )

@@ -1,0 +1,94 @@
+# Input functions and settings of the report rules (rules/report.smk), kept apart from the
+# rules as `snakemake --lint` asks. Uses TASKS, SEEDS, COMMA_VARIANTS, NAR_VARIANTS, comma_run,
+# nar_run and teacher_file of rules/common.smk.
+
+# Analysis settings of the length-matched control (an optional ratio.length_control block of
+# the config overrides them): bins of log2(M/N) of this width, compared only where two tasks
+# each have at least this many test sentences in the bin.
+LENGTH_CONTROL = {
+    "bin_width": 0.5,
+    "min_sentences": 20,
+    **config.get("ratio", {}).get("length_control", {}),
+}
+
+
+def nar_variant_wildcards(task, variant):
+    """The wildcards of a NAR model's files: {corpus}_{constraint} (and the whole variant)."""
+    corpus, constraint = variant.split("_")
+    return dict(task=task, corpus=corpus, constraint=constraint, variant=variant)
+
+
+def training_curve_runs(wildcards):
+    """Every trained model's metrics.jsonl and its place in results/training_curves.png."""
+    runs = [
+        dict(
+            family="teacher",
+            task=task,
+            label="teacher",
+            path=teacher_file("metrics.jsonl", task),
+        )
+        for task in TASKS
+    ]
+    runs += [
+        dict(
+            family="comma",
+            task=task,
+            label=f"{variant} seed{seed}",
+            group=variant,
+            path=comma_run("metrics.jsonl").format(
+                task=task, variant=variant, seed=seed
+            ),
+        )
+        for task in TASKS
+        for variant in COMMA_VARIANTS
+        for seed in SEEDS
+    ]
+    runs += [
+        dict(
+            family="nar",
+            task=task,
+            label=variant,
+            path=nar_run("metrics.jsonl").format(
+                **nar_variant_wildcards(task, variant)
+            ),
+        )
+        for task in TASKS
+        for variant in NAR_VARIANTS[task]
+    ]
+    return runs
+
+
+def benchmarks_of(rule_name, jobs):
+    """The benchmark files of `rule_name`'s jobs, each given by its wildcards (a dict may hold
+    more keys than the rule's benchmark pattern uses), from the rule's own benchmark pattern.
+    """
+    pattern = getattr(rules, rule_name).benchmark  # without wildcard constraints
+    try:
+        return sorted({str(pattern).format(**wildcards) for wildcards in jobs})
+    except KeyError as missing:
+        raise ValueError(
+            f"the benchmark file of rule {rule_name}, {pattern}, has the wildcard {missing} "
+            "that rules/report_inputs.smk does not know"
+        ) from None
+
+
+def study_benchmarks(wildcards):
+    """Benchmark files of the study's expensive jobs (AR teachers, CoMMA training and
+    measurement, NAR training), each of which `all` runs."""
+    comma_jobs = [
+        dict(task=task, variant=variant, seed=seed)
+        for task in TASKS
+        for variant in COMMA_VARIANTS
+        for seed in SEEDS
+    ]
+    nar_jobs = [
+        nar_variant_wildcards(task, variant)
+        for task in TASKS
+        for variant in NAR_VARIANTS[task]
+    ]
+    return [
+        *benchmarks_of("train_teacher", [dict(task=task) for task in TASKS]),
+        *benchmarks_of("train_comma", comma_jobs),
+        *benchmarks_of("measure_ratio", comma_jobs),
+        *benchmarks_of("train_nar", nar_jobs),
+    ]

@@ -1,0 +1,17 @@
+"""rule runtimes: wall time, CPU time and memory of every job, from Snakemake's benchmark files.
+
+The declared inputs are the expensive jobs' files; the rest are read from the directory (see
+the comment above the rule in rules/report.smk)."""
+
+from pathlib import Path
+
+from _workflow import rule_log
+from comma.report import summarize_runtimes
+
+with rule_log(snakemake):
+    p = snakemake.params
+    excluded = {Path(f) for f in p.exclude}
+    files = {Path(f) for f in snakemake.input.benchmarks}
+    files |= {f for f in Path(p.directory).rglob("*.tsv") if f not in excluded}
+    o = snakemake.output
+    summarize_runtimes(sorted(files), p.directory, o.table, o.summary, o.plot)
