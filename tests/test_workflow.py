@@ -1,5 +1,6 @@
-"""End to end: the tiny preset runs the whole DAG so far through Snakemake: data,
-preparation, CoMMA training per task and seed, R(p), the summaries and Figure 2."""
+"""End to end: the tiny preset runs the whole DAG through Snakemake: data, preparation, AR
+teachers, KD corpora, alignments, NAR models and Tables 2-4, CoMMA per task, variant and seed,
+R(p), Figures 2-4, the length control, the findings and the report's plots."""
 
 from __future__ import annotations
 
@@ -8,8 +9,10 @@ import re
 
 import pandas as pd
 import pytest
+import torch
 from conftest import TINY_CONFIG, snakemake
 
+from comma.align import TeacherAlignment
 from comma.data.packed import load_split
 from comma.data.vocab import Vocabulary
 
@@ -72,15 +75,30 @@ def test_rerun_is_a_no_op_and_forcerun_redoes_only_dependents(tiny_run):
         "--forcerun",
         "prepare_nmt",
     )
-    # NMT's corpus changed: its CoMMA runs (2 seeds) and everything downstream, nothing else
+    # NMT's corpus changed: its teacher, KD corpus (2 shards), alignments (raw, kd), CoMMA
+    # runs (raw, kd, ac x 2 seeds), NAR models (3 rows) and everything downstream; no other
+    # task's job
     assert planned_jobs(forced) == {
         "prepare_nmt": 1,
         "summarize_data": 1,
-        "train_comma": 2,
-        "measure_ratio": 2,
+        "train_teacher": 1,
+        "evaluate_teacher": 1,
+        "distill": 2,
+        "merge_distilled": 1,
+        "extract_alignment": 2,
+        "train_comma": 6,
+        "measure_ratio": 6,
+        "train_nar": 3,
+        "evaluate_nar": 3,
         "aggregate_ratio": 1,
+        "length_control": 1,
         "figure2": 1,
+        "figure3": 1,
+        "figure4": 1,
+        "tables": 1,
         "findings": 1,
+        "training_curves": 1,
+        "runtimes": 1,
         "all": 1,
     }
 
@@ -88,26 +106,71 @@ def test_rerun_is_a_no_op_and_forcerun_redoes_only_dependents(tiny_run):
 def test_every_job_logged_and_benchmarked(tiny_run):
     logs = list((tiny_run / "logs").rglob("*.log"))
     benchmarks = list((tiny_run / "benchmarks" / "runs").rglob("*.tsv"))
-    # 3 generators, 4 log-mel parts, 3 preparations, 1 summary, 3 tasks x 2 seeds x
-    # (train + measure), 1 aggregation, 1 figure, 1 findings
-    assert len(logs) == len(benchmarks) == 11 + 12 + 3
+    # 3 generators, 4 log-mel parts, 3 preparations, 1 summary; 3 teachers trained and
+    # evaluated; 6 KD shards and 3 merges; 5 alignments; 8 NAR models trained and evaluated;
+    # 3 tasks x 3 variants x 2 seeds x (train + measure); aggregation, length control, 3
+    # figures, tables, findings, training curves, runtimes
+    assert len(logs) == len(benchmarks) == 11 + 6 + 9 + 5 + 16 + 36 + 9
 
 
 def test_ratio_tables_and_figure2(tiny_run):
     runs = pd.read_csv(tiny_run / "results" / "ratio.csv")
-    assert len(runs) == 3 * 2 * 2  # tasks x seeds x p
+    assert len(runs) == 3 * 3 * 2 * 2  # tasks x variants x seeds x p
+    assert set(runs.variant) == {"raw", "kd", "ac"}
     assert set(runs.task) == {"nmt", "asr", "tts"} and set(runs.seed) == {1, 2}
     assert ((runs.R > 0) & (runs.R < 1) & (runs["T"] > 0) & (runs["T"] < 1)).all()
     assert (runs.sentences > 0).all()
     # the same masks for both seeds: the predicted counts depend only on the test set and p
     counts = runs.pivot_table(index=["task", "p"], columns="seed", values="predicted")
     assert (counts[1] == counts[2]).all()
+    # kd trains on the KD corpus, ac with the eq. 8 loss; all are measured on the raw test set
+    ac_metrics = tiny_run / "work" / "comma" / "asr" / "ac" / "seed1" / "metrics.jsonl"
+    assert all("ac_kl" in json.loads(line) for line in ac_metrics.read_text().splitlines())
+    sentences = runs.groupby(["task", "variant"]).sentences.max().unstack()
+    assert (sentences["kd"] == sentences["raw"]).all() and (
+        sentences["ac"] == sentences["raw"]
+    ).all()
     heads = pd.read_csv(tiny_run / "work" / "comma" / "tts" / "raw" / "seed1" / "ratio_heads.csv")
     assert len(heads) == 2 * 2 * 4  # p x layers x heads
-    for name in ("fig2.pdf", "fig2.png"):
+    for name in ("fig2.pdf", "fig2.png", "fig3.pdf", "fig4.png", "training_curves.png"):
         assert (tiny_run / "results" / name).stat().st_size > 10_000
     assert "| asr | raw | 0.50 |" in (tiny_run / "results" / "ratio_summary.md").read_text()
     findings = (tiny_run / "results" / "findings.md").read_text()
     assert "R(p) ranks ASR > NMT > TTS at every p" in findings and "seeds [1, 2]" in findings
     metrics = (tiny_run / "work" / "comma" / "nmt" / "raw" / "seed2" / "metrics.jsonl").read_text()
     assert len(metrics.splitlines()) == 30  # one line per training step
+
+
+def test_kd_corpora_alignments_and_tables(tiny_run):
+    for task in ("nmt", "asr", "tts"):
+        raw = load_split(tiny_run / "work" / "data" / task / "train.pt")
+        kd = load_split(tiny_run / "work" / "data" / task / "kd" / "train.pt")
+        report = json.loads((tiny_run / "results" / "distill" / f"{task}.json").read_text())
+        assert len(kd) == report["kept"] == report["sentences"] - report["dropped_total"] > 0
+        assert report["sentences"] == len(raw)
+        assert set(kd.ids) <= set(raw.ids)
+        assert kd.tgt.is_tokens == raw.tgt.is_tokens and kd.src.values.dtype == raw.src.values.dtype
+    alignment = TeacherAlignment.load(tiny_run / "work" / "align" / "tts" / "kd" / "alignment.pt")
+    kd_tts = load_split(tiny_run / "work" / "data" / "tts" / "kd" / "train.pt")
+    every = torch.arange(len(kd_tts))
+    sums = alignment.durations(every, int(kd_tts.src.lengths.max())).sum(1).tolist()
+    assert sums == kd_tts.tgt.lengths.tolist()  # durations sum to each KD mel length
+    table4 = pd.read_csv(tiny_run / "results" / "table4.csv")
+    assert list(table4.model) == [
+        "Transformer",
+        "NAT",
+        "NAT w/o AC",
+        "Transformer ASR",
+        "NAR-ASR",
+        "NAR-ASR w/o AC",
+        "Transformer TTS",
+        "FastSpeech",
+        "FastSpeech w/o AC",
+    ]
+    assert table4.loc[table4.task != "tts", ["bleu", "wer"]].notna().all().all()
+    assert table4.loc[table4.task == "tts", ["mcd", "mel_l1"]].notna().all().all()
+    assert "MOS" in (tiny_run / "results" / "table2.md").read_text()
+    samples = list((tiny_run / "results" / "nar" / "tts" / "kd_ac" / "samples").glob("*.wav"))
+    assert samples
+    findings = (tiny_run / "results" / "findings.md").read_text()
+    assert "KD" in findings and "AC" in findings
