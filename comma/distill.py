@@ -41,7 +41,6 @@ writes a JSON report (``results/distill/{task}.json``) with the keys documented 
 
 from __future__ import annotations
 
-import contextlib
 import logging
 from collections.abc import Sequence
 from pathlib import Path
@@ -55,7 +54,7 @@ from comma.decode import decode_split, generate_split, max_lengths
 from comma.errors import InputError
 from comma.io import torch_load, torch_save, write_json
 from comma.models.teachers import TokenTeacher, TransformerTTS, load_teacher
-from comma.train import pick_device
+from comma.train import bf16_autocast, pick_device
 
 __all__ = [
     "SHARD_FORMAT",
@@ -196,11 +195,7 @@ def distill_shard(
     device = pick_device()
     model = model.to(device)
     # bf16 on a GPU, as evaluate_teacher; the search itself scores in float32
-    precision = (
-        torch.autocast("cuda", dtype=torch.bfloat16)
-        if device.type == "cuda"
-        else contextlib.nullcontext()
-    )
+    precision = bf16_autocast(device)
     torch_seed = shard_seed(seed, shard)
     torch.manual_seed(torch_seed)  # TTS: the decoder pre-net's inference-time dropout
     limits = dict(max_len_a=float(settings["max_len_a"]), max_len_b=int(settings["max_len_b"]))

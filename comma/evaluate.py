@@ -31,7 +31,6 @@ are for listening, not for scoring.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import math
 import time
@@ -57,7 +56,7 @@ from comma.decode import decode_split, generate_split
 from comma.errors import InputError
 from comma.io import atomic_path, read_json, write_json, write_lines
 from comma.models.teachers import TokenTeacher, TransformerTTS, load_teacher
-from comma.train import pick_device
+from comma.train import bf16_autocast, pick_device
 
 __all__ = [
     "corpus_bleu",
@@ -440,11 +439,7 @@ def evaluate_teacher(
     device = pick_device()
     model = load_teacher(model_path).to(device)
     # bf16 on a GPU, as training; the search itself scores in float32
-    precision = (
-        torch.autocast("cuda", dtype=torch.bfloat16)
-        if device.type == "cuda"
-        else contextlib.nullcontext()
-    )
+    precision = bf16_autocast(device)
     if model.config.task != task:
         raise ValueError(f"{model_path} is a {model.config.task} teacher, not {task}")
     test = load_split(data_dir / "test.pt")

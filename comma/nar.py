@@ -14,7 +14,6 @@ Tables 2-4 are laid out by ``comma.tables``.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import time
 from dataclasses import dataclass
@@ -38,7 +37,7 @@ from comma.evaluate import (
 )
 from comma.io import read_json, torch_load, write_json, write_lines
 from comma.models.nar import NARConfig, build_nar
-from comma.train import TrainConfig, pick_device, train_and_save
+from comma.train import TrainConfig, bf16_autocast, pick_device, train_and_save
 
 log = logging.getLogger(__name__)
 
@@ -182,11 +181,7 @@ def evaluate_nar(
     if model.config.task != task:
         raise ValueError(f"{model_path} is a {model.config.task} model, not {task}")
     test = load_split(data_dir / "test.pt")
-    precision = (
-        torch.autocast("cuda", dtype=torch.bfloat16)
-        if device.type == "cuda"
-        else contextlib.nullcontext()
-    )
+    precision = bf16_autocast(device)
     torch.manual_seed(seed)
     with precision:
         generated = _generate_split(model, test, batch_sentences)

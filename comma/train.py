@@ -267,6 +267,13 @@ def pick_device(local_rank: int = 0) -> torch.device:
     return torch.device("cpu")
 
 
+def bf16_autocast(device: torch.device, enabled: bool = True):
+    """bf16 autocast on a CUDA device (training and inference alike), a no-op elsewhere."""
+    if device.type == "cuda" and enabled:
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
 def seed_everything(seed: int) -> None:
     """Seed python's, numpy's and torch's (CPU and every CUDA device) global generators."""
     random.seed(seed)
@@ -523,11 +530,7 @@ class _Trainer:
         self.schedule = InverseSqrtSchedule(self.optimizer, config.lr, config.warmup_steps)
         self.step, self.epoch, self.batch_in_epoch = 0, 0, 0
         self.loss_module: nn.Module = _LossModule(model)
-        self.autocast = (
-            torch.autocast("cuda", dtype=torch.bfloat16)
-            if device.type == "cuda" and config.bf16
-            else contextlib.nullcontext()
-        )
+        self.autocast = bf16_autocast(device, config.bf16)
 
     def restore_or_seed(self) -> int | None:
         """Resume from the checkpoint if there is one (returns its step), else seed afresh.

@@ -68,7 +68,7 @@ from torch import nn
 from comma.align import attention_kl_loss, softmax_safe_mask
 from comma.data.batching import Batch
 from comma.data.vocab import BOS, EOS, MASK, PAD, SPECIALS
-from comma.models.prenets import Conv2dPrenet, TokenEmbedding
+from comma.models.prenets import Conv2dPrenet, TokenEmbedding, feature_statistics
 from comma.models.transformer import (
     Decoder,
     Encoder,
@@ -598,20 +598,9 @@ class NARASR(_TokenNAR):
     @torch.no_grad()
     def set_feature_statistics(self, frames: torch.Tensor) -> None:
         """Per-bin mean and std of training frames ``[N, n_mels]`` (global CMVN)."""
-        if frames.dim() != 2 or frames.shape[1] != self.config.n_mels or len(frames) < 2:
-            raise ValueError(
-                f"need frames [N >= 2, {self.config.n_mels}], got {tuple(frames.shape)}"
-            )
-        total = torch.zeros(frames.shape[1], dtype=torch.float64)
-        squares = torch.zeros_like(total)
-        for chunk in frames.split(1 << 20):  # float64 sums without copying a large corpus
-            total += chunk.double().sum(dim=0)
-            squares += chunk.double().square().sum(dim=0)
-        count = len(frames)
-        mean = total / count
-        variance = (squares - count * mean.square()).clamp(min=0) / (count - 1)
+        mean, std = feature_statistics(frames, self.config.n_mels)
         self.feature_mean.copy_(mean)
-        self.feature_std.copy_(variance.sqrt().clamp(min=1e-5))
+        self.feature_std.copy_(std)
 
     def encode(self, src, src_len):
         valid = padding_mask(src_len, src.shape[1])[..., None]  # [B, T, 1]

@@ -92,3 +92,20 @@ class DensePrenet(nn.Module):
 
     def forward(self, mels: torch.Tensor, lengths: torch.Tensor):
         return self.out(self.net(mels)), lengths
+
+
+@torch.no_grad()
+def feature_statistics(frames: torch.Tensor, n_mels: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-bin mean and std (floored at 1e-5) of training frames ``[N, n_mels]``, ESPnet's
+    global CMVN; summed in float64 chunk by chunk, so a large corpus is not copied."""
+    if frames.dim() != 2 or frames.shape[1] != n_mels or len(frames) < 2:
+        raise ValueError(f"need frames [N >= 2, {n_mels}], got {tuple(frames.shape)}")
+    total = torch.zeros(frames.shape[1], dtype=torch.float64)
+    squares = torch.zeros_like(total)
+    for chunk in frames.split(1 << 20):
+        total += chunk.double().sum(dim=0)
+        squares += chunk.double().square().sum(dim=0)
+    count = len(frames)
+    mean = total / count
+    variance = (squares - count * mean.square()).clamp(min=0) / (count - 1)
+    return mean, variance.sqrt().clamp(min=1e-5)

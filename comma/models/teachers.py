@@ -58,7 +58,7 @@ from comma.data.batching import Batch
 from comma.data.packed import Split, load_split, prepared_corpus_sizes
 from comma.data.vocab import BOS, EOS, PAD, SPECIALS
 from comma.io import torch_load
-from comma.models.prenets import Conv2dPrenet, DensePrenet, TokenEmbedding
+from comma.models.prenets import Conv2dPrenet, DensePrenet, TokenEmbedding, feature_statistics
 from comma.models.transformer import (
     Decoder,
     DecoderCache,
@@ -490,20 +490,9 @@ class TransformerASR(TokenTeacher):
     @torch.no_grad()
     def set_feature_statistics(self, frames: torch.Tensor) -> None:
         """Per-bin mean and std of training frames ``[N, n_mels]``."""
-        if frames.dim() != 2 or frames.shape[1] != self.config.n_mels or len(frames) < 2:
-            raise ValueError(
-                f"need frames [N >= 2, {self.config.n_mels}], got {tuple(frames.shape)}"
-            )
-        total = torch.zeros(frames.shape[1], dtype=torch.float64)
-        squares = torch.zeros_like(total)
-        for chunk in frames.split(1 << 20):  # float64 sums without copying a large corpus
-            total += chunk.double().sum(dim=0)
-            squares += chunk.double().square().sum(dim=0)
-        count = len(frames)
-        mean = total / count
-        variance = (squares - count * mean.square()).clamp(min=0) / (count - 1)
+        mean, std = feature_statistics(frames, self.config.n_mels)
         self.feature_mean.copy_(mean)
-        self.feature_std.copy_(variance.sqrt().clamp(min=1e-5))
+        self.feature_std.copy_(std)
 
     def encode(self, src: torch.Tensor, src_len: torch.Tensor) -> EncoderOutput:
         valid = padding_mask(src_len, src.shape[1])[..., None]  # [B, T, 1]
