@@ -48,7 +48,7 @@ rule measure_ratio:
         "../envs/comma.yaml"
     threads: 1
     params:
-        **config["ratio"],
+        **{k: v for k, v in config["ratio"].items() if k != "length_control"},
     script:
         "../workflow_scripts/measure_ratio.py"
 
