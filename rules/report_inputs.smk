@@ -2,14 +2,9 @@
 # rules as `snakemake --lint` asks. Uses TASKS, SEEDS, COMMA_VARIANTS, NAR_VARIANTS, comma_run,
 # nar_run and teacher_file of rules/common.smk.
 
-# Analysis settings of the length-matched control (an optional ratio.length_control block of
-# the config overrides them): bins of log2(M/N) of this width, compared only where two tasks
-# each have at least this many test sentences in the bin.
-LENGTH_CONTROL = {
-    "bin_width": 0.5,
-    "min_sentences": 20,
-    **config.get("ratio", {}).get("length_control", {}),
-}
+# Analysis settings of the length-matched control (config ratio.length_control): bins of
+# log2(M/N) of this width, compared only where two tasks each have this many test sentences.
+LENGTH_CONTROL = config["ratio"]["length_control"]
 
 
 def nar_variant_wildcards(task, variant):
