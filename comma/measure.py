@@ -27,7 +27,7 @@ import torch
 from comma.align import TeacherAlignment
 from comma.data.batching import Batch, collate, make_batches, sentence_sizes
 from comma.data.packed import Split, load_split, prepared_corpus_sizes
-from comma.io import atomic_path, torch_load
+from comma.io import atomic_path
 from comma.models.comma import CoMMA, CoMMAConfig, target_rows_paper_order
 from comma.plots import seed_summary
 from comma.ratio import (
@@ -36,7 +36,7 @@ from comma.ratio import (
     ratio_over_corpus,
     target_attention_share,
 )
-from comma.train import TrainConfig, train_and_save
+from comma.train import TrainConfig, load_saved_model, train_and_save
 
 log = logging.getLogger(__name__)
 
@@ -105,12 +105,8 @@ def train_comma(
 
 
 def load_comma(path: str | Path) -> CoMMA:
-    saved = torch_load(path)
-    if saved.get("format") != MODEL_FORMAT:
-        raise ValueError(f"{path}: not a CoMMA model file (format {saved.get('format')!r})")
-    model = CoMMA(CoMMAConfig(**saved["config"]))
-    model.load_state_dict(saved["model"])
-    return model.eval()
+    """A CoMMA saved by :func:`train_comma`, in eval mode on the CPU."""
+    return load_saved_model(path, MODEL_FORMAT, "a CoMMA model", lambda c: CoMMA(CoMMAConfig(**c)))
 
 
 @dataclass

@@ -35,9 +35,15 @@ from comma.evaluate import (
     mel_distance,
     text_scores,
 )
-from comma.io import read_json, torch_load, write_json, write_lines
+from comma.io import read_json, write_json, write_lines
 from comma.models.nar import NARConfig, build_nar
-from comma.train import TrainConfig, bf16_autocast, pick_device, train_and_save
+from comma.train import (
+    TrainConfig,
+    bf16_autocast,
+    load_saved_model,
+    pick_device,
+    train_and_save,
+)
 
 log = logging.getLogger(__name__)
 
@@ -115,13 +121,7 @@ def train_nar(
 
 def load_nar(path: str | Path) -> torch.nn.Module:
     """A NAR model saved by :func:`train_nar`, in eval mode on the CPU."""
-    saved = torch_load(path)
-    if not isinstance(saved, dict) or saved.get("format") != MODEL_FORMAT:
-        found = saved.get("format") if isinstance(saved, dict) else type(saved).__name__
-        raise ValueError(f"{path}: not a NAR model file (format {found!r})")
-    model = build_nar(NARConfig(**saved["config"]))
-    model.load_state_dict(saved["model"])
-    return model.eval()
+    return load_saved_model(path, MODEL_FORMAT, "a NAR model", lambda c: build_nar(NARConfig(**c)))
 
 
 @dataclass

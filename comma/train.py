@@ -51,6 +51,7 @@ import os
 import random
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any, Protocol
@@ -357,6 +358,21 @@ def load_model_weights(model: nn.Module, path: str | Path) -> dict[str, Any]:
     except RuntimeError as err:
         raise TrainingError(f"{path}: the weights do not fit this model: {err}") from err
     return checkpoint
+
+
+def load_saved_model(
+    path: str | Path, model_format: str, what: str, build: Callable[[dict], nn.Module]
+) -> nn.Module:
+    """The model :func:`train_and_save` wrote to `path`, rebuilt from its config by `build`,
+    in eval mode on the CPU; a file of another format raises naming it (`what`: e.g.
+    "a CoMMA model")."""
+    saved = torch_load(path)
+    if not isinstance(saved, dict) or saved.get("format") != model_format:
+        found = saved.get("format") if isinstance(saved, dict) else type(saved).__name__
+        raise ValueError(f"{path}: not {what} file (format {found!r})")
+    model = build(saved["config"])
+    model.load_state_dict(saved["model"])
+    return model.eval()
 
 
 def train_and_save(

@@ -57,7 +57,6 @@ from torch import nn
 from comma.data.batching import Batch
 from comma.data.packed import Split, load_split, prepared_corpus_sizes
 from comma.data.vocab import BOS, EOS, PAD, SPECIALS
-from comma.io import torch_load
 from comma.models.prenets import Conv2dPrenet, DensePrenet, TokenEmbedding, feature_statistics
 from comma.models.transformer import (
     Decoder,
@@ -66,7 +65,7 @@ from comma.models.transformer import (
     SinusoidalPositions,
     padding_mask,
 )
-from comma.train import TrainConfig, train_and_save
+from comma.train import TrainConfig, load_saved_model, train_and_save
 
 __all__ = [
     "PAD_ID",
@@ -665,10 +664,6 @@ def train_teacher(
 
 def load_teacher(path: str | Path) -> ARTeacher:
     """A teacher saved by :func:`train_teacher`, in eval mode on the CPU."""
-    saved = torch_load(path)
-    if not isinstance(saved, dict) or saved.get("format") != MODEL_FORMAT:
-        found = saved.get("format") if isinstance(saved, dict) else type(saved).__name__
-        raise ValueError(f"{path}: not an AR teacher model file (format {found!r})")
-    model = build_teacher(TeacherConfig(**saved["config"]))
-    model.load_state_dict(saved["model"])
-    return model.eval()
+    return load_saved_model(
+        path, MODEL_FORMAT, "an AR teacher model", lambda c: build_teacher(TeacherConfig(**c))
+    )
