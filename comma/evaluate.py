@@ -67,6 +67,7 @@ __all__ = [
     "mel_distance",
     "griffin_lim",
     "write_wav",
+    "score_generated_mels",
     "ids_to_text",
     "evaluate_teacher",
 ]
@@ -314,6 +315,33 @@ def _evaluate_text(
     }
 
 
+def score_generated_mels(
+    test: Split,
+    frames: Sequence[torch.Tensor],
+    evaluation: dict,
+    seconds: float,
+    hypotheses_path: str | Path,
+) -> dict[str, Any]:
+    """Generated mels of every test utterance (any model, any length) against the recordings:
+    MCD and mel L1 after DTW (``evaluation["mcd_cepstra"]``), the length ratio and the frame
+    rate; the generated test set goes to `hypotheses_path` in the prepared corpora's format."""
+    save_split(
+        hypotheses_path, Split(test.src, PackedSequences.from_list(frames, torch.float32), test.ids)
+    )
+    n_cepstra = int(evaluation["mcd_cepstra"])
+    distances = [
+        mel_distance(test.tgt[k].numpy(), frames[k].numpy(), n_cepstra) for k in range(len(test))
+    ]
+    gen_len = torch.tensor([len(f) for f in frames], dtype=torch.float64)
+    return {
+        "mcd": float(np.mean([d.mcd for d in distances])),
+        "mel_l1_dtw": float(np.mean([d.l1 for d in distances])),
+        "length_ratio": float((gen_len / test.tgt.lengths.double()).mean()),
+        "generated_frames": int(gen_len.sum()),
+        "frames_per_second": float(gen_len.sum()) / seconds,
+    }
+
+
 def _evaluate_speech(
     model: TransformerTTS,
     data_dir: Path,
@@ -334,16 +362,8 @@ def _evaluate_speech(
         stop_threshold=float(decoding["stop_threshold"]),
         batch_sentences=int(decoding["batch_sentences"]),
     )
-    # The generated test set in the prepared corpora's format (a split with generated targets).
-    save_split(
-        hypotheses_path,
-        Split(test.src, PackedSequences.from_list(generated.frames, torch.float32), test.ids),
-    )
+    scores = score_generated_mels(test, generated.frames, evaluation, seconds, hypotheses_path)
     n_cepstra = int(evaluation["mcd_cepstra"])
-    distances = [
-        mel_distance(test.tgt[k].numpy(), generated.frames[k].numpy(), n_cepstra)
-        for k in range(len(test))
-    ]
     # Baseline: the mean training frame held for the true length (a model that learned nothing
     # but the average spectrum, and is given the right duration).
     train_split = load_split(data_dir / "train.pt")
@@ -354,22 +374,16 @@ def _evaluate_speech(
         )
         for k in range(len(test))
     ]
-    ref_len = test.tgt.lengths.double()
-    gen_len = torch.tensor([len(f) for f in generated.frames], dtype=torch.float64)
     teacher_forced = _teacher_forced_mel_l1(model, test, int(decoding["batch_sentences"]))
     stats = read_json(data_dir / "stats.json")["features"]
     if samples_dir is not None:
         _write_samples(samples_dir, test, generated.frames, stats, features, evaluation, seed)
     return {
-        "mcd": float(np.mean([d.mcd for d in distances])),
-        "mel_l1_dtw": float(np.mean([d.l1 for d in distances])),
+        **scores,
         "teacher_forced_mel_l1": teacher_forced["mel_l1"],
         "teacher_forced_postnet_l1": teacher_forced["postnet_l1"],
         "stopped_fraction": float(np.mean(generated.stopped)),
-        "length_ratio": float((gen_len / ref_len).mean()),
-        "generated_frames": int(gen_len.sum()),
         "generate_seconds": seconds,
-        "frames_per_second": float(gen_len.sum()) / seconds,
         "baseline": {
             "name": "mean_training_frame_at_true_length",
             "mcd": float(np.mean([d.mcd for d in baseline])),

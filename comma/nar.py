@@ -20,19 +20,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from tqdm import tqdm
 
 from comma.align import TeacherAlignment
 from comma.data.batching import collate, make_batches
-from comma.data.packed import PackedSequences, Split, load_split, prepared_corpus_sizes
+from comma.data.packed import Split, load_split, prepared_corpus_sizes
 from comma.data.vocab import Vocabulary
 from comma.evaluate import (
     _read_references,
     _write_samples,
     ids_to_text,
-    mel_distance,
+    score_generated_mels,
     text_scores,
 )
 from comma.io import read_json, write_json, write_lines
@@ -171,8 +170,6 @@ def evaluate_nar(
     split (``save_split`` format) to `hypotheses_path`, MCD and mel L1 after DTW against the
     recordings (``evaluation``: mcd_cepstra, griffin_lim_wavs, griffin_lim_iters; ``features``:
     f_min, f_max), the length ratio, and Griffin-Lim WAVs in `samples_dir`."""
-    from comma.data.packed import save_split
-
     if threads is not None:
         torch.set_num_threads(threads)
     data_dir = Path(data_dir)
@@ -189,28 +186,14 @@ def evaluate_nar(
     if task == "tts":
         if evaluation is None or features is None:
             raise ValueError("TTS evaluation needs the `evaluation` and `features` settings")
-        save_split(
-            hypotheses_path,
-            Split(test.src, PackedSequences.from_list(generated.frames, torch.float32), test.ids),
+        scores = score_generated_mels(
+            test, generated.frames, evaluation, generated.seconds, hypotheses_path
         )
-        n_cepstra = int(evaluation["mcd_cepstra"])
-        distances = [
-            mel_distance(test.tgt[k].numpy(), generated.frames[k].numpy(), n_cepstra)
-            for k in range(len(test))
-        ]
-        gen_len = torch.tensor([len(f) for f in generated.frames], dtype=torch.float64)
         if samples_dir is not None:
             stats = read_json(data_dir / "stats.json")["features"]
             _write_samples(
                 Path(samples_dir), test, generated.frames, stats, features, evaluation, seed
             )
-        scores = {
-            "mcd": float(np.mean([d.mcd for d in distances])),
-            "mel_l1_dtw": float(np.mean([d.l1 for d in distances])),
-            "length_ratio": float((gen_len / ref_len).mean()),
-            "generated_frames": int(gen_len.sum()),
-            "frames_per_second": float(gen_len.sum()) / generated.seconds,
-        }
     else:
         vocab = Vocabulary.load(data_dir / "dict.tgt.txt")
         references = _read_references(data_dir / "test.ref.txt", len(test))
