@@ -6,7 +6,7 @@ In one run on this machine, for batches shaped like the mini preset's NMT and TT
    (scaled_dot_product_attention, what training uses) against the explicit softmax that
    returns weights;
 2. the cost of one R(p) pass (forward with weights + eq. 1-3 over every layer and head, as
-   `comma.measure.ratio_pass`, which `measure_ratio` runs per batch) relative to a plain
+   `comma.stages.comma.ratio_pass`, which `measure_ratio` runs per batch) relative to a plain
    fused forward (target: <= 1.5x).
 
     .venv/bin/python benchmarks/comma_attention.py [--threads 1] [--repeats 20]
@@ -20,8 +20,8 @@ import time
 import torch
 
 from comma.data.batching import Batch
-from comma.measure import ratio_pass
 from comma.models.comma import CoMMA, CoMMAConfig
+from comma.stages.comma import ratio_pass
 
 # (task, batch, source length, target length): the mini corpora's means (data_summary.md)
 SHAPES = [("nmt", 32, 15, 17), ("tts", 32, 23, 185)]

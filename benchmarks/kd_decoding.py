@@ -29,8 +29,8 @@ import torch
 import yaml
 
 from comma.data.packed import Split, load_split
-from comma.decode import decode_split, generate_split, max_lengths
-from comma.models.teachers import load_teacher
+from comma.engine.decode import decode_split, generate_split, max_lengths
+from comma.models.registry import load_teacher
 
 REPO = Path(__file__).resolve().parents[1]
 UNITS = {"nmt": "tokens", "asr": "tokens", "tts": "frames"}

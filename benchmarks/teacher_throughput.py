@@ -5,7 +5,7 @@ In one run on this machine, at the paper's teacher size (d 512, 6 + 6 layers, 4 
 1024; Table 5) and one batch shape:
 
 1. training-step throughput (target tokens/s of forward + backward + Adam) of
-   ``comma.models.teachers.TransformerNMT``, of ``torch.nn.Transformer`` with the same sizes
+   ``comma.models.teacher.TransformerNMT``, of ``torch.nn.Transformer`` with the same sizes
    (plus embeddings and an output projection, so the work is the same), and of Hugging Face's
    ``BartForConditionalGeneration`` built from a config (no weights downloaded) if
    ``transformers`` is installed (it is not a dependency: the row is skipped with the reason);
@@ -33,8 +33,9 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from comma.data.batching import Batch
 from comma.data.packed import load_split
-from comma.decode import decode_split
-from comma.models.teachers import TeacherConfig, TransformerNMT, load_teacher, shift_tokens
+from comma.engine.decode import decode_split
+from comma.models.registry import load_teacher
+from comma.models.teacher import TeacherConfig, TransformerNMT, shift_tokens
 
 SIZES = dict(d_model=512, encoder_layers=6, decoder_layers=6, heads=4, ffn_dim=1024)
 VOCAB = 10_000  # IWSLT14 De-En with 10k joint BPE merges has about this many symbols per side

@@ -76,3 +76,10 @@ def torch_save(obj: Any, path: str | Path) -> None:
 
 def torch_load(path: str | Path) -> Any:
     return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def write_csv(table, path: str | Path, digits: int = 6) -> None:
+    """A pandas DataFrame as CSV at `path`, written atomically, floats to `digits`
+    significant digits."""
+    with atomic_path(path) as tmp:
+        table.to_csv(tmp, index=False, float_format=f"%.{digits}g")

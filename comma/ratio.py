@@ -50,7 +50,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from comma.masking import check_lengths, valid_positions
+from comma.nn.masking import check_lengths, valid_positions
 
 __all__ = [
     "token_density_ratio",

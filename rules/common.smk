@@ -5,7 +5,7 @@ from pathlib import Path
 from snakemake.utils import validate
 
 sys.path.insert(0, workflow.basedir)  # comma, also when snakemake runs from another env
-from comma.tables import nar_variants_of_tables
+from comma.analysis.tables import nar_variants_of_tables
 
 validate(config, schema=Path(workflow.basedir) / "config" / "schema.yaml")
 
@@ -170,7 +170,7 @@ def teacher_mem_mb(wildcards):
     return config["training"]["teacher"][wildcards.task]["mem_mb"]
 
 
-# NAR models (rules/nar.smk): the rows of the paper's Tables 2-4 per task (comma.tables), as
+# NAR models (rules/nar.smk): the rows of the paper's Tables 2-4 per task (comma.analysis.tables), as
 # {corpus}_{constraint}: trained on the raw or KD corpus, with or without the alignment
 # constraint (AC: NAT's attention KL, NAR-ASR's attention window, FastSpeech's durations).
 NAR_VARIANTS = nar_variants_of_tables(TASKS)

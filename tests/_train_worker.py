@@ -1,7 +1,8 @@
 """A tiny copy-task model and a training entry point for the trainer's subprocess tests.
 
 Run as a script (plain python, or under torchrun for DistributedDataParallel) it trains
-:class:`CopyModel` on :func:`copy_split` with :func:`comma.train.train`. The tests import the
+:class:`CopyModel` on :func:`copy_split` with :func:`comma.engine.trainer.train`. The tests import
+the
 model and the data from here too.
 """
 
@@ -20,8 +21,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository, 
 
 from comma.data.batching import Batch  # noqa: E402
 from comma.data.packed import PackedSequences, Split  # noqa: E402
-from comma.models.transformer import Decoder, Encoder, SinusoidalPositions  # noqa: E402
-from comma.train import TrainConfig, seed_everything, train  # noqa: E402
+from comma.engine.trainer import TrainConfig, seed_everything, train  # noqa: E402
+from comma.nn.transformer import Decoder, Encoder, SinusoidalPositions  # noqa: E402
 
 PAD, BOS, EOS, FIRST_WORD = 0, 1, 2, 5  # comma.data.vocab's specials, then words
 

@@ -1,4 +1,5 @@
-"""comma.align: focus rate, durations, expected positions, ASR windows, eq. 6-8 losses."""
+"""comma.alignment.calculators and comma.nn.attention: focus rate, durations, expected
+positions, ASR windows, eq. 6-8 losses."""
 
 from __future__ import annotations
 
@@ -8,16 +9,14 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from comma.align import (
-    attention_kl_loss,
+from comma.alignment.calculators import (
     durations_from_attention,
     expected_positions,
     focus_rate,
-    normalize_source_attention,
     select_diagonal_head,
-    softmax_safe_mask,
     window_mask,
 )
+from comma.nn.attention import attention_kl_loss, normalize_source_attention, softmax_safe_mask
 
 NAN = float("nan")
 

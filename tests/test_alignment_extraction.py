@@ -1,4 +1,4 @@
-"""comma.align.extract_alignment and TeacherAlignment: a teacher's alignments of a corpus."""
+"""comma.stages.align.extract_alignment and TeacherAlignment: a teacher's alignments of a corpus."""
 
 from __future__ import annotations
 
@@ -8,10 +8,11 @@ import pytest
 import torch
 from test_teachers import _config, _toy_split
 
-from comma.align import TeacherAlignment, extract_alignment
+from comma.alignment.store import TeacherAlignment
 from comma.data.packed import save_split
 from comma.io import torch_save
-from comma.models.teachers import MODEL_FORMAT, build_teacher
+from comma.models.teacher import MODEL_FORMAT, build_teacher
+from comma.stages.align import extract_alignment
 
 
 def _saved_teacher(tmp_path, task):

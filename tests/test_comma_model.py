@@ -136,7 +136,7 @@ def test_attention_constraint_matches_eq_7_and_8_by_hand():
 
 
 def test_attention_constraint_is_zero_when_comma_matches_its_teacher():
-    from comma.align import normalize_source_attention
+    from comma.nn.attention import normalize_source_attention
 
     torch.manual_seed(0)
     config = CoMMAConfig(

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from comma.data.batching import Batch
-from comma.decode import (
+from comma.engine.decode import (
     NEVER_GENERATED,
     beam_search,
     generate_mel,
@@ -17,7 +17,7 @@ from comma.decode import (
     max_lengths,
     teacher_forced_attention,
 )
-from comma.models.teachers import (
+from comma.models.teacher import (
     EOS_ID,
     EncoderOutput,
     TeacherConfig,

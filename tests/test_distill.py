@@ -9,17 +9,11 @@ import pytest
 import torch
 
 from comma.data.packed import PackedSequences, Split, load_split, save_split
-from comma.decode import NEVER_GENERATED, decode_split, generate_split, max_lengths
-from comma.distill import (
-    distill_shard,
-    load_shard,
-    merge_distilled,
-    shard_indices,
-    shard_seed,
-)
+from comma.engine.decode import NEVER_GENERATED, decode_split, generate_split, max_lengths
 from comma.errors import InputError
 from comma.io import torch_save
-from comma.models.teachers import (
+from comma.models.registry import load_teacher
+from comma.models.teacher import (
     BOS_ID,
     EOS_ID,
     MODEL_FORMAT,
@@ -27,7 +21,13 @@ from comma.models.teachers import (
     TokenTeacher,
     TransformerTTS,
     build_teacher,
-    load_teacher,
+)
+from comma.stages.distill import (
+    distill_shard,
+    load_shard,
+    merge_distilled,
+    shard_indices,
+    shard_seed,
 )
 
 N_MELS = 20

@@ -16,9 +16,10 @@ import yaml
 from comma.data.audio import LogMel
 from comma.data.packed import PackedSequences, Split, load_split, save_split
 from comma.data.vocab import Vocabulary
-from comma.evaluate import (
+from comma.io import torch_save, write_json
+from comma.models.teacher import MODEL_FORMAT, TeacherConfig, build_teacher
+from comma.stages.scoring import (
     corpus_bleu,
-    evaluate_teacher,
     griffin_lim,
     ids_to_text,
     mel_cepstra,
@@ -26,8 +27,7 @@ from comma.evaluate import (
     text_scores,
     word_error_rate,
 )
-from comma.io import torch_save, write_json
-from comma.models.teachers import MODEL_FORMAT, TeacherConfig, build_teacher
+from comma.stages.teacher import evaluate_teacher
 
 HYPS = ["the cat sat on the mat .", "a dog barked at me", "hello world", "&apos;s fine"]
 REFS = ["the cat sat on a mat .", "the dog barked at me .", "hello there world", "&apos;s fine"]

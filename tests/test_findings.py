@@ -8,7 +8,7 @@ import math
 import pandas as pd
 import pytest
 
-from comma.findings import (
+from comma.analysis.findings import (
     INCONCLUSIVE,
     NOT_MEASURED,
     NOT_REPRODUCED,

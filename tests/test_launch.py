@@ -1,4 +1,4 @@
-"""comma.launch: a training entry point in one process, or data-parallel through torchrun.
+"""comma.engine.launch: a training entry point in one process, or data-parallel through torchrun.
 
 The workers of these tests are real torchrun processes on the CPU (gloo). Entry points that
 workers import live in this module; the tests put tests/ on PYTHONPATH for them.
@@ -20,7 +20,7 @@ from conftest import REPO, TINY_CONFIG, snakemake
 
 from comma.data.packed import PackedSequences, Split, save_split
 from comma.data.vocab import Vocabulary
-from comma.launch import (
+from comma.engine.launch import (
     LaunchError,
     is_main_process,
     launch,
@@ -28,8 +28,8 @@ from comma.launch import (
     resolve_entry,
     threads_per_process,
 )
+from comma.engine.trainer import load_checkpoint
 from comma.models.comma import CoMMA, CoMMAConfig
-from comma.train import load_checkpoint
 
 TESTS = Path(__file__).resolve().parent
 RUN = Path("work/comma/nmt/raw/seed1")
@@ -109,19 +109,19 @@ def test_one_process_runs_in_process_with_json_arguments(tmp_path, importable_te
 
 def test_bad_calls_are_refused_before_any_process_starts(tmp_path, monkeypatch):
     with pytest.raises(ValueError, match="package.module:function"):
-        launch("comma.measure.train_comma", {}, 2)
+        launch("comma.stages.comma.train_comma", {}, 2)
     with pytest.raises(ValueError, match="has no no_such_function"):
-        launch("comma.measure:no_such_function", {}, 2)
+        launch("comma.stages.comma:no_such_function", {}, 2)
     with pytest.raises(ValueError, match="cannot import"):
         resolve_entry("comma.no_such_module:f")
     with pytest.raises(TypeError, match="JSON-serializable"):
-        launch("comma.measure:train_comma", {"data_dir": tmp_path}, 2)
+        launch("comma.stages.comma:train_comma", {"data_dir": tmp_path}, 2)
     with pytest.raises(ValueError, match="nprocs"):
-        launch("comma.measure:train_comma", {}, 0)
+        launch("comma.stages.comma:train_comma", {}, 0)
     # Slurm gave the job one GPU, the rule asks for two processes
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0")
     with pytest.raises(ValueError, match=r"CUDA_VISIBLE_DEVICES='0' lists 1"):
-        launch("comma.measure:train_comma", {}, 2)
+        launch("comma.stages.comma:train_comma", {}, 2)
 
 
 # --- real torchrun workers --------------------------------------------------------------------
@@ -149,13 +149,13 @@ def test_a_failing_worker_fails_the_launch_with_its_exit_code(how, importable_te
     if how == "exception":  # the worker's traceback reaches the error (torchrun's summary)
         assert "ValueError: rank one cannot go on: the data is bad" in str(error)
     # and the workers' output went to stderr as it came (a rule's log)
-    assert "comma.launch FAILED" in capsys.readouterr().err
+    assert "comma.engine.launch FAILED" in capsys.readouterr().err
 
 
 def test_sigterm_to_the_launcher_stops_torchrun_and_its_workers(tmp_path):
     """A cancelled job: the launching process gets SIGTERM; no worker may outlive it."""
     code = (
-        "from comma.launch import launch\n"
+        "from comma.engine.launch import launch\n"
         f"launch('test_launch:sleep_forever', {{'out_dir': {str(tmp_path)!r}}}, 2)\n"
     )
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(TESTS), str(REPO)])}
@@ -257,8 +257,8 @@ def test_train_comma_on_two_gpus_equals_one(tmp_path):
     assert (checkpoint["world_size"], len(checkpoint["rng"]), checkpoint["step"]) == (2, 2, 12)
     assert load_checkpoint(runs[1] / RUN / "resume.pt")["world_size"] == 1
     log = (runs[2] / "logs/comma/train_comma/nmt_raw_seed1.log").read_text()
-    assert "comma.measure:train_comma: 2 processes (CPU, gloo)" in log
-    assert "[rank 1] comma.train INFO" in log  # the second worker's output reached the log
+    assert "comma.stages.comma:train_comma: 2 processes (CPU, gloo)" in log
+    assert "[rank 1] comma.engine.trainer INFO" in log  # the second worker's output reached the log
 
     assert one["config"] == two["config"] and one["seed"] == two["seed"] == 1
     assert one["model"].keys() == two["model"].keys()

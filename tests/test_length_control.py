@@ -7,7 +7,7 @@ import math
 import pandas as pd
 import pytest
 
-from comma.length_control import (
+from comma.analysis.length_control import (
     bin_sentences,
     check_length_control,
     length_control,
@@ -15,7 +15,7 @@ from comma.length_control import (
     sentence_means,
     within_task_slopes,
 )
-from comma.verdicts import INCONCLUSIVE, NOT_MEASURED, NOT_REPRODUCED, REPRODUCED
+from comma.analysis.verdicts import INCONCLUSIVE, NOT_MEASURED, NOT_REPRODUCED, REPRODUCED
 
 LEVEL = {"asr": 0.8, "nmt": 0.5, "tts": 0.2}
 

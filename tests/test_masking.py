@@ -1,11 +1,11 @@
-"""comma.masking: exact mask counts, chunk granularity, determinism, and clear errors."""
+"""comma.nn.masking: exact mask counts, chunk granularity, determinism, and clear errors."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from comma.masking import (
+from comma.nn.masking import (
     check_lengths,
     chunk_mask,
     random_token_mask,

@@ -6,10 +6,12 @@ import pandas as pd
 import pytest
 import torch
 
+from comma.analysis.aggregate import aggregate_ratio
 from comma.data.packed import PackedSequences, Split, save_split
 from comma.io import torch_save
-from comma.measure import MODEL_FORMAT, aggregate_ratio, load_comma, measure_ratio
-from comma.models.comma import CoMMA, CoMMAConfig
+from comma.models.comma import MODEL_FORMAT, CoMMA, CoMMAConfig
+from comma.models.registry import load_comma
+from comma.stages.comma import measure_ratio
 
 ARCH = dict(d_model=32, layers=2, heads=4, ffn_dim=64, dropout=0.0)
 

@@ -15,8 +15,8 @@ import pytest
 import soundfile as sf
 
 from comma.data import mini_speech
-from comma.data.espeak import EspeakSynthesizer, SynthesisError
-from comma.data.mini_speech import (
+from comma.mini.espeak import EspeakSynthesizer, SynthesisError
+from comma.mini.speech import (
     ACCENTS,
     LJSPEECH_VOICE,
     VARIANTS,

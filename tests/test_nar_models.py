@@ -1,5 +1,5 @@
-"""NAT, NAR-ASR and FastSpeech (comma.models.nar): shapes, gradients, the alignment
-constraints, the length regulator, padding invariance and a tiny overfit run."""
+"""NAT, NAR-ASR and FastSpeech (comma.models.nat, nar_asr, fastspeech): shapes, gradients, the
+alignment constraints, the length regulator, padding invariance and a tiny overfit run."""
 
 from __future__ import annotations
 
@@ -8,22 +8,14 @@ import math
 import pytest
 import torch
 
-from comma.align import window_mask
+from comma.alignment.calculators import window_mask
 from comma.data.batching import Batch
-from comma.models.nar import (
-    FORBIDDEN_IDS,
-    NAR_MODELS,
-    NARASR,
-    FastSpeech,
-    NARConfig,
-    NARGeneration,
-    build_nar,
-    durations_from_log,
-    length_regulator,
-    nat_attention_kl,
-    uniform_copy_indices,
-)
-from comma.models.transformer import padding_mask
+from comma.models.fastspeech import FastSpeech, durations_from_log, length_regulator
+from comma.models.nar_asr import NARASR
+from comma.models.nar_base import FORBIDDEN_IDS, NARConfig, NARGeneration
+from comma.models.nat import nat_attention_kl, uniform_copy_indices
+from comma.models.registry import NAR_MODELS, build_nar
+from comma.nn.transformer import padding_mask
 
 TINY = dict(
     d_model=32,
@@ -50,7 +42,8 @@ def one_thread():
 
 
 class FakeAlignment:
-    """The provider's methods (as comma.align.TeacherAlignment) over per-sentence tensors."""
+    """The provider's methods (as comma.alignment.store.TeacherAlignment) over per-sentence
+    tensors."""
 
     def __init__(self, maps=None, windows=None, durations=None):
         self.maps, self.windows, self.token_durations = maps, windows, durations

@@ -17,15 +17,6 @@ from comma.data.iwslt14 import (
     read_xml_pair,
     read_xml_segments,
 )
-from comma.data.mini_nmt import (
-    MAX_TOKENS,
-    MIN_TOKENS,
-    REGISTER_PRIOR,
-    REGISTERS,
-    SentenceSampler,
-    generate_mini_iwslt14,
-    register_markers,
-)
 from comma.data.nmt import (
     OUTPUT_FILES,
     clean_corpus,
@@ -38,6 +29,15 @@ from comma.data.text import BpeSegmenter, MosesPipeline
 from comma.data.vocab import Vocabulary
 from comma.errors import InputError
 from comma.io import read_json
+from comma.mini.nmt import (
+    MAX_TOKENS,
+    MIN_TOKENS,
+    REGISTER_PRIOR,
+    REGISTERS,
+    SentenceSampler,
+    generate_mini_iwslt14,
+    register_markers,
+)
 
 TRAIN_DE = """\
 <url>http://www.ted.com/talks/lang/de/stephen_palumbi_following_the_mercury_trail.html</url>

@@ -7,7 +7,7 @@ import itertools
 import pandas as pd
 import pytest
 
-from comma.plots import paired_differences, plot_ratio_curves, plot_variant_comparison
+from comma.analysis.plots import paired_differences, plot_ratio_curves, plot_variant_comparison
 
 LEVEL = {"nmt": 0.45, "asr": 0.8, "tts": 0.2}
 SHIFT = {"raw": 0.0, "kd": 0.05, "ac": 0.08}

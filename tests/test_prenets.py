@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from comma.models.prenets import Conv2dPrenet, DensePrenet, TokenEmbedding
+from comma.nn.prenets import Conv2dPrenet, DensePrenet, TokenEmbedding
 
 
 def test_conv_prenet_lengths_match_its_output_and_ignore_padding():

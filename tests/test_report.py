@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from comma.report import (
+from comma.analysis.report import (
     Curve,
     plot_training_curves,
     read_benchmarks,

@@ -1,4 +1,4 @@
-"""comma.tables: the paper's Tables 2-4 laid out from metrics files."""
+"""comma.analysis.tables: the paper's Tables 2-4 laid out from metrics files."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import json
 import pandas as pd
 import pytest
 
-from comma.tables import TABLE_ROWS, nar_variants_of_tables, write_tables
+from comma.analysis.tables import TABLE_ROWS, nar_variants_of_tables, write_tables
 
 
 def _metrics(tmp_path, name, **values):

@@ -12,7 +12,9 @@ import torch.nn.functional as F
 from comma.data.batching import Batch, collate
 from comma.data.packed import PackedSequences, Split, save_split
 from comma.data.vocab import Vocabulary
-from comma.models.teachers import (
+from comma.engine.trainer import TrainConfig, train
+from comma.models.registry import load_teacher
+from comma.models.teacher import (
     BOS_ID,
     EOS_ID,
     PAD_ID,
@@ -23,12 +25,10 @@ from comma.models.teachers import (
     TransformerTTS,
     build_teacher,
     guided_attention_weights,
-    load_teacher,
     shift_frames,
     shift_tokens,
-    train_teacher,
 )
-from comma.train import TrainConfig, train
+from comma.stages.teacher import train_teacher
 
 ARCH = dict(d_model=32, encoder_layers=2, decoder_layers=2, heads=4, ffn_dim=64, dropout=0.1)
 SMALL = dict(conv_channels=4, prenet_hidden=32, postnet_channels=16)

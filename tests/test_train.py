@@ -19,7 +19,7 @@ from _train_worker import CopyModel, copy_split
 
 from comma.data.batching import BatchPlan, collate, make_batches, rank_share, sentence_sizes
 from comma.data.packed import PackedSequences, Split
-from comma.train import (
+from comma.engine.trainer import (
     TrainConfig,
     TrainingError,
     inverse_sqrt_lr,

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from comma.models.transformer import (
+from comma.nn.transformer import (
     Decoder,
     Encoder,
     LearnedPositions,

@@ -12,7 +12,7 @@ import pytest
 import torch
 from conftest import TINY_CONFIG, snakemake
 
-from comma.align import TeacherAlignment
+from comma.alignment.store import TeacherAlignment
 from comma.data.packed import load_split
 from comma.data.vocab import Vocabulary
 

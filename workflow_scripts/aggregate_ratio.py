@@ -1,7 +1,7 @@
 """rule aggregate_ratio: every run's R(p) in one table, summarized over seeds."""
 
 from _workflow import rule_log
-from comma.measure import aggregate_ratio
+from comma.analysis.aggregate import aggregate_ratio
 
 with rule_log(snakemake):
     o = snakemake.output

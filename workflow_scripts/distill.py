@@ -1,8 +1,8 @@
 """rule distill: one shard of the KD corpus, the teacher's outputs for a block of its training
-split (comma.distill.distill_shard)."""
+split (comma.stages.distill.distill_shard)."""
 
 from _workflow import rule_log
-from comma.distill import distill_shard
+from comma.stages.distill import distill_shard
 
 params = snakemake.params
 with rule_log(snakemake):

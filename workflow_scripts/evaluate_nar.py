@@ -3,7 +3,7 @@
 from pathlib import Path
 
 from _workflow import rule_log
-from comma.nar import evaluate_nar
+from comma.stages.nar import evaluate_nar
 
 with rule_log(snakemake):
     samples = snakemake.output.get("samples")

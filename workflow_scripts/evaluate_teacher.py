@@ -3,7 +3,7 @@
 from pathlib import Path
 
 from _workflow import rule_log
-from comma.evaluate import evaluate_teacher
+from comma.stages.teacher import evaluate_teacher
 
 params, output = snakemake.params, snakemake.output
 # Only the TTS rule has these (mel distances and Griffin-Lim samples)

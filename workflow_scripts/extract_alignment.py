@@ -1,7 +1,7 @@
-"""rule extract_alignment: the teacher's alignments of one training corpus (comma.align)."""
+"""rule extract_alignment: the teacher's alignments of one training corpus (comma.stages.align)."""
 
 from _workflow import rule_log
-from comma.align import extract_alignment
+from comma.stages.align import extract_alignment
 
 with rule_log(snakemake):
     extract_alignment(

@@ -3,7 +3,7 @@
 import pandas as pd
 
 from _workflow import rule_log
-from comma.plots import plot_ratio_curves
+from comma.analysis.plots import plot_ratio_curves
 
 with rule_log(snakemake):
     plot_ratio_curves(

@@ -3,7 +3,7 @@
 import pandas as pd
 
 from _workflow import rule_log
-from comma.plots import plot_variant_comparison
+from comma.analysis.plots import plot_variant_comparison
 
 with rule_log(snakemake):
     p = snakemake.params

@@ -1,7 +1,7 @@
 """rule findings: the paper's claims checked against this run's tables."""
 
 from _workflow import rule_log
-from comma.findings import write_findings
+from comma.analysis.findings import write_findings
 
 with rule_log(snakemake):
     i = snakemake.input

@@ -1,7 +1,7 @@
 """rule generate_mini_iwslt14: the mini IWSLT14 De-En corpus in the real layout."""
 
 from _workflow import rule_log
-from comma.data.mini_nmt import generate_mini_iwslt14
+from comma.mini.nmt import generate_mini_iwslt14
 
 with rule_log(snakemake):
     p = snakemake.params

@@ -1,7 +1,7 @@
 """rule generate_mini_libritts: the mini LibriTTS subsets, synthesized offline."""
 
 from _workflow import rule_log
-from comma.data.mini_speech import generate_mini_libritts
+from comma.mini.speech import generate_mini_libritts
 
 with rule_log(snakemake):
     p = snakemake.params

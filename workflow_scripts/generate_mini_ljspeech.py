@@ -1,7 +1,7 @@
 """rule generate_mini_ljspeech: the mini LJSpeech-1.1 corpus, synthesized offline."""
 
 from _workflow import rule_log
-from comma.data.mini_speech import generate_mini_ljspeech
+from comma.mini.speech import generate_mini_ljspeech
 
 with rule_log(snakemake):
     p = snakemake.params

@@ -1,7 +1,7 @@
 """rule length_control: the task ranking of R within bins of the length ratio M/N."""
 
 from _workflow import rule_log
-from comma.length_control import length_control
+from comma.analysis.length_control import length_control
 
 with rule_log(snakemake):
     o = snakemake.output

@@ -1,7 +1,7 @@
 """rule measure_ratio: R(p) of one trained CoMMA on the test set, overall and per sentence."""
 
 from _workflow import rule_log
-from comma.measure import measure_ratio
+from comma.stages.comma import measure_ratio
 
 with rule_log(snakemake):
     p = snakemake.params

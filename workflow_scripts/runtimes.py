@@ -6,7 +6,7 @@ the comment above the rule in rules/report.smk)."""
 from pathlib import Path
 
 from _workflow import rule_log
-from comma.report import summarize_runtimes
+from comma.analysis.report import summarize_runtimes
 
 with rule_log(snakemake):
     p = snakemake.params

@@ -3,7 +3,7 @@
 from pathlib import Path
 
 from _workflow import rule_log
-from comma.summary import summarize_prepared
+from comma.analysis.summary import summarize_prepared
 
 with rule_log(snakemake):
     summarize_prepared(

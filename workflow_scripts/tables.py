@@ -3,7 +3,7 @@
 from pathlib import Path
 
 from _workflow import rule_log
-from comma.tables import write_tables
+from comma.analysis.tables import write_tables
 
 with rule_log(snakemake):
     write_tables(

@@ -1,17 +1,17 @@
 """rule train_nar: train one NAR model (task, corpus, constraint) with the project's trainer.
 
 One process per GPU the job was given (its `gpu` resource), data-parallel through torchrun
-when there are several (comma.launch); the job's threads are shared among them."""
+when there are several (comma.engine.launch); the job's threads are shared among them."""
 
 from pathlib import Path
 
 from _workflow import rule_log
-from comma.launch import launch, processes_for, threads_per_process
+from comma.engine.launch import launch, processes_for, threads_per_process
 
 processes = processes_for(snakemake.resources)
 with rule_log(snakemake):
     launch(
-        "comma.nar:train_nar",
+        "comma.stages.nar:train_nar",
         dict(
             task=snakemake.wildcards.task,
             data_dir=str(Path(snakemake.input.vocab[0]).parent),

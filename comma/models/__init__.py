@@ -1,3 +1,3 @@
 """Models: shared Transformer blocks (`transformer`), task pre-nets (`prenets`), and one file
 per model family built on them (AR teachers, NAR students, CoMMA). Every model trains with
-`comma.train.train` by implementing ``loss(batch) -> (loss, logs)``."""
+`comma.engine.trainer.train` by implementing ``loss(batch) -> (loss, logs)``."""

@@ -7,7 +7,7 @@ coordination), runs over the concatenation ``[source; target]`` with a block mas
 * a target position attends to the source AND the target positions of the same layer, in one
   softmax. That softmax is what the attention density ratio R(p) reads (``comma.ratio``).
 
-Inputs: a task pre-net per side (``comma.models.prenets``: NMT embeddings on both sides; ASR a
+Inputs: a task pre-net per side (``comma.nn.prenets``: NMT embeddings on both sides; ASR a
 3-layer 2D conv over log-mel and a token embedding; TTS a phoneme embedding and a 2-layer
 dense ReLU pre-net over mel frames), plus a source/target type embedding and sinusoidal
 positions that start from zero on each side. Training: per sentence p ~ U(0, 1); a fraction p
@@ -16,7 +16,8 @@ after the pre-net, in chunks of `mel_chunk` frames), and the loss is taken on th
 positions only: cross-entropy for tokens, L1 for mel frames.
 
 Attention constraint (the ``ac`` variant, paper section 5.2): with ``ac_weight > 0`` and a
-teacher alignment attached as ``model.alignment`` (a :class:`comma.align.TeacherAlignment` of
+teacher alignment attached as ``model.alignment`` (a
+:class:`comma.alignment.store.TeacherAlignment` of
 the training corpus, looked up by the batch's sentence indices), the loss adds ``ac_weight``
 times eq. 8: each head's target-to-source attention renormalized over the source (eq. 7), its
 KL from the AR teacher's encoder-decoder attention, averaged over target rows, heads and
@@ -34,13 +35,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from comma.align import attention_kl_loss, normalize_source_attention
 from comma.data.batching import Batch
 from comma.data.vocab import MASK, SPECIALS
-from comma.masking import chunk_mask, random_token_mask, sample_mask_ratio
-from comma.models.prenets import Conv2dPrenet, DensePrenet, TokenEmbedding
-from comma.models.transformer import Encoder, SinusoidalPositions, padding_mask
+from comma.nn.attention import attention_kl_loss, normalize_source_attention
+from comma.nn.masking import chunk_mask, random_token_mask, sample_mask_ratio
+from comma.nn.prenets import Conv2dPrenet, DensePrenet, TokenEmbedding
+from comma.nn.transformer import Encoder, SinusoidalPositions, padding_mask
 
+MODEL_FORMAT = "comma-model-v1"  # the saved model file (comma.models.registry)
 MASK_ID = SPECIALS.index(MASK)
 SOURCE, TARGET = 0, 1
 # Which side of each task is a sequence of mel frames (the other sides are tokens).
@@ -224,7 +226,7 @@ class CoMMA(nn.Module):
         if self.alignment is None:
             raise RuntimeError(
                 "ac_weight > 0 needs the teacher alignment of the training corpus: set "
-                "model.alignment = comma.align.TeacherAlignment.load(...)"
+                "model.alignment = comma.alignment.store.TeacherAlignment.load(...)"
             )
         src_len, tgt_len = out.src_lengths, batch.tgt_lengths
         self.alignment.check_lengths(batch.indices, src_len, tgt_len)

@@ -32,14 +32,14 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from comma.io import atomic_path  # noqa: E402
-from comma.verdicts import (  # noqa: E402
+from comma.analysis.verdicts import (  # noqa: E402
     INCONCLUSIVE,
     NOT_MEASURED,
     NOT_REPRODUCED,
     REPRODUCED,
     Finding,
 )
+from comma.io import atomic_path  # noqa: E402
 
 SENTENCE_COLUMNS = ("task", "variant", "seed", "p", "sentence", "M", "N", "R", "T")
 PAPER_RANKING = ("asr", "nmt", "tts")  # ASR > NMT > TTS (section 3.2)

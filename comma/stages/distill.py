@@ -3,9 +3,10 @@ re-generates the target of every training source, and the student trains on (sou
 output) pairs instead of the raw corpus.
 
 * NMT and ASR: beam search with ``decoding.{task}`` (beam, lenpen, max_len_a, max_len_b,
-  batch_sentences), the best hypothesis per sentence (``comma.decode.decode_split``);
+  batch_sentences), the best hypothesis per sentence (``comma.engine.decode.decode_split``);
 * TTS: greedy autoregressive mel generation with ``decoding.tts`` (max_len_a, max_len_b,
-  stop_threshold, batch_sentences; ``comma.decode.generate_split``). The TTS teacher keeps its
+  stop_threshold, batch_sentences; ``comma.engine.decode.generate_split``). The TTS teacher
+  keeps its
   decoder pre-net dropout on at inference, so torch is seeded with :func:`shard_seed` (a
   function of the run's seed and the shard only) right before each shard is generated.
 
@@ -50,11 +51,12 @@ import numpy as np
 import torch
 
 from comma.data.packed import PackedSequences, Split, load_split, save_split
-from comma.decode import decode_split, generate_split, max_lengths
+from comma.engine.decode import decode_split, generate_split, max_lengths
+from comma.engine.trainer import bf16_autocast, pick_device
 from comma.errors import InputError
 from comma.io import torch_load, torch_save, write_json
-from comma.models.teachers import TokenTeacher, TransformerTTS, load_teacher
-from comma.train import bf16_autocast, pick_device
+from comma.models.registry import load_teacher
+from comma.models.teacher import TokenTeacher, TransformerTTS
 
 __all__ = [
     "SHARD_FORMAT",

@@ -10,10 +10,10 @@ process count:
   ``nprocs`` workers on this machine::
 
       torchrun --nproc_per_node N --master_addr 127.0.0.1 --master_port <free> \\
-          --log-dir <temporary> -m comma.launch <spec file>
+          --log-dir <temporary> -m comma.engine.launch <spec file>
 
   Each worker imports the entry point and calls it with the same arguments; torchrun's
-  environment (RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR/PORT) makes ``comma.train.train``
+  environment (RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR/PORT) makes ``comma.engine.trainer.train``
   join the process group (nccl on GPUs, gloo on the CPU) and wrap the model in
   DistributedDataParallel. :func:`launch` forwards the workers' output to ``sys.stderr`` (a
   rule's log), waits, and raises :class:`LaunchError` with every failed rank's exit code and
@@ -65,7 +65,7 @@ log = logging.getLogger(__name__)
 
 SPEC_FORMAT = "comma-launch-spec-v1"
 # The directory holding the `comma` package: prepended to the workers' PYTHONPATH, so that
-# `-m comma.launch` imports this very copy (a rule script may have put it on sys.path only).
+# `-m comma.engine.launch` imports this very copy (a rule script may have put it on sys.path only).
 PACKAGE_ROOT = Path(__file__).resolve().parents[1]
 OUTPUT_TAIL_CHARS = 12_000
 STOP_TIMEOUT_S = 60
@@ -185,7 +185,7 @@ def launch(
             "--log-dir",
             str(Path(tmp) / "torchrun"),
             "-m",
-            "comma.launch",
+            "comma.engine.launch",
             str(spec),
         ]
         log.info(
@@ -323,7 +323,7 @@ def _run_forwarding_output(cmd: list[str], env: dict[str, str]) -> tuple[int, st
 def _worker_main(argv: list[str]) -> None:
     """One torchrun worker: call the spec's entry point with its keyword arguments."""
     if len(argv) != 1:
-        raise SystemExit("usage: torchrun ... -m comma.launch SPEC.json")
+        raise SystemExit("usage: torchrun ... -m comma.engine.launch SPEC.json")
     spec = json.loads(Path(argv[0]).read_text(encoding="utf-8"))
     if spec.get("format") != SPEC_FORMAT:
         raise SystemExit(f"{argv[0]}: not a {SPEC_FORMAT} file")

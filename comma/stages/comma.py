@@ -1,6 +1,6 @@
 """Train CoMMA on a prepared corpus and measure its attention density ratio R(p).
 
-The entry points of the `train_comma`, `measure_ratio` and `aggregate_ratio` rules, usable from
+The entry points of the `train_comma` and `measure_ratio` rules, usable from
 Python as well:
 
 * :func:`train_comma` builds CoMMA for a task from the prepared corpus's vocabularies and
@@ -10,7 +10,6 @@ Python as well:
   seed and variant sees the same masks), runs CoMMA with explicit attention weights, and writes
   per-run tables: R(p) (eq. 3) with a bootstrap CI over sentences, T (the raw target share of
   attention), the mean source and target lengths M and N, and per layer and head.
-* :func:`aggregate_ratio` gathers the per-run tables and summarizes them over seeds.
 """
 
 from __future__ import annotations
@@ -24,31 +23,20 @@ from typing import Any
 import pandas as pd
 import torch
 
-from comma.align import TeacherAlignment
 from comma.data.batching import Batch, collate, make_batches, sentence_sizes
-from comma.data.packed import Split, load_split, prepared_corpus_sizes
-from comma.io import atomic_path
-from comma.models.comma import CoMMA, CoMMAConfig, target_rows_paper_order
-from comma.plots import seed_summary
+from comma.data.packed import load_split
+from comma.io import write_csv
+from comma.models.comma import CoMMA, target_rows_paper_order
+from comma.models.registry import load_comma
 from comma.ratio import (
     attention_density_ratio,
     bootstrap_ci,
     ratio_over_corpus,
     target_attention_share,
 )
-from comma.train import TrainConfig, load_saved_model, train_and_save
+from comma.stages.training import load_alignment_for, train_model
 
 log = logging.getLogger(__name__)
-
-MODEL_FORMAT = "comma-model-v1"
-
-
-def comma_config_for_data(
-    task: str, data_dir: str | Path, architecture: dict, train_split: Split | None = None
-) -> CoMMAConfig:
-    """CoMMA's config for the prepared corpus in `data_dir` (vocabulary sizes, mel bins)."""
-    sizes = prepared_corpus_sizes(data_dir, train_split)
-    return CoMMAConfig(task=task, **sizes, **architecture)
 
 
 def train_comma(
@@ -66,47 +54,35 @@ def train_comma(
     resume_path: str | Path | None = None,
     threads: int | None = None,
 ) -> None:
-    """Train CoMMA for `task`; write weights + config to `model_path`.
+    """Train CoMMA for `task` (:func:`comma.stages.training.train_model`).
 
     The training split is `train_path` (default `data_dir`/train.pt; the KD corpus for the
     kd variant); vocabularies come from `data_dir`. With `alignment_path` (the teacher's
-    :class:`~comma.align.TeacherAlignment` of that training split) the eq. 8 attention
+    :class:`~comma.alignment.store.TeacherAlignment` of that training split) the eq. 8 attention
     constraint is added with weight `ac_weight` (the ac variant). `architecture`: CoMMAConfig
     fields other than task, sizes and ac_weight; `training`: TrainConfig fields other than
-    seed. The trainer's resumable checkpoint goes to `resume_path` (default: beside the
-    model), which a rule does not declare, so it survives a killed job."""
-    train_split = load_split(Path(train_path or Path(data_dir) / "train.pt"))
+    seed."""
+    train_path = Path(train_path or Path(data_dir) / "train.pt")
+    split = load_split(train_path)
     if alignment_path is not None and ac_weight <= 0:
         raise ValueError(f"an alignment is given but ac_weight is {ac_weight}; it must be > 0")
-    architecture = {**architecture, "ac_weight": ac_weight if alignment_path else 0.0}
-    config = comma_config_for_data(task, data_dir, architecture, train_split)
-    train_config = TrainConfig.from_dict({**training, "seed": seed, "threads": threads})
-    resume_path = Path(resume_path or Path(model_path).with_name("resume.pt"))
-    torch.manual_seed(seed)  # initialization; the trainer reseeds data order and dropout
-    model = CoMMA(config)
+    alignment = None
     if alignment_path is not None:
-        alignment = TeacherAlignment.load(alignment_path)
-        if len(alignment) != len(train_split):
-            raise ValueError(
-                f"{alignment_path} aligns {len(alignment)} sentences but the training split "
-                f"has {len(train_split)}: extract it from the same corpus"
-            )
-        model.alignment = alignment
-    train_and_save(
-        model,
-        train_split,
-        train_config,
-        model_path=model_path,
-        metrics_path=metrics_path,
+        alignment = load_alignment_for(alignment_path, split, train_path)
+    train_model(
+        "comma",
+        task,
+        data_dir,
+        model_path,
+        metrics_path,
+        architecture={**architecture, "ac_weight": ac_weight if alignment_path else 0.0},
+        training=training,
+        seed=seed,
+        split=split,
+        alignment=alignment,
         resume_path=resume_path,
-        model_format=MODEL_FORMAT,
-        model_config=config.to_dict(),
+        threads=threads,
     )
-
-
-def load_comma(path: str | Path) -> CoMMA:
-    """A CoMMA saved by :func:`train_comma`, in eval mode on the CPU."""
-    return load_saved_model(path, MODEL_FORMAT, "a CoMMA model", lambda c: CoMMA(CoMMAConfig(**c)))
 
 
 @dataclass
@@ -262,61 +238,9 @@ def measure_ratio(
                 )
         log.info("p=%.2f: R=%.4f [%.4f, %.4f], T=%.4f", p, rows[-1]["R"], low, high, rows[-1]["T"])
     table = pd.DataFrame(rows)
-    _write_csv(table, ratio_csv)
-    _write_csv(pd.DataFrame(head_rows), heads_csv)
+    write_csv(table, ratio_csv)
+    write_csv(pd.DataFrame(head_rows), heads_csv)
     if sentences_csv is not None:
         # Four significant digits: R and T are means of attention weights, far noisier than that.
-        _write_csv(pd.concat(sentence_tables, ignore_index=True), sentences_csv, digits=4)
+        write_csv(pd.concat(sentence_tables, ignore_index=True), sentences_csv, digits=4)
     return table
-
-
-def _write_csv(table: pd.DataFrame, path: str | Path, digits: int = 6) -> None:
-    with atomic_path(path) as tmp:
-        table.to_csv(tmp, index=False, float_format=f"%.{digits}g")
-
-
-def aggregate_ratio(
-    run_csvs: Sequence[str | Path],
-    runs_csv: str | Path,
-    summary_csv: str | Path,
-    summary_md: str | Path,
-) -> pd.DataFrame:
-    """Concatenate per-run R(p) tables; summarize over seeds per (task, variant, p)."""
-    runs = pd.concat([pd.read_csv(path) for path in run_csvs], ignore_index=True)
-    runs = runs.sort_values(["task", "variant", "seed", "p"], kind="stable")
-    summary = seed_summary(runs)
-    extra = (
-        runs.groupby(["task", "variant", "p"], sort=True)
-        .agg(
-            CI_halfwidth=("R_ci_high", "mean"),
-            CI_low=("R_ci_low", "mean"),
-            T_mean=("T", "mean"),
-            M_mean=("M", "mean"),
-            N_mean=("N", "mean"),
-            M_over_N=("M_over_N", "mean"),
-        )
-        .reset_index()
-    )
-    extra["CI_halfwidth"] = (extra.pop("CI_halfwidth") - extra.pop("CI_low")) / 2
-    summary = summary.merge(extra, on=["task", "variant", "p"])
-    _write_csv(runs, runs_csv)
-    _write_csv(summary, summary_csv)
-    lines = [
-        "# Attention density ratio R(p)",
-        "",
-        "Mean over seeds, with the seed spread (std, min-max) next to the mean bootstrap 95 % "
-        "CI half-width over sentences. T: raw share of attention on the target side; M, N: "
-        "mean source and target lengths (positions CoMMA attends over).",
-        "",
-        "| task | variant | p | R mean | R std | R min | R max | seeds | CI ± | T | M | N | M/N |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
-    ]
-    for r in summary.itertuples(index=False):
-        lines.append(
-            f"| {r.task} | {r.variant} | {r.p:.2f} | {r.R_mean:.4f} | {r.R_std:.4f} | "
-            f"{r.R_min:.4f} | {r.R_max:.4f} | {r.seeds} | {r.CI_halfwidth:.4f} | {r.T_mean:.4f} "
-            f"| {r.M_mean:.1f} | {r.N_mean:.1f} | {r.M_over_N:.2f} |"
-        )
-    with atomic_path(summary_md) as tmp:
-        tmp.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    return summary

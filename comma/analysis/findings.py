@@ -5,7 +5,7 @@ Generated from the run's own tables, never written by hand:
 * ``results/ratio.csv`` (one row per task, variant, seed and p): the R(p) claims of sections
   3.2 (Figure 2), 4.2 (Figure 3, KD) and 5.2 (Figure 4, AC);
 * ``results/length_control.csv`` and ``results/length_control_slopes.csv``
-  (:mod:`comma.length_control`): does the task ranking survive at matched M/N;
+  (:mod:`comma.analysis.length_control`): does the task ranking survive at matched M/N;
 * ``results/table2.csv``, ``table3.csv``, ``table4.csv`` (columns task, model, kind AR|NAR,
   corpus raw|kd, constraint ac|noac, bleu, wer, mcd, mel_l1): the accuracy claims of
   sections 3.1, 4.1 and 5.1.
@@ -28,9 +28,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from comma.io import atomic_path
-from comma.length_control import check_length_control
-from comma.verdicts import (
+from comma.analysis.length_control import check_length_control
+from comma.analysis.verdicts import (
     INCONCLUSIVE,
     NOT_MEASURED,
     NOT_REPRODUCED,
@@ -38,6 +37,7 @@ from comma.verdicts import (
     Finding,
     seed_verdict,
 )
+from comma.io import atomic_path
 
 __all__ = [
     "INCONCLUSIVE",

@@ -2,14 +2,16 @@
 
 The entry points of the `train_nar`, `evaluate_nar` and `tables` rules, usable from Python:
 
-* :func:`train_nar` trains NAT, NAR-ASR or FastSpeech (``comma.models.nar``) on a training
+* :func:`train_nar` trains NAT, NAR-ASR or FastSpeech (``comma.models.nat``,
+  ``nar_asr``, ``fastspeech``) on a training
   corpus, raw or the teacher's distillation of it (KD), with or without the alignment
-  constraint (AC), whose per-sentence teacher alignment (:class:`comma.align.TeacherAlignment`)
+  constraint (AC), whose per-sentence teacher alignment
+  (:class:`comma.alignment.store.TeacherAlignment`)
   it attaches to the model.
 * :func:`evaluate_nar` generates the test set in one parallel pass per batch and scores it with
   the teachers' metrics (BLEU and WER; MCD and mel L1 after DTW, with Griffin-Lim samples).
 
-Tables 2-4 are laid out by ``comma.tables``.
+Tables 2-4 are laid out by :mod:`comma.analysis.tables`.
 """
 
 from __future__ import annotations
@@ -23,30 +25,23 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
-from comma.align import TeacherAlignment
 from comma.data.batching import collate, make_batches
-from comma.data.packed import Split, load_split, prepared_corpus_sizes
+from comma.data.packed import Split, load_split
 from comma.data.vocab import Vocabulary
-from comma.evaluate import (
-    _read_references,
-    _write_samples,
+from comma.engine.trainer import bf16_autocast, pick_device
+from comma.io import read_json, write_json, write_lines
+from comma.models.registry import load_nar
+from comma.stages.scoring import (
     ids_to_text,
+    read_references,
     score_generated_mels,
     text_scores,
+    write_samples,
 )
-from comma.io import read_json, write_json, write_lines
-from comma.models.nar import NARConfig, build_nar
-from comma.train import (
-    TrainConfig,
-    bf16_autocast,
-    load_saved_model,
-    pick_device,
-    train_and_save,
-)
+from comma.stages.training import load_alignment_for, train_model
 
 log = logging.getLogger(__name__)
 
-MODEL_FORMAT = "comma-nar-v1"
 CONSTRAINTS = ("ac", "noac")
 
 
@@ -66,12 +61,11 @@ def train_nar(
     resume_path: str | Path | None = None,
     threads: int | None = None,
 ) -> None:
-    """Train the NAR model of `task` on the split `train_path` (vocabularies from `data_dir`).
+    """Train the NAR model of `task` on the split `train_path` (vocabularies from `data_dir`;
+    :func:`comma.stages.training.train_model`).
 
     `constraint` "ac" needs `alignment_path`, the teacher's alignment of that same split; TTS
-    utterances the alignment summary lists as ``low_focus`` are left out (logged). Writes
-    weights + config to `model_path` and one JSON line per update to `metrics_path`; the
-    resumable checkpoint goes to `resume_path` (default: beside the model)."""
+    utterances the alignment summary lists as ``low_focus`` are left out (logged)."""
     if constraint not in CONSTRAINTS:
         raise ValueError(f"constraint must be one of {CONSTRAINTS}, got {constraint!r}")
     constrained = constraint == "ac"
@@ -80,12 +74,7 @@ def train_nar(
     split = load_split(train_path)
     alignment = None
     if constrained:
-        alignment = TeacherAlignment.load(alignment_path)
-        if len(alignment) != len(split):
-            raise ValueError(
-                f"{alignment_path} aligns {len(alignment)} sentences but {train_path} has "
-                f"{len(split)}: extract the alignment from the same corpus"
-            )
+        alignment = load_alignment_for(alignment_path, split, train_path)
         dropped = []
         if alignment_summary_path is not None:
             dropped = read_json(alignment_summary_path).get("low_focus", [])
@@ -98,29 +87,20 @@ def train_nar(
                 len(split),
             )
             split, alignment = split.select(keep), alignment.select(keep)
-    sizes = prepared_corpus_sizes(data_dir, split)
-    config = NARConfig(task=task, constraint=constrained, **sizes, **architecture)
-    train_config = TrainConfig.from_dict({**training, "seed": seed, "threads": threads})
-    torch.manual_seed(seed)  # initialization; the trainer reseeds data order and dropout
-    model = build_nar(config)
-    if hasattr(model, "set_feature_statistics"):  # NAR-ASR normalizes its log-mel input
-        model.set_feature_statistics(split.src.values)
-    model.alignment = alignment
-    train_and_save(
-        model,
-        split,
-        train_config,
-        model_path=model_path,
-        metrics_path=metrics_path,
-        resume_path=Path(resume_path or Path(model_path).with_name("resume.pt")),
-        model_format=MODEL_FORMAT,
-        model_config=config.to_dict(),
+    train_model(
+        "nar",
+        task,
+        data_dir,
+        model_path,
+        metrics_path,
+        architecture={**architecture, "constraint": constrained},
+        training=training,
+        seed=seed,
+        split=split,
+        alignment=alignment,
+        resume_path=resume_path,
+        threads=threads,
     )
-
-
-def load_nar(path: str | Path) -> torch.nn.Module:
-    """A NAR model saved by :func:`train_nar`, in eval mode on the CPU."""
-    return load_saved_model(path, MODEL_FORMAT, "a NAR model", lambda c: build_nar(NARConfig(**c)))
 
 
 @dataclass
@@ -191,12 +171,12 @@ def evaluate_nar(
         )
         if samples_dir is not None:
             stats = read_json(data_dir / "stats.json")["features"]
-            _write_samples(
+            write_samples(
                 Path(samples_dir), test, generated.frames, stats, features, evaluation, seed
             )
     else:
         vocab = Vocabulary.load(data_dir / "dict.tgt.txt")
-        references = _read_references(data_dir / "test.ref.txt", len(test))
+        references = read_references(data_dir / "test.ref.txt", len(test))
         texts = [ids_to_text(tokens, vocab) for tokens in generated.tokens]
         write_lines(hypotheses_path, texts)
         gen_len = torch.tensor([len(t) for t in generated.tokens], dtype=torch.float64)

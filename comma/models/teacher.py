@@ -1,8 +1,8 @@
 """The AR teachers of the study (paper Table 1): Transformer NMT, Transformer ASR, Transformer TTS.
 
 All three are an encoder-decoder Transformer built from the shared blocks
-(``comma.models.transformer``: :class:`Encoder`, a causal :class:`Decoder`, sinusoidal positions)
-and the task pre-nets of ``comma.models.prenets``:
+(``comma.nn.transformer``: :class:`Encoder`, a causal :class:`Decoder`, sinusoidal positions)
+and the task pre-nets of ``comma.nn.prenets``:
 
 * **NMT** (Vaswani et al. 2017; fairseq's ``transformer_iwslt_de_en`` at the paper's scale):
   token embeddings on both sides, post-norm layers, the decoder's output projection tied to its
@@ -16,7 +16,8 @@ and the task pre-nets of ``comma.models.prenets``:
   a mel linear and a stop-token linear on the decoder output, and a 5-layer convolutional
   post-net (Shen et al. 2018) that adds a residual to the predicted frames.
 
-Training (``loss(batch) -> (loss, logs)``, what ``comma.train.train`` calls), teacher forcing:
+Training (``loss(batch) -> (loss, logs)``, what ``comma.engine.trainer.train`` calls),
+teacher forcing:
 
 * tokens: decoder input ``<s> y_1 .. y_N``, target ``y_1 .. y_N </s>``; label-smoothed
   cross-entropy (fairseq 0.10's ``label_smoothed_cross_entropy``, the same as torch's
@@ -35,11 +36,11 @@ Training (``loss(batch) -> (loss, logs)``, what ``comma.train.train`` calls), te
 ``forward(..., need_weights=True)`` returns the encoder-decoder attention of every layer and
 head, ``[B, H, T, S]`` per layer (rows: decoder positions; columns: encoder positions after the
 pre-net, i.e. subsampled frames for ASR), which distillation, FastSpeech durations and the ASR
-attention windows are computed from. Incremental decoding (``comma.decode``) uses
+attention windows are computed from. Incremental decoding (``comma.engine.decode``) uses
 :meth:`encode`, :meth:`new_cache` and :meth:`step`.
 
-:func:`train_teacher` is the entry point of the ``train_teacher`` rule; :func:`load_teacher`
-reads its output.
+Training and evaluation are stages (:mod:`comma.stages.teacher`); the registry
+(:mod:`comma.models.registry`) builds and loads a teacher.
 """
 
 from __future__ import annotations
@@ -47,7 +48,6 @@ from __future__ import annotations
 import contextlib
 import logging
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -55,17 +55,15 @@ import torch.nn.functional as F
 from torch import nn
 
 from comma.data.batching import Batch
-from comma.data.packed import Split, load_split, prepared_corpus_sizes
 from comma.data.vocab import BOS, EOS, PAD, SPECIALS
-from comma.models.prenets import Conv2dPrenet, DensePrenet, TokenEmbedding, feature_statistics
-from comma.models.transformer import (
+from comma.nn.prenets import Conv2dPrenet, DensePrenet, TokenEmbedding, feature_statistics
+from comma.nn.transformer import (
     Decoder,
     DecoderCache,
     Encoder,
     SinusoidalPositions,
     padding_mask,
 )
-from comma.train import TrainConfig, load_saved_model, train_and_save
 
 __all__ = [
     "PAD_ID",
@@ -87,9 +85,6 @@ __all__ = [
     "shift_frames",
     "guided_attention_weights",
     "build_teacher",
-    "teacher_config_for_data",
-    "train_teacher",
-    "load_teacher",
 ]
 
 log = logging.getLogger(__name__)
@@ -610,60 +605,3 @@ TEACHERS = {"nmt": TransformerNMT, "asr": TransformerASR, "tts": TransformerTTS}
 
 def build_teacher(config: TeacherConfig) -> ARTeacher:
     return TEACHERS[config.task](config)
-
-
-def teacher_config_for_data(
-    task: str, data_dir: str | Path, architecture: dict, train_split: Split | None = None
-) -> TeacherConfig:
-    """The teacher's config for the prepared corpus in `data_dir` (vocabulary sizes, mel bins).
-
-    `architecture`: ``models.teacher.{task}`` without batch_size and lr; `train_split`: the
-    corpus's training split if already loaded."""
-    sizes = prepared_corpus_sizes(data_dir, train_split)
-    return TeacherConfig(task=task, **sizes, **architecture)
-
-
-def train_teacher(
-    task: str,
-    data_dir: str | Path,
-    model_path: str | Path,
-    metrics_path: str | Path,
-    *,
-    architecture: dict,
-    training: dict,
-    seed: int,
-    resume_path: str | Path | None = None,
-    threads: int | None = None,
-) -> None:
-    """Train the AR teacher of `task` on `data_dir`/train.pt; write weights + config to
-    `model_path` and one JSON line per update to `metrics_path`.
-
-    `architecture`: TeacherConfig fields other than task and sizes; `training`: TrainConfig
-    fields other than seed. The trainer's resumable checkpoint goes to `resume_path` (default:
-    ``resume.pt`` beside the model), which the rule does not declare, so it survives a killed
-    job and the next run resumes from it."""
-    train_split = load_split(Path(data_dir) / "train.pt")
-    config = teacher_config_for_data(task, data_dir, architecture, train_split)
-    train_config = TrainConfig.from_dict({**training, "seed": seed, "threads": threads})
-    resume_path = Path(resume_path or Path(model_path).with_name("resume.pt"))
-    torch.manual_seed(seed)  # initialization; the trainer reseeds data order and dropout
-    model = build_teacher(config)
-    if isinstance(model, TransformerASR):
-        model.set_feature_statistics(train_split.src.values)
-    train_and_save(
-        model,
-        train_split,
-        train_config,
-        model_path=model_path,
-        metrics_path=metrics_path,
-        resume_path=resume_path,
-        model_format=MODEL_FORMAT,
-        model_config=config.to_dict(),
-    )
-
-
-def load_teacher(path: str | Path) -> ARTeacher:
-    """A teacher saved by :func:`train_teacher`, in eval mode on the CPU."""
-    return load_saved_model(
-        path, MODEL_FORMAT, "an AR teacher model", lambda c: build_teacher(TeacherConfig(**c))
-    )

@@ -19,19 +19,13 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from comma.analysis.aggregate import seed_summary  # noqa: E402
 from comma.io import atomic_path  # noqa: E402
 
 TASK_LABELS = {"nmt": "NMT", "asr": "ASR", "tts": "TTS"}
 TASK_COLORS = {"nmt": "tab:blue", "asr": "tab:red", "tts": "tab:green"}
 VARIANT_LABELS = {"raw": "raw", "kd": "KD", "ac": "AC"}
 VARIANT_STYLES = {"raw": "-", "kd": "--", "ac": ":"}
-
-
-def seed_summary(runs: pd.DataFrame) -> pd.DataFrame:
-    """Mean, standard deviation, min and max of R over seeds per (task, variant, p)."""
-    grouped = runs.groupby(["task", "variant", "p"], sort=True)["R"]
-    summary = grouped.agg(R_mean="mean", R_std="std", R_min="min", R_max="max", seeds="count")
-    return summary.reset_index()
 
 
 def require_curves(

@@ -2,10 +2,10 @@
 teacher-forced runs that return the encoder-decoder attention.
 
 Token search (NMT, ASR) works on any model with the incremental interface of
-``comma.models.teachers.TokenTeacher`` (:class:`TokenStepModel`):
+``comma.models.teacher.TokenTeacher`` (:class:`TokenStepModel`):
 
 * ``encode(src, src_len)`` -> an encoder output with ``index_select(rows)`` and ``lengths``;
-* ``new_cache()`` -> a cache with ``reorder_(rows)`` (``comma.models.transformer.DecoderCache``:
+* ``new_cache()`` -> a cache with ``reorder_(rows)`` (``comma.nn.transformer.DecoderCache``:
   while no sentence leaves the batch, only its self-attention keys and values are reordered,
   since the beams of a sentence share their cross-attention keys);
 * ``step(prev_tokens [R, 1], cache, encoded)`` -> float log-probabilities ``[R, V]`` of the next
@@ -42,7 +42,7 @@ from tqdm import tqdm
 from comma.data.batching import Batch, collate, make_batches
 from comma.data.packed import Split
 from comma.data.vocab import MASK, SPECIALS
-from comma.models.teachers import (
+from comma.models.teacher import (
     BOS_ID,
     EOS_ID,
     PAD_ID,
@@ -52,7 +52,7 @@ from comma.models.teachers import (
     shift_frames,
     shift_tokens,
 )
-from comma.models.transformer import DecoderCache, padding_mask
+from comma.nn.transformer import DecoderCache, padding_mask
 
 __all__ = [
     "NEVER_GENERATED",

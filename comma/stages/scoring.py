@@ -1,4 +1,4 @@
-"""Accuracy of generated sequences (paper Table 2) and the evaluation of the AR teachers.
+"""Accuracy of generated sequences (paper Table 2) shared by every model's evaluation.
 
 Text (NMT, ASR), both metrics for both tasks as in Table 2:
 
@@ -26,15 +26,13 @@ non-negative least squares, then ``griffinlim`` phase reconstruction from seeded
 the exact STFT and mel settings of the features, written as 16-bit WAV with soundfile. They
 are for listening, not for scoring.
 
-:func:`evaluate_teacher` is the entry point of the ``evaluate_teacher`` rules.
+
 """
 
 from __future__ import annotations
 
 import logging
 import math
-import time
-from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,15 +46,11 @@ import soundfile
 import torch
 from sacrebleu.metrics import BLEU
 
-from comma.data.batching import collate, make_batches
-from comma.data.packed import PackedSequences, Split, load_split, save_split
+from comma.data.packed import PackedSequences, Split, save_split
 from comma.data.text import BpeSegmenter
 from comma.data.vocab import Vocabulary
-from comma.decode import decode_split, generate_split
 from comma.errors import InputError
-from comma.io import atomic_path, read_json, write_json, write_lines
-from comma.models.teachers import TokenTeacher, TransformerTTS, load_teacher
-from comma.train import bf16_autocast, pick_device
+from comma.io import atomic_path
 
 __all__ = [
     "corpus_bleu",
@@ -69,7 +63,8 @@ __all__ = [
     "write_wav",
     "score_generated_mels",
     "ids_to_text",
-    "evaluate_teacher",
+    "read_references",
+    "write_samples",
 ]
 
 log = logging.getLogger(__name__)
@@ -220,99 +215,13 @@ def ids_to_text(ids: Sequence[int], vocab: Vocabulary) -> str:
     return " ".join(BpeSegmenter.join(vocab.decode(ids)))
 
 
-def _read_references(path: Path, count: int) -> list[str]:
+def read_references(path: Path, count: int) -> list[str]:
     if not path.is_file():
         raise InputError(path, "reference file not found (run the prepare rule first)")
     references = path.read_text(encoding="utf-8").splitlines()
     if len(references) != count:
         raise InputError(path, f"{len(references)} references for {count} test sentences")
     return references
-
-
-def _most_frequent_target(split: Split, vocab: Vocabulary) -> str:
-    """The most frequent target sentence of a split (ties: the first seen), as text."""
-    texts = [ids_to_text(split.tgt[k].tolist(), vocab) for k in range(len(split))]
-    return Counter(texts).most_common(1)[0][0]
-
-
-def _device(model: torch.nn.Module) -> torch.device:
-    return next(model.parameters()).device
-
-
-@torch.no_grad()
-def _teacher_forced_token_nll(model: TokenTeacher, split: Split, batch_sentences: int) -> float:
-    """Mean per-token negative log-likelihood (EOS included) under teacher forcing."""
-    total, tokens = 0.0, 0
-    sizes = np.maximum(split.src.lengths.numpy(), split.tgt.lengths.numpy())
-    for indices in make_batches(sizes, max_sentences=batch_sentences, shuffle=False):
-        batch = collate(split, indices).to(_device(model))
-        _, logs = model.loss(batch)
-        # loss() reports the unsmoothed nll as a mean over its units
-        total += logs["nll"] * logs["units"]
-        tokens += int(logs["units"])
-    return total / tokens
-
-
-@torch.no_grad()
-def _teacher_forced_mel_l1(model: TransformerTTS, split: Split, batch_sentences: int) -> dict:
-    """Mean L1 of the mel linear and post-net frames against the truth, teacher forced."""
-    sums = {"mel_l1": 0.0, "postnet_l1": 0.0}
-    frames = 0
-    sizes = split.tgt.lengths.numpy()
-    for indices in make_batches(sizes, max_sentences=batch_sentences, shuffle=False):
-        _, logs = model.loss(collate(split, indices).to(_device(model)))
-        for key in sums:
-            sums[key] += logs[key] * logs["units"]
-        frames += int(logs["units"])
-    return {key: value / frames for key, value in sums.items()}
-
-
-def _evaluate_text(
-    task: str,
-    model: TokenTeacher,
-    data_dir: Path,
-    test: Split,
-    hypotheses_path: Path,
-    decoding: dict,
-) -> dict[str, Any]:
-    vocab = Vocabulary.load(data_dir / "dict.tgt.txt")
-    references = _read_references(data_dir / "test.ref.txt", len(test))
-    hypotheses, seconds = decode_split(
-        model,
-        test,
-        beam=int(decoding["beam"]),
-        lenpen=float(decoding["lenpen"]),
-        max_len_a=float(decoding["max_len_a"]),
-        max_len_b=int(decoding["max_len_b"]),
-        batch_sentences=int(decoding["batch_sentences"]),
-    )
-    texts = [ids_to_text(h.tokens, vocab) for h in hypotheses]
-    write_lines(hypotheses_path, texts)
-    scores = text_scores(texts, references)
-    nll = _teacher_forced_token_nll(model, test, int(decoding["batch_sentences"]))
-    # Baselines: what BLEU/WER a model that learned nothing would get on this test set.
-    if task == "nmt":
-        src_vocab = Vocabulary.load(data_dir / "dict.src.txt")
-        copied = [ids_to_text(test.src[k].tolist(), src_vocab) for k in range(len(test))]
-        baseline_name, baseline_texts = "copy_source", copied
-    else:
-        train_split = load_split(data_dir / "train.pt")
-        constant = _most_frequent_target(train_split, vocab)
-        baseline_name, baseline_texts = "most_frequent_training_transcript", [constant] * len(test)
-    baseline = text_scores(baseline_texts, references)
-    return {
-        **scores,
-        "teacher_forced_nll": nll,
-        "teacher_forced_ppl": math.exp(nll),
-        "decode_seconds": seconds,
-        "sentences_per_second": len(test) / seconds,
-        "mean_hyp_tokens": float(np.mean([len(h.tokens) for h in hypotheses])),
-        "baseline": {
-            "name": baseline_name,
-            "bleu": baseline["bleu"],
-            "wer": baseline["wer"],
-        },
-    }
 
 
 def score_generated_mels(
@@ -342,57 +251,7 @@ def score_generated_mels(
     }
 
 
-def _evaluate_speech(
-    model: TransformerTTS,
-    data_dir: Path,
-    test: Split,
-    hypotheses_path: Path,
-    decoding: dict,
-    evaluation: dict,
-    features: dict,
-    samples_dir: Path | None,
-    seed: int,
-) -> dict[str, Any]:
-    torch.manual_seed(seed)  # the decoder pre-net's inference-time dropout
-    generated, seconds = generate_split(
-        model,
-        test,
-        max_len_a=float(decoding["max_len_a"]),
-        max_len_b=int(decoding["max_len_b"]),
-        stop_threshold=float(decoding["stop_threshold"]),
-        batch_sentences=int(decoding["batch_sentences"]),
-    )
-    scores = score_generated_mels(test, generated.frames, evaluation, seconds, hypotheses_path)
-    n_cepstra = int(evaluation["mcd_cepstra"])
-    # Baseline: the mean training frame held for the true length (a model that learned nothing
-    # but the average spectrum, and is given the right duration).
-    train_split = load_split(data_dir / "train.pt")
-    mean_frame = train_split.tgt.values.double().mean(dim=0).float()  # [n_mels]
-    baseline = [
-        mel_distance(
-            test.tgt[k].numpy(), mean_frame.expand(len(test.tgt[k]), -1).numpy(), n_cepstra
-        )
-        for k in range(len(test))
-    ]
-    teacher_forced = _teacher_forced_mel_l1(model, test, int(decoding["batch_sentences"]))
-    stats = read_json(data_dir / "stats.json")["features"]
-    if samples_dir is not None:
-        _write_samples(samples_dir, test, generated.frames, stats, features, evaluation, seed)
-    return {
-        **scores,
-        "teacher_forced_mel_l1": teacher_forced["mel_l1"],
-        "teacher_forced_postnet_l1": teacher_forced["postnet_l1"],
-        "stopped_fraction": float(np.mean(generated.stopped)),
-        "generate_seconds": seconds,
-        "baseline": {
-            "name": "mean_training_frame_at_true_length",
-            "mcd": float(np.mean([d.mcd for d in baseline])),
-            "mel_l1_dtw": float(np.mean([d.l1 for d in baseline])),
-        },
-    }
-
-
-def _write_samples(
+def write_samples(
     samples_dir: Path,
     test: Split,
     generated: Sequence[torch.Tensor],
@@ -421,73 +280,3 @@ def _write_samples(
                 continue
             audio = griffin_lim(mel.numpy(), **settings)
             write_wav(samples_dir / f"{test.ids[k]}.{name}.wav", audio, settings["sample_rate"])
-
-
-def evaluate_teacher(
-    task: str,
-    model_path: str | Path,
-    data_dir: str | Path,
-    metrics_path: str | Path,
-    hypotheses_path: str | Path,
-    *,
-    decoding: dict,
-    evaluation: dict | None = None,
-    features: dict | None = None,
-    samples_dir: str | Path | None = None,
-    seed: int = 0,
-    threads: int | None = None,
-) -> dict[str, Any]:
-    """Decode the test split of `data_dir` with a trained teacher and score it.
-
-    NMT/ASR: beam search (``decoding``: beam, lenpen, max_len_a, max_len_b, batch_sentences),
-    hypotheses as text (BPE removed) to `hypotheses_path`, BLEU and WER against
-    ``test.ref.txt``, the teacher-forced perplexity, and a trivial baseline (NMT: copy the
-    source; ASR: the most frequent training transcript). TTS: mel generation (``decoding``:
-    max_len_a, max_len_b, stop_threshold, batch_sentences), the generated split to
-    `hypotheses_path` (``save_split`` format), MCD and mel L1 (``evaluation``: mcd_cepstra,
-    griffin_lim_wavs, griffin_lim_iters; ``features``: f_min, f_max of the log-mel), a
-    mean-frame baseline, and Griffin-Lim WAVs in `samples_dir`. Writes `metrics_path` (JSON)."""
-    if threads is not None:
-        torch.set_num_threads(threads)
-    data_dir = Path(data_dir)
-    device = pick_device()
-    model = load_teacher(model_path).to(device)
-    # bf16 on a GPU, as training; the search itself scores in float32
-    precision = bf16_autocast(device)
-    if model.config.task != task:
-        raise ValueError(f"{model_path} is a {model.config.task} teacher, not {task}")
-    test = load_split(data_dir / "test.pt")
-    started = time.perf_counter()
-    with precision:
-        if task == "tts":
-            if evaluation is None or features is None:
-                raise ValueError("TTS evaluation needs the `evaluation` and `features` settings")
-            scores = _evaluate_speech(
-                model,
-                data_dir,
-                test,
-                Path(hypotheses_path),
-                decoding,
-                evaluation,
-                features,
-                Path(samples_dir) if samples_dir is not None else None,
-                seed,
-            )
-        else:
-            scores = _evaluate_text(task, model, data_dir, test, Path(hypotheses_path), decoding)
-    metrics = {
-        "task": task,
-        "model": str(model_path),
-        "test_sentences": len(test),
-        "decoding": dict(decoding),
-        **scores,
-        "seconds": time.perf_counter() - started,
-    }
-    write_json(metrics_path, metrics)
-    log.info(
-        "%s teacher on %d test sentences: %s",
-        task,
-        len(test),
-        {k: v for k, v in metrics.items() if isinstance(v, float)},
-    )
-    return metrics

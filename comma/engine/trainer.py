@@ -16,7 +16,7 @@ warm-up (:func:`inverse_sqrt_lr`), gradient-norm clipping, bf16 autocast on CUDA
 ``max_steps`` updates over length-bucketed batches (:class:`comma.data.batching.BatchPlan`).
 
 Randomness: models draw it from torch's global generators (dropout does; for a
-``torch.Generator`` argument, e.g. ``comma.masking``, pass ``torch.default_generator`` on the
+``torch.Generator`` argument, e.g. ``comma.nn.masking``, pass ``torch.default_generator`` on the
 CPU or ``torch.cuda.default_generators[i]``), which the trainer seeds and checkpoints. A model
 that keeps a generator of its own is not resumable bit for bit.
 
@@ -51,7 +51,6 @@ import os
 import random
 import shutil
 import time
-from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any, Protocol
@@ -64,8 +63,8 @@ from tqdm import tqdm
 
 from comma.data.batching import MEASURES, Batch, BatchPlan, rank_share
 from comma.data.packed import Split
+from comma.engine.launch import is_main_process
 from comma.io import atomic_path, torch_load, torch_save
-from comma.launch import is_main_process
 
 __all__ = [
     "UNITS_KEY",
@@ -358,21 +357,6 @@ def load_model_weights(model: nn.Module, path: str | Path) -> dict[str, Any]:
     except RuntimeError as err:
         raise TrainingError(f"{path}: the weights do not fit this model: {err}") from err
     return checkpoint
-
-
-def load_saved_model(
-    path: str | Path, model_format: str, what: str, build: Callable[[dict], nn.Module]
-) -> nn.Module:
-    """The model :func:`train_and_save` wrote to `path`, rebuilt from its config by `build`,
-    in eval mode on the CPU; a file of another format raises naming it (`what`: e.g.
-    "a CoMMA model")."""
-    saved = torch_load(path)
-    if not isinstance(saved, dict) or saved.get("format") != model_format:
-        found = saved.get("format") if isinstance(saved, dict) else type(saved).__name__
-        raise ValueError(f"{path}: not {what} file (format {found!r})")
-    model = build(saved["config"])
-    model.load_state_dict(saved["model"])
-    return model.eval()
 
 
 def train_and_save(

@@ -20,7 +20,7 @@ Conventions
   weights ``[B, H, Lq, Lk]`` (before attention dropout) are returned. Both paths agree to float
   tolerance in eval mode.
 * The stacks hold no embeddings or positions: each model has its own pre-net (see
-  ``comma.models.prenets``) and adds positions itself, which lets CoMMA number source and
+  ``comma.nn.prenets``) and adds positions itself, which lets CoMMA number source and
   target positions from zero each and run one stack over ``[source; target]`` with a block mask.
 * ``pre_norm=False`` is the original post-norm Transformer (fairseq's default);
   ``pre_norm=True`` normalizes before each sub-layer and adds a final LayerNorm to the stack

@@ -1,0 +1,147 @@
+"""The alignment stage (rule ``extract_alignment``): run each AR teacher teacher-forced over a
+training corpus and store one :class:`comma.alignment.store.TeacherAlignment` per corpus: per
+sentence the teacher's attention map (NMT, ASR), durations (TTS) and expected positions (ASR)."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from comma.alignment.calculators import durations_from_attention, expected_positions, focus_rate
+from comma.alignment.store import ATTENTION_CHOICES, TeacherAlignment
+from comma.data.batching import collate, make_batches
+from comma.data.packed import PackedSequences, load_split
+from comma.engine.decode import teacher_forced_attention
+from comma.io import write_json
+from comma.models.registry import load_teacher
+
+log = logging.getLogger(__name__)
+
+__all__ = ["extract_alignment"]
+
+
+@torch.no_grad()
+def _teacher_attention_passes(model, split, batch_sentences: int, seed: int, progress: bool):
+    """Yield (batch, TeacherForcedAttention) over the corpus in a fixed order; the same
+    (seed, order) gives the same attention, also for the TTS teacher's inference dropout."""
+    torch.manual_seed(seed)
+    batches = make_batches(split.src.lengths.numpy(), max_sentences=batch_sentences, shuffle=False)
+    for indices in tqdm(batches, desc="teacher attention", unit="batch", disable=not progress):
+        batch = collate(split, indices)
+        yield batch, teacher_forced_attention(model, batch)
+
+
+def extract_alignment(
+    teacher_path: str | Path,
+    train_path: str | Path,
+    out_path: str | Path,
+    summary_path: str | Path,
+    *,
+    attention: str,
+    min_focus_rate: float = 0.0,
+    batch_sentences: int = 32,
+    seed: int = 0,
+    progress: bool = True,
+) -> dict:
+    """Teacher-forced attention of the AR teacher over a training corpus -> its alignments.
+
+    `attention` picks each sentence's map: ``diagonal_head``, the (layer, head) of highest
+    focus rate over the whole corpus (a first pass; ESPnet's duration calculator), or
+    ``last_layer``, the mean over the last decoder layer's heads. From that map: TTS durations
+    (:func:`durations_from_attention`; always from the diagonal head), ASR expected positions
+    (:func:`expected_positions`), and for NMT and ASR the map itself. TTS utterances whose
+    focus rate is below `min_focus_rate` are counted in the summary; the rule training
+    FastSpeech drops them (their indices are in the summary's ``low_focus``).
+    Writes the :class:`TeacherAlignment` to `out_path` and a JSON summary to `summary_path`."""
+    if attention not in ATTENTION_CHOICES:
+        raise ValueError(f"attention must be one of {ATTENTION_CHOICES}, got {attention!r}")
+    model = load_teacher(teacher_path)
+    task = model.config.task
+    if task == "tts":
+        attention = "diagonal_head"  # durations are argmax counts of one consistent head
+    split = load_split(train_path)
+    layers, heads = model.config.decoder_layers, model.config.heads
+
+    # Pass 1: focus rate of every (layer, head), summed over sentences.
+    rate_sum = torch.zeros(layers * heads, dtype=torch.float64)
+    for _, forced in _teacher_attention_passes(model, split, batch_sentences, seed, progress):
+        flat = forced.attention.flatten(1, 2)  # [B, L*H, T, S]
+        rate_sum += focus_rate(flat, forced.src_lengths, forced.tgt_lengths).double().sum(0)
+    head_rates = (rate_sum / len(split)).view(layers, heads)
+    if attention == "diagonal_head":
+        best = int(head_rates.flatten().argmax())
+        layer, head = divmod(best, heads)
+        source = f"layer {layer} head {head}"
+    else:
+        layer, head = layers - 1, None
+        source = f"layer {layer} mean over heads"
+    log.info("focus rate per decoder layer x head:\n%s; AC target: %s", head_rates, source)
+
+    # Pass 2: the chosen map of every sentence.
+    n = len(split)
+    src_lengths = torch.zeros(n, dtype=torch.long)
+    tgt_lengths = torch.zeros(n, dtype=torch.long)
+    rates = torch.zeros(n)
+    maps: list[torch.Tensor | None] = [None] * n
+    durations: list[torch.Tensor | None] = [None] * n
+    expected: list[torch.Tensor | None] = [None] * n
+    for batch, forced in _teacher_attention_passes(model, split, batch_sentences, seed, progress):
+        chosen = forced.attention[:, layer]  # [B, H, T, S]
+        chosen = chosen.mean(1) if head is None else chosen[:, head]  # [B, T, S]
+        s_len, t_len = forced.src_lengths.cpu(), forced.tgt_lengths.cpu()
+        chosen = chosen.float().cpu()
+        batch_rates = focus_rate(chosen[:, None], s_len, t_len)[:, 0]
+        batch_durations = durations_from_attention(chosen, s_len, t_len) if task == "tts" else None
+        batch_expected = expected_positions(chosen, s_len, t_len) if task == "asr" else None
+        for row, k in enumerate(batch.indices.tolist()):
+            t, m = int(t_len[row]), int(s_len[row])
+            src_lengths[k], tgt_lengths[k], rates[k] = m, t, batch_rates[row]
+            if task == "tts":
+                durations[k] = batch_durations[row, :m].int()
+            else:
+                maps[k] = chosen[row, :t, :m].reshape(-1).half()
+            if task == "asr":
+                expected[k] = batch_expected[row, :t].int()
+
+    alignment = TeacherAlignment(
+        task,
+        src_lengths,
+        tgt_lengths,
+        rates,
+        source,
+        maps=PackedSequences.from_list(maps) if task != "tts" else None,
+        token_durations=PackedSequences.from_list(durations) if task == "tts" else None,
+        expected=PackedSequences.from_list(expected) if task == "asr" else None,
+    )
+    low_focus = (rates < min_focus_rate).nonzero().squeeze(1).tolist() if task == "tts" else []
+    summary = {
+        "task": task,
+        "sentences": n,
+        "attention": source,
+        "focus_rate_per_head": head_rates.tolist(),
+        "focus_rate": {
+            "mean": float(rates.mean()),
+            "p10": float(rates.quantile(0.1)),
+            "min": float(rates.min()),
+        },
+        "min_focus_rate": min_focus_rate,
+        "low_focus": low_focus,
+    }
+    if task == "tts":
+        zero = sum(int((d == 0).sum()) for d in durations)
+        phonemes = int(src_lengths.sum())
+        summary["zero_duration_phonemes"] = {"count": zero, "share": zero / phonemes}
+        log.info("%d of %d phonemes get no frame", zero, phonemes)
+        if low_focus:
+            log.warning(
+                "%d of %d utterances have focus rate < %g: left out of FastSpeech's training",
+                len(low_focus),
+                n,
+                min_focus_rate,
+            )
+    alignment.save(out_path)
+    write_json(summary_path, summary)
+    return summary

@@ -1,0 +1,80 @@
+"""The one training recipe every model family goes through (teacher, CoMMA, NAR student).
+
+Load the training split, configure the family's model from the prepared corpus's sizes (vocab
+sizes, mel bins), seed the initialization, give a log-mel source its corpus statistics (global
+CMVN), attach the teacher's alignment for a constrained variant, train with the project's
+trainer (:mod:`comma.engine.trainer`, resumable) and save weights + config for
+:func:`comma.models.registry.load_model`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from comma.alignment.store import TeacherAlignment
+from comma.data.packed import Split, load_split, prepared_corpus_sizes
+from comma.engine.trainer import TrainConfig, train_and_save
+from comma.models.registry import FAMILIES
+
+__all__ = ["load_alignment_for", "train_model"]
+
+
+def load_alignment_for(path: str | Path, split: Split, split_path: str | Path) -> TeacherAlignment:
+    """The teacher alignment at `path`, checked to align the training split it will be used
+    with, sentence for sentence."""
+    alignment = TeacherAlignment.load(path)
+    if len(alignment) != len(split):
+        raise ValueError(
+            f"{path} aligns {len(alignment)} sentences but the training split {split_path} has "
+            f"{len(split)}: extract the alignment from the same corpus"
+        )
+    return alignment
+
+
+def train_model(
+    family: str,
+    task: str,
+    data_dir: str | Path,
+    model_path: str | Path,
+    metrics_path: str | Path,
+    *,
+    architecture: dict,
+    training: dict,
+    seed: int,
+    split: Split | None = None,
+    alignment: TeacherAlignment | None = None,
+    resume_path: str | Path | None = None,
+    threads: int | None = None,
+) -> None:
+    """Train a model of `family` ("teacher", "comma", "nar") for `task`; write weights + config
+    to `model_path` and one JSON line per update to `metrics_path`.
+
+    `split`: the training split (default `data_dir`/train.pt); vocabularies and sizes come from
+    `data_dir`. `architecture`: the family's config fields other than task and sizes;
+    `training`: TrainConfig fields other than seed and threads. `alignment`: the teacher's
+    alignment of `split`, for the constrained variants. The trainer's resumable checkpoint goes
+    to `resume_path` (default ``resume.pt`` beside the model), which a rule does not declare,
+    so it survives a killed job and the next run resumes from it."""
+    kind = FAMILIES[family]
+    if split is None:
+        split = load_split(Path(data_dir) / "train.pt")
+    config = kind.config(task=task, **prepared_corpus_sizes(data_dir, split), **architecture)
+    train_config = TrainConfig.from_dict({**training, "seed": seed, "threads": threads})
+    torch.manual_seed(seed)  # initialization; the trainer reseeds data order and dropout
+    model = kind.build(config)
+    if hasattr(model, "set_feature_statistics"):  # a log-mel source: global CMVN
+        model.set_feature_statistics(split.src.values)
+    if alignment is not None:
+        model.alignment = alignment
+    train_and_save(
+        model,
+        split,
+        train_config,
+        model_path=model_path,
+        metrics_path=metrics_path,
+        resume_path=Path(resume_path or Path(model_path).with_name("resume.pt")),
+        model_format=kind.model_format,
+        model_config=config.to_dict(),
+    )
