@@ -28,4 +28,4 @@ lint: setup
 	$(BIN)/snakemake --lint
 
 clean:
-	rm -rf work results/*.md results/*.png results/*.pdf logs benchmarks/runs .snakemake
+	rm -rf work results/*.md results/*.png results/*.pdf logs logs/benchmarks .snakemake

@@ -7,6 +7,9 @@ from pathlib import Path
 configfile: Path(workflow.basedir) / "config.yaml"
 
 
+report: "report/workflow.rst"
+
+
 include: "rules/common.smk"
 
 
@@ -25,6 +28,7 @@ include: "rules/distill.smk"
 include: "rules/align.smk"
 include: "rules/nar.smk"
 include: "rules/comma.smk"
+include: "rules/report_inputs.smk"
 include: "rules/report.smk"
 
 

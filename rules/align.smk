@@ -13,7 +13,7 @@ rule extract_alignment:
     log:
         "logs/align/extract_alignment/{task}_{corpus}.log",
     benchmark:
-        "benchmarks/runs/extract_alignment/{task}_{corpus}.tsv"
+        "logs/benchmarks/extract_alignment/{task}_{corpus}.tsv"
     wildcard_constraints:
         corpus="raw|kd",
     conda:

@@ -13,7 +13,7 @@ rule train_comma:
     log:
         "logs/comma/train_comma/{task}_{variant}_seed{seed}.log",
     benchmark:
-        "benchmarks/runs/train_comma/{task}_{variant}_seed{seed}.tsv"
+        "logs/benchmarks/train_comma/{task}_{variant}_seed{seed}.tsv"
     wildcard_constraints:
         variant="raw|kd|ac",
         seed=r"\d+",
@@ -41,7 +41,7 @@ rule measure_ratio:
     log:
         "logs/comma/measure_ratio/{task}_{variant}_seed{seed}.log",
     benchmark:
-        "benchmarks/runs/measure_ratio/{task}_{variant}_seed{seed}.tsv"
+        "logs/benchmarks/measure_ratio/{task}_{variant}_seed{seed}.tsv"
     wildcard_constraints:
         seed=r"\d+",
     conda:
@@ -72,7 +72,7 @@ rule aggregate_ratio:
     log:
         "logs/comma/aggregate_ratio.log",
     benchmark:
-        "benchmarks/runs/aggregate_ratio.tsv"
+        "logs/benchmarks/aggregate_ratio.tsv"
     conda:
         "../envs/comma.yaml"
     script:

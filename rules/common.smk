@@ -6,6 +6,7 @@ from snakemake.utils import validate
 
 sys.path.insert(0, workflow.basedir)  # comma, also when snakemake runs from another env
 from comma.analysis.tables import nar_variants_of_tables
+from comma.tasks import TASK_NAMES, WILDCARD as TASK_WILDCARD
 
 validate(config, schema=Path(workflow.basedir) / "config" / "schema.yaml")
 
@@ -23,7 +24,7 @@ if config["data"]["source"] == "download":
 
 
 wildcard_constraints:
-    task="nmt|asr|tts",
+    task=TASK_WILDCARD,
     split="train|valid|test",
     subset="|".join(sorted(set(LIBRITTS_SUBSETS.values()))),
 

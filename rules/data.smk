@@ -8,7 +8,7 @@ rule generate_mini_iwslt14:
     log:
         "logs/data/generate_mini_iwslt14.log",
     benchmark:
-        "benchmarks/runs/generate_mini_iwslt14.tsv"
+        "logs/benchmarks/generate_mini_iwslt14.tsv"
     conda:
         "../envs/comma.yaml"
     params:
@@ -25,7 +25,7 @@ rule generate_mini_ljspeech:
     log:
         "logs/data/generate_mini_ljspeech.log",
     benchmark:
-        "benchmarks/runs/generate_mini_ljspeech.tsv"
+        "logs/benchmarks/generate_mini_ljspeech.tsv"
     conda:
         "../envs/comma.yaml"
     params:
@@ -43,7 +43,7 @@ rule generate_mini_libritts:
     log:
         "logs/data/generate_mini_libritts.log",
     benchmark:
-        "benchmarks/runs/generate_mini_libritts.tsv"
+        "logs/benchmarks/generate_mini_libritts.tsv"
     conda:
         "../envs/comma.yaml"
     params:

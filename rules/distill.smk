@@ -14,7 +14,7 @@ rule distill:
     log:
         "logs/distill/distill/{task}/shard{shard}.log",
     benchmark:
-        "benchmarks/runs/distill/{task}/shard{shard}.tsv"
+        "logs/benchmarks/distill/{task}/shard{shard}.tsv"
     wildcard_constraints:
         shard=r"\d+",
     conda:
@@ -45,7 +45,7 @@ rule merge_distilled:
     log:
         "logs/distill/merge_distilled/{task}.log",
     benchmark:
-        "benchmarks/runs/merge_distilled/{task}.tsv"
+        "logs/benchmarks/merge_distilled/{task}.tsv"
     conda:
         "../envs/comma.yaml"
     threads: 1

@@ -19,7 +19,7 @@ rule download_iwslt14:
     log:
         "logs/download/download_iwslt14.log",
     benchmark:
-        "benchmarks/runs/download_iwslt14.tsv"
+        "logs/benchmarks/download_iwslt14.tsv"
     retries: 2
     conda:
         "../envs/comma.yaml"
@@ -40,7 +40,7 @@ rule download_ljspeech:
     log:
         "logs/download/download_ljspeech.log",
     benchmark:
-        "benchmarks/runs/download_ljspeech.tsv"
+        "logs/benchmarks/download_ljspeech.tsv"
     retries: 2
     conda:
         "../envs/comma.yaml"
@@ -61,7 +61,7 @@ rule download_libritts:
     log:
         "logs/download/download_libritts_{subset}.log",
     benchmark:
-        "benchmarks/runs/download_libritts/{subset}.tsv"
+        "logs/benchmarks/download_libritts/{subset}.tsv"
     retries: 2
     conda:
         "../envs/comma.yaml"
@@ -83,7 +83,7 @@ rule extract_iwslt14:
     log:
         "logs/download/extract_iwslt14.log",
     benchmark:
-        "benchmarks/runs/extract_iwslt14.tsv"
+        "logs/benchmarks/extract_iwslt14.tsv"
     conda:
         "../envs/comma.yaml"
     params:
@@ -100,7 +100,7 @@ rule extract_ljspeech:
     log:
         "logs/download/extract_ljspeech.log",
     benchmark:
-        "benchmarks/runs/extract_ljspeech.tsv"
+        "logs/benchmarks/extract_ljspeech.tsv"
     conda:
         "../envs/comma.yaml"
     params:
@@ -117,7 +117,7 @@ rule extract_libritts:
     log:
         "logs/download/extract_libritts_{subset}.log",
     benchmark:
-        "benchmarks/runs/extract_libritts/{subset}.tsv"
+        "logs/benchmarks/extract_libritts/{subset}.tsv"
     conda:
         "../envs/comma.yaml"
     params:

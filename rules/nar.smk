@@ -13,7 +13,7 @@ rule train_nar:
     log:
         "logs/nar/train_nar/{task}_{corpus}_{constraint}.log",
     benchmark:
-        "benchmarks/runs/train_nar/{task}_{corpus}_{constraint}.tsv"
+        "logs/benchmarks/train_nar/{task}_{corpus}_{constraint}.tsv"
     wildcard_constraints:
         corpus="raw|kd",
         constraint="ac|noac",
@@ -47,7 +47,7 @@ rule evaluate_nar:
     log:
         "logs/nar/evaluate_nar/{task}_{corpus}_{constraint}.log",
     benchmark:
-        "benchmarks/runs/evaluate_nar/{task}_{corpus}_{constraint}.tsv"
+        "logs/benchmarks/evaluate_nar/{task}_{corpus}_{constraint}.tsv"
     wildcard_constraints:
         task="nmt|asr",
         corpus="raw|kd",
@@ -87,7 +87,7 @@ rule evaluate_nar_tts:
     log:
         "logs/nar/evaluate_nar/{task}_{corpus}_{constraint}.log",
     benchmark:
-        "benchmarks/runs/evaluate_nar/{task}_{corpus}_{constraint}.tsv"
+        "logs/benchmarks/evaluate_nar/{task}_{corpus}_{constraint}.tsv"
     wildcard_constraints:
         task="tts",
         corpus="raw|kd",
@@ -102,39 +102,3 @@ rule evaluate_nar_tts:
         seed=config["seed"],
     script:
         "../workflow_scripts/evaluate_nar.py"
-
-
-rule tables:
-    input:
-        teachers=expand("results/teacher/{task}/metrics.json", task=TASKS),
-        nar=[
-            path
-            for per_task in nar_metrics_files().values()
-            for path in per_task.values()
-        ],
-    output:
-        **{
-            f"{table}_{kind}": (
-                report(
-                    f"results/{table}.csv",
-                    caption=f"../report/{table}.rst",
-                    category="Tables",
-                )
-                if kind == "csv"
-                else f"results/{table}.{kind}"
-            )
-            for table in ("table2", "table3", "table4")
-            for kind in ("csv", "md")
-        },
-    log:
-        "logs/nar/tables.log",
-    benchmark:
-        "benchmarks/runs/tables.tsv"
-    conda:
-        "../envs/comma.yaml"
-    params:
-        teachers={task: f"results/teacher/{task}/metrics.json" for task in TASKS},
-        nar=nar_metrics_files(),
-        preset=config["preset"],
-    script:
-        "../workflow_scripts/tables.py"

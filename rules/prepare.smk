@@ -11,7 +11,7 @@ rule logmel:
     log:
         "logs/prepare/logmel_{corpus}_{part}.log",
     benchmark:
-        "benchmarks/runs/logmel/{corpus}_{part}.tsv"
+        "logs/benchmarks/logmel/{corpus}_{part}.tsv"
     wildcard_constraints:
         corpus="ljspeech|libritts",
     conda:
@@ -36,7 +36,7 @@ rule prepare_nmt:
     log:
         "logs/prepare/prepare_nmt.log",
     benchmark:
-        "benchmarks/runs/prepare_nmt.tsv"
+        "logs/benchmarks/prepare_nmt.tsv"
     conda:
         "../envs/comma.yaml"
     params:
@@ -61,7 +61,7 @@ rule prepare_asr:
     log:
         "logs/prepare/prepare_asr.log",
     benchmark:
-        "benchmarks/runs/prepare_asr.tsv"
+        "logs/benchmarks/prepare_asr.tsv"
     conda:
         "../envs/comma.yaml"
     params:
@@ -83,7 +83,7 @@ rule prepare_tts:
     log:
         "logs/prepare/prepare_tts.log",
     benchmark:
-        "benchmarks/runs/prepare_tts.tsv"
+        "logs/benchmarks/prepare_tts.tsv"
     conda:
         "../envs/comma.yaml"
     params:

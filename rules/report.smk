@@ -1,8 +1,6 @@
-# Human-facing summaries under results/: figures 2-4, the findings, the length-matched control,
-# training curves and runtimes, every one a report item (snakemake --report results/report.html).
-
-
-include: "report_inputs.smk"
+# Human-facing summaries under results/: figures 2-4, Tables 2-4, the findings, the length-matched
+# control, training curves and runtimes, every one a report item (snakemake --report
+# results/report.html). Their input functions: rules/report_inputs.smk.
 
 
 rule summarize_data:
@@ -19,7 +17,7 @@ rule summarize_data:
     log:
         "logs/report/summarize_data.log",
     benchmark:
-        "benchmarks/runs/summarize_data.tsv"
+        "logs/benchmarks/summarize_data.tsv"
     conda:
         "../envs/comma.yaml"
     params:
@@ -42,7 +40,7 @@ rule figure2:
     log:
         "logs/report/figure2.log",
     benchmark:
-        "benchmarks/runs/figure2.tsv"
+        "logs/benchmarks/figure2.tsv"
     conda:
         "../envs/comma.yaml"
     params:
@@ -64,7 +62,7 @@ rule figure3:
     log:
         "logs/report/figure3.log",
     benchmark:
-        "benchmarks/runs/figure3.tsv"
+        "logs/benchmarks/figure3.tsv"
     conda:
         "../envs/comma.yaml"
     params:
@@ -90,12 +88,12 @@ rule figure4:
     log:
         "logs/report/figure4.log",
     benchmark:
-        "benchmarks/runs/figure4.tsv"
+        "logs/benchmarks/figure4.tsv"
     conda:
         "../envs/comma.yaml"
     params:
         variant="ac",
-        tasks=[task for task in ("nmt", "asr", "tts") if task in TASKS],
+        tasks=[task for task in TASK_NAMES if task in TASKS],
         notes={},
         title="Figure 4: R(p) of CoMMA trained without vs with the alignment constraint (AC)",
     script:
@@ -128,7 +126,7 @@ rule length_control:
     log:
         "logs/report/length_control.log",
     benchmark:
-        "benchmarks/runs/length_control.tsv"
+        "logs/benchmarks/length_control.tsv"
     conda:
         "../envs/comma.yaml"
     params:
@@ -152,7 +150,7 @@ rule findings:
     log:
         "logs/report/findings.log",
     benchmark:
-        "benchmarks/runs/findings.tsv"
+        "logs/benchmarks/findings.tsv"
     conda:
         "../envs/comma.yaml"
     script:
@@ -171,7 +169,7 @@ rule training_curves:
     log:
         "logs/report/training_curves.log",
     benchmark:
-        "benchmarks/runs/training_curves.tsv"
+        "logs/benchmarks/training_curves.tsv"
     conda:
         "../envs/comma.yaml"
     params:
@@ -180,17 +178,10 @@ rule training_curves:
         "../workflow_scripts/training_curves.py"
 
 
-# Snakemake resolves a benchmark file like an output (a rule's products are its output, log
-# and benchmark files), so a rule may take other rules' benchmark files as input: that orders
-# it after those jobs and reruns it when they rerun (flip side: a deleted benchmark file makes
-# its job, e.g. a training, rerun when `runtimes` next runs). Listing every job's file would
-# duplicate the wildcard logic of every rule file here, so `runtimes` declares the expensive
-# jobs (study_benchmarks) plus the study's final products, which every other job of `all`
-# precedes, and reads the rest from the directory. The directory may also hold files of jobs
-# that are no longer part of the DAG (e.g. from an earlier configuration).
+# After the study's final products, which every expensive job precedes: it reruns when they do
+# and reads every job's record from logs/benchmarks/.
 rule runtimes:
     input:
-        benchmarks=study_benchmarks,
         after=[
             "results/findings.md",
             "results/fig2.pdf",
@@ -216,11 +207,47 @@ rule runtimes:
     log:
         "logs/report/runtimes.log",
     benchmark:
-        "benchmarks/runs/runtimes.tsv"
+        "logs/benchmarks/runtimes.tsv"
     conda:
         "../envs/comma.yaml"
     params:
-        directory="benchmarks/runs",
-        exclude=["benchmarks/runs/runtimes.tsv"],  # this rule's own, from a previous run
+        directory="logs/benchmarks",
+        exclude=["logs/benchmarks/runtimes.tsv"],  # this rule's own, from a previous run
     script:
         "../workflow_scripts/runtimes.py"
+
+
+rule tables:
+    input:
+        teachers=expand("results/teacher/{task}/metrics.json", task=TASKS),
+        nar=[
+            path
+            for per_task in nar_metrics_files().values()
+            for path in per_task.values()
+        ],
+    output:
+        **{
+            f"{table}_{kind}": (
+                report(
+                    f"results/{table}.csv",
+                    caption=f"../report/{table}.rst",
+                    category="Tables",
+                )
+                if kind == "csv"
+                else f"results/{table}.{kind}"
+            )
+            for table in ("table2", "table3", "table4")
+            for kind in ("csv", "md")
+        },
+    log:
+        "logs/report/tables.log",
+    benchmark:
+        "logs/benchmarks/tables.tsv"
+    conda:
+        "../envs/comma.yaml"
+    params:
+        teachers={task: f"results/teacher/{task}/metrics.json" for task in TASKS},
+        nar=nar_metrics_files(),
+        preset=config["preset"],
+    script:
+        "../workflow_scripts/tables.py"

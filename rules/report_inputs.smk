@@ -51,39 +51,3 @@ def training_curve_runs(wildcards):
         for variant in NAR_VARIANTS[task]
     ]
     return runs
-
-
-def benchmarks_of(rule_name, jobs):
-    """The benchmark files of `rule_name`'s jobs, each given by its wildcards (a dict may hold
-    more keys than the rule's benchmark pattern uses), from the rule's own benchmark pattern.
-    """
-    pattern = getattr(rules, rule_name).benchmark  # without wildcard constraints
-    try:
-        return sorted({str(pattern).format(**wildcards) for wildcards in jobs})
-    except KeyError as missing:
-        raise ValueError(
-            f"the benchmark file of rule {rule_name}, {pattern}, has the wildcard {missing} "
-            "that rules/report_inputs.smk does not know"
-        ) from None
-
-
-def study_benchmarks(wildcards):
-    """Benchmark files of the study's expensive jobs (AR teachers, CoMMA training and
-    measurement, NAR training), each of which `all` runs."""
-    comma_jobs = [
-        dict(task=task, variant=variant, seed=seed)
-        for task in TASKS
-        for variant in COMMA_VARIANTS
-        for seed in SEEDS
-    ]
-    nar_jobs = [
-        nar_variant_wildcards(task, variant)
-        for task in TASKS
-        for variant in NAR_VARIANTS[task]
-    ]
-    return [
-        *benchmarks_of("train_teacher", [dict(task=task) for task in TASKS]),
-        *benchmarks_of("train_comma", comma_jobs),
-        *benchmarks_of("measure_ratio", comma_jobs),
-        *benchmarks_of("train_nar", nar_jobs),
-    ]

@@ -14,7 +14,7 @@ rule train_teacher:
     log:
         "logs/teacher/train_teacher/{task}.log",
     benchmark:
-        "benchmarks/runs/train_teacher/{task}.tsv"
+        "logs/benchmarks/train_teacher/{task}.tsv"
     conda:
         "../envs/comma.yaml"
     threads: 1
@@ -47,7 +47,7 @@ rule evaluate_teacher:
     log:
         "logs/teacher/evaluate_teacher/{task}.log",
     benchmark:
-        "benchmarks/runs/evaluate_teacher/{task}.tsv"
+        "logs/benchmarks/evaluate_teacher/{task}.tsv"
     wildcard_constraints:
         task="nmt|asr",
     conda:
@@ -85,7 +85,7 @@ rule evaluate_teacher_tts:
     log:
         "logs/teacher/evaluate_teacher/tts.log",
     benchmark:
-        "benchmarks/runs/evaluate_teacher/tts.tsv"
+        "logs/benchmarks/evaluate_teacher/tts.tsv"
     conda:
         "../envs/comma.yaml"
     threads: 1

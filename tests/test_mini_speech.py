@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from comma.data import mini_speech
+from comma.mini import speech as mini_speech
 from comma.mini.espeak import EspeakSynthesizer, SynthesisError
 from comma.mini.speech import (
     ACCENTS,

@@ -1,7 +1,5 @@
-"""rule runtimes: wall time, CPU time and memory of every job, from Snakemake's benchmark files.
-
-The declared inputs are the expensive jobs' files; the rest are read from the directory (see
-the comment above the rule in rules/report.smk)."""
+"""rule runtimes: wall time, CPU time and memory of every job, from Snakemake's benchmark files
+(every record under the rule's `directory`, except its own from an earlier run)."""
 
 from pathlib import Path
 
@@ -11,7 +9,6 @@ from comma.analysis.report import summarize_runtimes
 with rule_log(snakemake):
     p = snakemake.params
     excluded = {Path(f) for f in p.exclude}
-    files = {Path(f) for f in snakemake.input.benchmarks}
-    files |= {f for f in Path(p.directory).rglob("*.tsv") if f not in excluded}
+    files = {f for f in Path(p.directory).rglob("*.tsv") if f not in excluded}
     o = snakemake.output
     summarize_runtimes(sorted(files), p.directory, o.table, o.summary, o.plot)

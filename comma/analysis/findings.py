@@ -38,6 +38,7 @@ from comma.analysis.verdicts import (
     seed_verdict,
 )
 from comma.io import atomic_path
+from comma.tasks import PAPER_RANKING, TASK_LABELS, TASK_NAMES
 
 __all__ = [
     "INCONCLUSIVE",
@@ -49,9 +50,7 @@ __all__ = [
     "write_findings",
 ]
 
-PAPER_RANKING = ("asr", "nmt", "tts")  # ASR > NMT > TTS at every p (section 3.2)
 VERDICT_ORDER = (REPRODUCED, INCONCLUSIVE, NOT_REPRODUCED, NOT_MEASURED)
-TASK_LABELS = {"nmt": "NMT", "asr": "ASR", "tts": "TTS"}
 
 
 def _raw(runs: pd.DataFrame) -> pd.DataFrame:
@@ -174,7 +173,7 @@ def check_length_effect(runs: pd.DataFrame) -> Finding:
 # variant -> (what it does, figure, tasks the paper's figure shows)
 VARIANT_CLAIMS = {
     "kd": ("Knowledge distillation lowers R(p)", "Figure 3", ("nmt", "tts")),
-    "ac": ("An alignment constraint lowers R(p)", "Figure 4", ("nmt", "asr", "tts")),
+    "ac": ("An alignment constraint lowers R(p)", "Figure 4", TASK_NAMES),
 }
 
 
@@ -512,7 +511,7 @@ def check_claims_by_section(
             ),
         ],
         ac: [
-            *(check_variant(runs, "ac", task) for task in ("nmt", "asr", "tts")),
+            *(check_variant(runs, "ac", task) for task in TASK_NAMES),
             *(
                 check_ablation(
                     table4,
@@ -522,7 +521,7 @@ def check_claims_by_section(
                     "(Table 4)",
                     "Table 4",
                 )
-                for task in ("nmt", "asr", "tts")
+                for task in TASK_NAMES
             ),
             check_ac_helps_low_ratio_most(table4, runs),
         ],

@@ -40,14 +40,13 @@ from comma.analysis.verdicts import (  # noqa: E402
     Finding,
 )
 from comma.io import atomic_path  # noqa: E402
+from comma.tasks import PAPER_RANKING, TASK_COLORS  # noqa: E402
 
 SENTENCE_COLUMNS = ("task", "variant", "seed", "p", "sentence", "M", "N", "R", "T")
-PAPER_RANKING = ("asr", "nmt", "tts")  # ASR > NMT > TTS (section 3.2)
 CLAIM = (
     "The ranking ASR > NMT > TTS survives at matched source/target length ratio "
     "(length-matched control, not in the paper)"
 )
-TASK_COLORS = {"nmt": "tab:blue", "asr": "tab:red", "tts": "tab:green"}
 
 
 def read_sentence_tables(paths: Sequence[str | Path]) -> pd.DataFrame:

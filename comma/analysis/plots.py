@@ -21,9 +21,8 @@ import pandas as pd  # noqa: E402
 
 from comma.analysis.aggregate import seed_summary  # noqa: E402
 from comma.io import atomic_path  # noqa: E402
+from comma.tasks import TASK_COLORS, TASK_LABELS  # noqa: E402
 
-TASK_LABELS = {"nmt": "NMT", "asr": "ASR", "tts": "TTS"}
-TASK_COLORS = {"nmt": "tab:blue", "asr": "tab:red", "tts": "tab:green"}
 VARIANT_LABELS = {"raw": "raw", "kd": "KD", "ac": "AC"}
 VARIANT_STYLES = {"raw": "-", "kd": "--", "ac": ":"}
 

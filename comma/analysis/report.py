@@ -23,9 +23,9 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from comma.io import atomic_path  # noqa: E402
+from comma.tasks import TASK_NAMES  # noqa: E402
 
 FAMILY_LABELS = {"teacher": "AR teacher", "comma": "CoMMA", "nar": "NAR"}
-TASK_ORDER = ("nmt", "asr", "tts")
 
 
 @dataclass(frozen=True)
@@ -76,7 +76,7 @@ def plot_training_curves(
         raise ValueError("no training runs to plot")
     families = [f for f in FAMILY_LABELS if any(c.family == f for c in curves)]
     families += sorted({c.family for c in curves} - set(families))
-    tasks = [t for t in TASK_ORDER if any(c.task == t for c in curves)]
+    tasks = [t for t in TASK_NAMES if any(c.task == t for c in curves)]
     tasks += sorted({c.task for c in curves} - set(tasks))
     fig, axes = plt.subplots(
         len(families),

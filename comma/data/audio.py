@@ -22,7 +22,6 @@ utterances in the reader's order; `load_corpus_mels` reads and checks it back.
 
 from __future__ import annotations
 
-import codecs
 import logging
 import math
 from dataclasses import dataclass
@@ -34,7 +33,10 @@ import torch
 import torchaudio
 from tqdm import tqdm
 
+from comma.data.libritts import read_libritts
+from comma.data.ljspeech import read_ljspeech
 from comma.data.packed import PackedSequences
+from comma.data.utterances import Utterance
 from comma.errors import InputError
 from comma.io import torch_load, torch_save
 
@@ -45,49 +47,6 @@ SILENCE_PEAK = 1e-4
 # Tacotron 2's floor before the log: keeps log finite on digital silence.
 LOG_FLOOR = 1e-5
 CORPORA = ("ljspeech", "libritts")
-
-
-@dataclass(frozen=True)
-class Utterance:
-    """One recording of a corpus: its id, normalized transcript, WAV file and speaker if known."""
-
-    id: str
-    text: str
-    wav_path: Path
-    speaker: str | None
-
-
-def read_utf8_lines(path: str | Path) -> list[str]:
-    """The lines of a UTF-8 text file (without line ends); InputError naming the first line
-    that is not valid UTF-8."""
-    path = Path(path)
-    if not path.is_file():
-        raise InputError(path, "file not found")
-    raw = path.read_bytes().removeprefix(codecs.BOM_UTF8)  # a BOM is not part of line 1
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as err:
-        line = raw.count(b"\n", 0, err.start) + 1
-        raise InputError(
-            path, f"not valid UTF-8 ({err.reason} at byte {err.start})", line
-        ) from None
-    # Split on "\n" only: str.splitlines would also break at form feeds and U+2028 and so
-    # shift line numbers away from what an editor shows.
-    lines = text.split("\n")
-    if lines[-1] == "":
-        lines.pop()
-    return [line.removesuffix("\r") for line in lines]
-
-
-def check_wav(path: Path, listed_in: str) -> None:
-    """Fail early, naming the WAV file, if it is missing or its header is unreadable;
-    `listed_in` says where the corpus refers to it."""
-    if not path.is_file():
-        raise InputError(path, f"audio file not found (listed in {listed_in})")
-    try:
-        soundfile.info(path)
-    except soundfile.SoundFileError as err:
-        raise InputError(path, f"unreadable audio file (listed in {listed_in}): {err}") from None
 
 
 def load_wav(path: str | Path, expected_sample_rate: int | None) -> tuple[np.ndarray, int]:
@@ -193,10 +152,6 @@ class LogMel:
 
 def read_corpus(corpus: str, root: str | Path) -> list[Utterance]:
     """The utterances of `corpus` ("ljspeech": the LJSpeech-1.1 folder; "libritts": one subset)."""
-    # Imported here: both readers import Utterance from this module.
-    from comma.data.libritts import read_libritts
-    from comma.data.ljspeech import read_ljspeech
-
     if corpus == "ljspeech":
         return read_ljspeech(root)
     if corpus == "libritts":

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from comma.data.audio import Utterance, check_wav, read_utf8_lines
+from comma.data.utterances import Utterance, check_wav, read_utf8_lines
 from comma.errors import InputError
 
 SAMPLE_RATE = 24000  # of the real corpus; readers do not enforce it (see extract_corpus_mels)

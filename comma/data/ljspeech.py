@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from comma.data.audio import Utterance, check_wav, read_utf8_lines
+from comma.data.utterances import Utterance, check_wav, read_utf8_lines
 from comma.errors import InputError
 
 METADATA = "metadata.csv"

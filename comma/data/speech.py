@@ -29,12 +29,13 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from comma.data.audio import CorpusMels, Utterance, load_corpus_mels
+from comma.data.audio import CorpusMels, load_corpus_mels
 from comma.data.libritts import TRANSCRIPT_SUFFIX, read_libritts
 from comma.data.ljspeech import METADATA, read_ljspeech
 from comma.data.packed import SPLITS, PackedSequences, Split, save_split, split_stats
 from comma.data.phonemes import PUNCTUATION, Phonemizer
 from comma.data.text import BpeSegmenter, MosesPipeline, learn_bpe
+from comma.data.utterances import Utterance
 from comma.data.vocab import Vocabulary
 from comma.errors import InputError
 from comma.io import write_json, write_lines

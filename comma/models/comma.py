@@ -41,12 +41,13 @@ from comma.nn.attention import attention_kl_loss, normalize_source_attention
 from comma.nn.masking import chunk_mask, random_token_mask, sample_mask_ratio
 from comma.nn.prenets import Conv2dPrenet, DensePrenet, TokenEmbedding
 from comma.nn.transformer import Encoder, SinusoidalPositions, padding_mask
+from comma.tasks import TASKS
 
 MODEL_FORMAT = "comma-model-v1"  # the saved model file (comma.models.registry)
 MASK_ID = SPECIALS.index(MASK)
 SOURCE, TARGET = 0, 1
 # Which side of each task is a sequence of mel frames (the other sides are tokens).
-MEL_SIDES = {"nmt": (), "asr": ("src",), "tts": ("tgt",)}
+MEL_SIDES = {name: task.mel_sides for name, task in TASKS.items()}
 
 
 @dataclass(frozen=True)

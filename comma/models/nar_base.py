@@ -36,11 +36,12 @@ from comma.nn.transformer import (
     SinusoidalPositions,
     padding_mask,
 )
+from comma.tasks import TASK_NAMES
 
 PAD_ID, BOS_ID, EOS_ID, MASK_ID = (SPECIALS.index(s) for s in (PAD, BOS, EOS, MASK))  # 0 1 2 4
 # Ids a token model never outputs: its targets carry no pad, BOS, EOS or mask.
 FORBIDDEN_IDS = (PAD_ID, BOS_ID, EOS_ID, MASK_ID)
-NAR_TASKS = ("nmt", "asr", "tts")
+NAR_TASKS = TASK_NAMES
 MODEL_FORMAT = "comma-nar-v1"  # the saved model file (comma.models.registry)
 
 

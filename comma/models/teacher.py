@@ -64,6 +64,7 @@ from comma.nn.transformer import (
     SinusoidalPositions,
     padding_mask,
 )
+from comma.tasks import TASK_NAMES
 
 __all__ = [
     "PAD_ID",
@@ -90,7 +91,7 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 PAD_ID, BOS_ID, EOS_ID = (SPECIALS.index(s) for s in (PAD, BOS, EOS))  # 0, 1, 2
-TEACHER_TASKS = ("nmt", "asr", "tts")
+TEACHER_TASKS = TASK_NAMES
 MODEL_FORMAT = "comma-teacher-v1"
 
 
