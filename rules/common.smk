@@ -8,7 +8,11 @@ sys.path.insert(0, workflow.basedir)  # comma, also when snakemake runs from ano
 from comma.analysis.tables import nar_variants_of_tables
 from comma.tasks import TASK_NAMES, WILDCARD as TASK_WILDCARD
 
-validate(config, schema=Path(workflow.basedir) / "config" / "schema.yaml")
+from comma.workflow_config import prepare_config
+
+SCHEMA = Path(workflow.basedir) / "config" / "schema.yaml"
+prepare_config(config, SCHEMA)  # --config seeds=[1,2]: Snakemake hands the 1 and 2 over as text
+validate(config, schema=SCHEMA)
 
 TASKS = config["tasks"]
 SPLITS = ["train", "valid", "test"]

@@ -41,3 +41,54 @@ def test_bad_config_stops_before_any_job(tmp_path, override, names):
     for name in names:
         assert name in out, out[-3000:]
     assert "Job stats" not in out
+
+
+def _planned(stdout: str) -> dict[str, int]:
+    """Job counts of a dry run's "Job stats" table."""
+    table = stdout.split("Job stats:", 1)[1].split("total", 1)[0]
+    counts = {}
+    for line in table.splitlines():
+        parts = line.split()
+        if len(parts) == 2 and parts[1].isdigit():
+            counts[parts[0]] = int(parts[1])
+    return counts
+
+
+def test_figure2_plans_only_the_raw_comma_runs(tmp_path):
+    result = snakemake(tmp_path, "-n", "--cores", "1", "results/fig2.pdf")
+    jobs = _planned(result.stdout)
+    assert jobs["train_comma"] == 9 and jobs["measure_ratio"] == 9, jobs
+    for rule in ("train_teacher", "distill", "extract_alignment", "aggregate_ratio", "train_nar"):
+        assert rule not in jobs, jobs
+
+
+def test_config_on_the_command_line_takes_yaml_lists_and_nested_keys(tmp_path):
+    result = snakemake(
+        tmp_path,
+        "-n",
+        "--cores",
+        "1",
+        "results/fig2.pdf",
+        "--config",
+        "seeds=[1,2]",
+        "models={comma: {dropout: 0.3, layers: 2}}",
+    )
+    assert _planned(result.stdout)["train_comma"] == 6  # 3 tasks x 2 seeds
+    assert "nmt_raw_seed2" in result.stdout and "seed3" not in result.stdout
+
+
+def test_yaml_values_are_typed_by_the_schema_only_where_it_expects_a_scalar():
+    from comma.workflow_config import coerce_to_schema
+
+    schema = yaml.safe_load((REPO / "config" / "schema.yaml").read_text())
+    config = {
+        "seeds": ["1", "2"],
+        "preset": "123",  # a string key stays a string
+        "models": {"comma": {"dropout": "0.3", "pre_norm": "true", "layers": "x"}},
+        "data": {"ljspeech": {"sha256": "1" * 64}},
+    }
+    coerce_to_schema(config, schema)
+    assert config["seeds"] == [1, 2]
+    assert config["preset"] == "123"
+    assert config["models"]["comma"] == {"dropout": 0.3, "pre_norm": True, "layers": "x"}
+    assert config["data"]["ljspeech"]["sha256"] == "1" * 64

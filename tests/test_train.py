@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import signal
@@ -24,6 +25,7 @@ from comma.engine.trainer import (
     TrainingError,
     inverse_sqrt_lr,
     load_checkpoint,
+    run_fingerprint,
     seed_everything,
     train,
 )
@@ -154,7 +156,7 @@ def _config(**overrides) -> TrainConfig:
     return TrainConfig(**values)
 
 
-def test_loss_falls_on_a_copy_task_and_resume_checks_the_config(tmp_path):
+def test_loss_falls_on_a_copy_task_and_resumes_with_more_steps(tmp_path):
     split = copy_split(128, VOCAB, 3, 8, seed=0)
     seed_everything(0)
     model = CopyModel(VOCAB, dropout=0.0)
@@ -172,13 +174,57 @@ def test_loss_falls_on_a_copy_task_and_resume_checks_the_config(tmp_path):
     # The checkpoint loads with weights_only=True.
     assert torch.load(tmp_path / "ck.pt", weights_only=True)["step"] == 120
 
-    with pytest.raises(TrainingError, match=r"another config \(lr: 0.003 -> 0.001\)"):
-        train(CopyModel(VOCAB), split, _config(lr=1e-3), tmp_path / "ck.pt")
     more = train(
         model, split, _config(max_steps=123), tmp_path / "ck.pt", tmp_path / "metrics.jsonl"
     )
     assert more.resumed_from == 120 and more.step == 123
     assert len((tmp_path / "metrics.jsonl").read_text().splitlines()) == 123
+
+
+def test_a_checkpoint_of_another_run_is_replaced_never_resumed(tmp_path, caplog):
+    split = copy_split(64, VOCAB, 3, 8, seed=0)
+    ck, metrics = tmp_path / "ck.pt", tmp_path / "metrics.jsonl"
+    identity = {"model": {"dropout": 0.0}, "inputs": {"train": "aa"}}
+    first = train(CopyModel(VOCAB), split, _config(max_steps=8), ck, metrics, identity)
+    old_weights = load_checkpoint(ck)["model"]
+    changes = [
+        (_config(max_steps=8, lr=1e-3), identity, "training.lr: 0.003 -> 0.001"),
+        (
+            _config(max_steps=8),
+            {**identity, "model": {"dropout": 0.3}},
+            "model.dropout: 0.0 -> 0.3",
+        ),
+        (
+            _config(max_steps=8),
+            {**identity, "inputs": {"train": "bb"}},
+            "inputs.train: 'aa' -> 'bb'",
+        ),
+        (_config(max_steps=8, seed=7), identity, "training.seed: 1 -> 7"),
+        (_config(max_steps=4), identity, "beyond max_steps 4"),
+    ]
+    for config, changed, named in changes:
+        # Put the first run's checkpoint back, then train with one thing changed.
+        train(CopyModel(VOCAB), split, _config(max_steps=8), ck, metrics, identity)
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="comma.engine.trainer"):
+            result = train(CopyModel(VOCAB), split, config, ck, metrics, changed)
+        assert result.resumed_from is None, named
+        assert named in caplog.text and "starts afresh" in caplog.text, caplog.text
+        assert load_checkpoint(ck)["fingerprint"] == run_fingerprint(config, changed)
+        assert len(metrics.read_text().splitlines()) == config.max_steps  # no stale steps
+    assert first.step == 8 and old_weights is not None
+
+
+def test_an_unreadable_checkpoint_is_moved_aside(tmp_path, caplog):
+    split = copy_split(32, VOCAB, 3, 8, seed=0)
+    ck = tmp_path / "ck.pt"
+    ck.write_bytes(b"not a checkpoint")
+    with caplog.at_level(logging.WARNING, logger="comma.engine.trainer"):
+        result = train(CopyModel(VOCAB), split, _config(max_steps=3), ck)
+    assert result.resumed_from is None and result.step == 3
+    assert (tmp_path / "ck.pt.corrupt").read_bytes() == b"not a checkpoint"
+    assert "moved aside" in caplog.text
+    assert load_checkpoint(ck)["step"] == 3
 
 
 class _PoisonedCopyModel(CopyModel):

@@ -1,13 +1,12 @@
-"""rule figure2: R(p) against p for every task (the paper's Figure 2)."""
-
-import pandas as pd
+"""rule figure2: R(p) against p for every task (the paper's Figure 2), from the raw runs."""
 
 from _workflow import rule_log
+from comma.analysis.aggregate import read_runs
 from comma.analysis.plots import plot_ratio_curves
 
 with rule_log(snakemake):
     plot_ratio_curves(
-        pd.read_csv(snakemake.input[0]),
+        read_runs(list(snakemake.input)),
         [(task, "raw") for task in snakemake.params.tasks],
         [snakemake.output.pdf, snakemake.output.png],
         panels="single",

@@ -10,7 +10,16 @@ import pandas as pd
 
 from comma.io import atomic_path, write_csv
 
-__all__ = ["seed_summary", "aggregate_ratio"]
+__all__ = ["read_runs", "seed_summary", "aggregate_ratio"]
+
+
+def read_runs(run_csvs: Sequence[str | Path]) -> pd.DataFrame:
+    """The per-run R(p) tables (measure_ratio's ratio.csv) as one, ordered by task, variant,
+    seed and p."""
+    if not run_csvs:
+        raise ValueError("no R(p) tables to read")
+    runs = pd.concat([pd.read_csv(path) for path in run_csvs], ignore_index=True)
+    return runs.sort_values(["task", "variant", "seed", "p"], kind="stable", ignore_index=True)
 
 
 def seed_summary(runs: pd.DataFrame) -> pd.DataFrame:
@@ -27,8 +36,7 @@ def aggregate_ratio(
     summary_md: str | Path,
 ) -> pd.DataFrame:
     """Concatenate per-run R(p) tables; summarize over seeds per (task, variant, p)."""
-    runs = pd.concat([pd.read_csv(path) for path in run_csvs], ignore_index=True)
-    runs = runs.sort_values(["task", "variant", "seed", "p"], kind="stable")
+    runs = read_runs(run_csvs)
     summary = seed_summary(runs)
     extra = (
         runs.groupby(["task", "variant", "p"], sort=True)

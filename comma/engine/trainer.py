@@ -44,6 +44,7 @@ DistributedDataParallel; every process builds the same global batches and comput
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import logging
 import math
@@ -67,6 +68,9 @@ from comma.engine.launch import is_main_process
 from comma.io import atomic_path, torch_load, torch_save
 
 __all__ = [
+    "run_fingerprint",
+    "fingerprint_differences",
+    "file_identity",
     "UNITS_KEY",
     "TrainingError",
     "LossModel",
@@ -369,13 +373,14 @@ def train_and_save(
     resume_path: str | Path,
     model_format: str,
     model_config: dict[str, Any],
+    identity: dict[str, Any] | None = None,
 ) -> TrainResult | None:
     """`train`, then (rank 0 only) write the final weights with the model's config to
     `model_path` as ``{"format", "config", "model", "seed"}``: the file a rule declares. The
     resumable checkpoint stays at `resume_path`, which a rule does not declare, so that a killed
     job's retry resumes from it."""
     log.info("%s: %s parameters", type(model).__name__, sum(p.numel() for p in model.parameters()))
-    result = train(model, split, config, resume_path, metrics_path)
+    result = train(model, split, config, resume_path, metrics_path, identity)
     log.info("trained to step %d, last loss %s", result.step, result.loss)
     if not is_main_process():
         return None  # under torchrun every rank gets here; rank 0 writes the model
@@ -441,24 +446,38 @@ def _remove_stale_temporaries(path: Path) -> None:
         stale.unlink(missing_ok=True)
 
 
-def _check_resumable(checkpoint: dict, config: TrainConfig, path: Path) -> None:
-    saved, current = checkpoint["config"], asdict(config)
-    changed = {
-        key: (saved.get(key), value)
-        for key, value in current.items()
-        if key not in RESUMABLE_CHANGES and saved.get(key) != value
-    }
-    if changed:
-        details = ", ".join(f"{k}: {old!r} -> {new!r}" for k, (old, new) in changed.items())
-        raise TrainingError(
-            f"{path}: the checkpoint was trained with another config ({details}); delete it to "
-            "start over or restore the config to resume"
-        )
-    if checkpoint["step"] > config.max_steps:
-        raise TrainingError(
-            f"{path}: the checkpoint is at step {checkpoint['step']}, beyond max_steps "
-            f"{config.max_steps}"
-        )
+def run_fingerprint(config: TrainConfig, identity: dict[str, Any] | None) -> dict[str, Any]:
+    """What decides a run's result: the training settings (except those a run may change and
+    still resume: RESUMABLE_CHANGES) and the caller's `identity` (model config, input files'
+    content hashes, family). A checkpoint resumes only a run with an equal fingerprint."""
+    settings = {k: v for k, v in asdict(config).items() if k not in RESUMABLE_CHANGES}
+    return json.loads(json.dumps({"training": settings, **(identity or {})}, sort_keys=True))
+
+
+def fingerprint_differences(saved: Any, current: Any, prefix: str = "") -> list[str]:
+    """The keys whose values differ between two fingerprints, as "key: old -> new"."""
+    if isinstance(saved, dict) and isinstance(current, dict):
+        out = []
+        for key in sorted(set(saved) | set(current)):
+            name = f"{prefix}.{key}" if prefix else str(key)
+            if key not in saved:
+                out.append(f"{name}: (absent) -> {current[key]!r}")
+            elif key not in current:
+                out.append(f"{name}: {saved[key]!r} -> (absent)")
+            else:
+                out.extend(fingerprint_differences(saved[key], current[key], name))
+        return out
+    return [] if saved == current else [f"{prefix or 'fingerprint'}: {saved!r} -> {current!r}"]
+
+
+def file_identity(path: str | Path) -> str:
+    """The sha256 of a file's content: a run's inputs are identified by what they hold, not by
+    their mtime (a re-prepared corpus with equal bytes still resumes)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def train(
@@ -467,10 +486,13 @@ def train(
     config: TrainConfig,
     checkpoint_path: str | Path,
     metrics_path: str | Path | None = None,
+    identity: dict[str, Any] | None = None,
 ) -> TrainResult:
     """Train `model` on `split` for ``config.max_steps`` updates (resuming from
-    `checkpoint_path` if it exists); see the module docstring. The model ends on the training
-    device with the final weights; `checkpoint_path` holds the final checkpoint."""
+    `checkpoint_path` if it holds a checkpoint of this very run: same fingerprint, see
+    :func:`run_fingerprint`; `identity` is the caller's part of it); see the module docstring.
+    The model ends on the training device with the final weights; `checkpoint_path` holds the
+    final checkpoint."""
     checkpoint_path = Path(checkpoint_path)
     metrics_path = Path(metrics_path) if metrics_path is not None else None
     if not callable(getattr(model, "loss", None)):
@@ -479,7 +501,9 @@ def train(
     try:
         device = pick_device(ctx.local_rank)
         with _torch_settings(config, device):
-            return _train(model, split, config, checkpoint_path, metrics_path, ctx, device)
+            return _train(
+                model, split, config, checkpoint_path, metrics_path, ctx, device, identity
+            )
     finally:
         if ctx.initialized_here:
             dist.destroy_process_group()
@@ -504,9 +528,11 @@ class _Trainer:
         checkpoint_path: Path,
         ctx: DistributedContext,
         device: torch.device,
+        identity: dict[str, Any] | None = None,
     ):
         self.model = model.to(device)
         self.config = config
+        self.fingerprint = run_fingerprint(config, identity)
         self.checkpoint_path = checkpoint_path
         self.ctx = ctx
         self.device = device
@@ -533,16 +559,19 @@ class _Trainer:
         self.autocast = bf16_autocast(device, config.bf16)
 
     def restore_or_seed(self) -> int | None:
-        """Resume from the checkpoint if there is one (returns its step), else seed afresh.
+        """Resume from the checkpoint if it belongs to this run (returns its step), else seed
+        afresh.
 
-        Called after the model is built, so that a fresh run and a resumed one draw the same
-        random numbers from here on."""
+        A checkpoint with another fingerprint (settings, inputs or model changed), or beyond
+        ``max_steps``, is never resumed: the log names what differs and the run starts afresh,
+        replacing it. An unreadable one is moved aside to ``<name>.corrupt``. Called after the
+        model is built, so that a fresh run and a resumed one draw the same random numbers from
+        here on."""
         path, config, ctx = self.checkpoint_path, self.config, self.ctx
-        if not path.is_file():
+        checkpoint = self._checkpoint_of_this_run() if path.is_file() else None
+        if checkpoint is None:
             seed_everything(_rank_seed(config.seed, ctx.rank))
             return None
-        checkpoint = load_checkpoint(path)
-        _check_resumable(checkpoint, config, path)
         try:
             self.model.load_state_dict(checkpoint["model"])
         except RuntimeError as err:
@@ -556,6 +585,36 @@ class _Trainer:
         else:  # another process count: the data order holds, the dropout streams cannot
             seed_everything(_rank_seed(config.seed + self.step, ctx.rank))
         return self.step
+
+    def _checkpoint_of_this_run(self) -> dict[str, Any] | None:
+        """The checkpoint at the checkpoint path if this run may resume it; otherwise None,
+        after logging why (and, on rank 0, moving an unreadable file aside)."""
+        path = self.checkpoint_path
+        try:
+            checkpoint = load_checkpoint(path)
+        except TrainingError as err:
+            if self.ctx.rank == 0:
+                aside = path.with_name(path.name + ".corrupt")
+                log.warning("%s; moved aside to %s, training starts afresh", err, aside)
+                os.replace(path, aside)
+            return None
+        differences = fingerprint_differences(checkpoint.get("fingerprint"), self.fingerprint)
+        if checkpoint.get("fingerprint") is None:
+            differences = ["the checkpoint records no fingerprint (written by an older version)"]
+        if checkpoint["step"] > self.config.max_steps:
+            differences.append(
+                f"the checkpoint is at step {checkpoint['step']}, beyond max_steps "
+                f"{self.config.max_steps}"
+            )
+        if differences:
+            if self.ctx.rank == 0:
+                log.warning(
+                    "%s belongs to another run (%s): training starts afresh and replaces it",
+                    path,
+                    "; ".join(differences),
+                )
+            return None
+        return checkpoint
 
     def wrap_distributed(self) -> None:
         if self.ctx.distributed:
@@ -584,6 +643,7 @@ class _Trainer:
                 "rng": states,
                 "world_size": self.ctx.world_size,
                 "config": asdict(self.config),
+                "fingerprint": self.fingerprint,
                 "torch_version": str(torch.__version__),
             },
             self.checkpoint_path,
@@ -718,8 +778,9 @@ def _train(
     metrics_path: Path | None,
     ctx: DistributedContext,
     device: torch.device,
+    identity: dict[str, Any] | None = None,
 ) -> TrainResult:
-    trainer = _Trainer(model, split, config, checkpoint_path, ctx, device)
+    trainer = _Trainer(model, split, config, checkpoint_path, ctx, device, identity)
     resumed_from = trainer.restore_or_seed()
     if resumed_from is not None and ctx.rank == 0:
         log.info("resuming from %s at step %d", checkpoint_path, resumed_from)

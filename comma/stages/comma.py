@@ -80,6 +80,7 @@ def train_comma(
         seed=seed,
         split=split,
         alignment=alignment,
+        inputs={"train": train_path, **({"alignment": alignment_path} if alignment_path else {})},
         resume_path=resume_path,
         threads=threads,
     )

@@ -98,6 +98,15 @@ def train_nar(
         seed=seed,
         split=split,
         alignment=alignment,
+        inputs={
+            "train": train_path,
+            **({"alignment": alignment_path} if constrained else {}),
+            **(
+                {"alignment_summary": alignment_summary_path}
+                if constrained and alignment_summary_path
+                else {}
+            ),
+        },
         resume_path=resume_path,
         threads=threads,
     )

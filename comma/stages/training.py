@@ -15,7 +15,7 @@ import torch
 
 from comma.alignment.store import TeacherAlignment
 from comma.data.packed import Split, load_split, prepared_corpus_sizes
-from comma.engine.trainer import TrainConfig, train_and_save
+from comma.engine.trainer import TrainConfig, file_identity, train_and_save
 from comma.models.registry import FAMILIES
 
 __all__ = ["load_alignment_for", "train_model"]
@@ -45,6 +45,7 @@ def train_model(
     seed: int,
     split: Split | None = None,
     alignment: TeacherAlignment | None = None,
+    inputs: dict[str, str | Path] | None = None,
     resume_path: str | Path | None = None,
     threads: int | None = None,
 ) -> None:
@@ -54,12 +55,20 @@ def train_model(
     `split`: the training split (default `data_dir`/train.pt); vocabularies and sizes come from
     `data_dir`. `architecture`: the family's config fields other than task and sizes;
     `training`: TrainConfig fields other than seed and threads. `alignment`: the teacher's
-    alignment of `split`, for the constrained variants. The trainer's resumable checkpoint goes
+    alignment of `split`, for the constrained variants. `inputs`: the files that decide the
+    result besides ``data_dir``'s train.pt and vocabularies (a KD corpus, an alignment), by
+    role. The run's fingerprint (:func:`comma.engine.trainer.run_fingerprint`) holds the
+    family, the model config, the training settings and the sha256 of every input file, so a
+    resumable checkpoint of another run is never resumed. The trainer's resumable checkpoint goes
     to `resume_path` (default ``resume.pt`` beside the model), which a rule does not declare,
     so it survives a killed job and the next run resumes from it."""
     kind = FAMILIES[family]
+    data_dir = Path(data_dir)
+    inputs = dict(inputs or {})
     if split is None:
-        split = load_split(Path(data_dir) / "train.pt")
+        inputs.setdefault("train", data_dir / "train.pt")
+        split = load_split(inputs["train"])
+    inputs.update({f.name: f for f in sorted(data_dir.glob("dict.*.txt"))})
     config = kind.config(task=task, **prepared_corpus_sizes(data_dir, split), **architecture)
     train_config = TrainConfig.from_dict({**training, "seed": seed, "threads": threads})
     torch.manual_seed(seed)  # initialization; the trainer reseeds data order and dropout
@@ -77,4 +86,9 @@ def train_model(
         resume_path=Path(resume_path or Path(model_path).with_name("resume.pt")),
         model_format=kind.model_format,
         model_config=config.to_dict(),
+        identity={
+            "family": family,
+            "model": config.to_dict(),
+            "inputs": {role: file_identity(path) for role, path in sorted(inputs.items())},
+        },
     )
