@@ -11,7 +11,9 @@ from comma.tasks import TASK_NAMES, WILDCARD as TASK_WILDCARD
 from comma.workflow_config import prepare_config
 
 SCHEMA = Path(workflow.basedir) / "config" / "schema.yaml"
-prepare_config(config, SCHEMA)  # --config seeds=[1,2]: Snakemake hands the 1 and 2 over as text
+prepare_config(
+    config, SCHEMA
+)  # --config seeds=[1,2]: Snakemake hands the 1 and 2 over as text
 validate(config, schema=SCHEMA)
 
 TASKS = config["tasks"]

@@ -90,10 +90,20 @@ def test_nmt_maps_roundtrip_select_and_determinism(tmp_path):
         alignment.durations(torch.tensor([0]), 8)
     with pytest.raises(ValueError, match="beyond the student's batch"):
         alignment.attention(torch.tensor([0]), 1, 1)
-    with pytest.raises(ValueError, match="source length"):
-        alignment.check_lengths(
-            torch.tensor([0]), alignment.src_lengths[:1] + 1, alignment.tgt_lengths[:1]
-        )
+    # A batch's targets travel with it, padded to its longest teacher lengths, and refuse a
+    # student whose lengths differ from the teacher's.
+    targets = alignment.batch_targets(torch.tensor([4, 2]), ("attention",))
+    assert targets.attention.shape == (
+        2,
+        *(int(alignment.tgt_lengths[[4, 2]].max()),),
+        int(alignment.src_lengths[[4, 2]].max()),
+    )
+    assert torch.equal(
+        targets.attention_map(n_max, m_max), alignment.attention(torch.tensor([4, 2]), n_max, m_max)
+    )
+    assert targets.windows is None and targets.token_durations is None
+    with pytest.raises(ValueError, match="sentence 4: the teacher's alignment has source length"):
+        targets.check_lengths(targets.src_lengths + 1, targets.tgt_lengths)
     # the same seed and corpus give the same alignments
     _extract(tmp_path, "nmt", attention="last_layer")
     assert torch.equal(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from comma.data.batching import Batch
+from comma.data.batching import Batch, TeacherTargets
 from comma.models.comma import CoMMA, CoMMAConfig, target_rows_paper_order
 
 TINY = dict(d_model=32, layers=2, heads=4, ffn_dim=64, dropout=0.1, conv_channels=4)
@@ -98,17 +98,11 @@ def test_loss_is_on_masked_positions_and_falls(task):
     assert loss.item() < 0.5 * first
 
 
-class _FixedAlignment:
-    """A stand-in TeacherAlignment: the same teacher map for every batch."""
-
-    def __init__(self, maps: torch.Tensor):
-        self.maps = maps
-
-    def check_lengths(self, indices, src_len, tgt_len):
-        pass
-
-    def attention(self, indices, tgt_max, src_max):
-        return self.maps[:, :tgt_max, :src_max]
+def _with_teacher(batch: Batch, maps: torch.Tensor, src_len=None) -> Batch:
+    """`batch` carrying teacher maps ``[B, N, M]`` as its targets (the student's lengths)."""
+    src_len = batch.src_lengths if src_len is None else src_len
+    targets = TeacherTargets(src_len, batch.tgt_lengths, batch.indices, attention=maps)
+    return batch.with_teacher(targets)
 
 
 def test_attention_constraint_matches_eq_7_and_8_by_hand():
@@ -122,7 +116,6 @@ def test_attention_constraint_matches_eq_7_and_8_by_hand():
     mix[0, 0, 2] = torch.tensor([0.2, 0.2, 0.3, 0.3])  # target 0: source part 0.5 / 0.5
     mix[0, 0, 3] = torch.tensor([0.1, 0.3, 0.6, 0.0])  # target 1: source part 0.25 / 0.75
     teacher = torch.tensor([[[1.0, 0.0], [0.5, 0.5]]])
-    model.alignment = _FixedAlignment(teacher)
     out = CoMMAOutput(torch.zeros(1, 2, 40), torch.tensor([2]), 2, [mix], torch.zeros(1, 4, 32))
     batch = Batch(
         torch.zeros(1, 2),
@@ -131,6 +124,7 @@ def test_attention_constraint_matches_eq_7_and_8_by_hand():
         torch.tensor([2]),
         torch.tensor([0]),
     )
+    batch = _with_teacher(batch, teacher)
     expected = (math.log(2) + 0.5 * math.log(2) + 0.5 * math.log(2 / 3)) / 2
     assert model.attention_constraint(out, batch).item() == pytest.approx(expected, rel=1e-5)
 
@@ -157,10 +151,10 @@ def test_attention_constraint_is_zero_when_comma_matches_its_teacher():
     rows = target_rows_paper_order(out.attention[0], out.src_max)  # [B, 1, N, N + M]
     own = normalize_source_attention(rows, src_len, tgt_len)[:, 0].detach()
     batch = Batch(src, src_len, tgt, tgt_len, torch.arange(3))
-    model.alignment = _FixedAlignment(own)
-    assert model.attention_constraint(out, batch).item() == pytest.approx(0.0, abs=1e-6)
-    model.alignment = _FixedAlignment(torch.softmax(torch.randn_like(own), -1))
-    assert model.attention_constraint(out, batch).item() > 0.01
+    batch_own = _with_teacher(batch, own, out.src_lengths)
+    assert model.attention_constraint(out, batch_own).item() == pytest.approx(0.0, abs=1e-6)
+    other = _with_teacher(batch, torch.softmax(torch.randn_like(own), -1), out.src_lengths)
+    assert model.attention_constraint(out, other).item() > 0.01
 
 
 def test_ac_loss_is_logged_and_needs_an_alignment():
@@ -171,7 +165,6 @@ def test_ac_loss_is_logged_and_needs_an_alignment():
     with pytest.raises(RuntimeError, match="teacher alignment"):
         model.loss(batch)
     teacher = torch.softmax(torch.randn(3, int(tgt_len.max()), int(src_len.max())), -1)
-    model.alignment = _FixedAlignment(teacher)
-    loss, logs = model.loss(batch)
+    loss, logs = model.loss(_with_teacher(batch, teacher))
     assert logs["ac_kl"] > 0 and torch.isfinite(loss)
     loss.backward()

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from comma.alignment.calculators import window_mask
-from comma.data.batching import Batch
+from comma.data.batching import Batch, TeacherTargets
 from comma.models.fastspeech import FastSpeech, durations_from_log, length_regulator
 from comma.models.nar_asr import NARASR
 from comma.models.nar_base import FORBIDDEN_IDS, NARConfig, NARGeneration
@@ -41,16 +41,39 @@ def one_thread():
     torch.set_num_threads(threads)
 
 
+class RecordingTargets(TeacherTargets):
+    """Teacher targets that record which of them a model's loss reads."""
+
+    def attention_map(self, tgt_max, src_max):
+        self.calls.append("attention")
+        return super().attention_map(tgt_max, src_max)
+
+    def window(self, tgt_max, src_max):
+        self.calls.append("window")
+        return super().window(tgt_max, src_max)
+
+    def durations(self, src_max):
+        self.calls.append("durations")
+        return super().durations(src_max)
+
+
 class FakeAlignment:
-    """The provider's methods (as comma.alignment.store.TeacherAlignment) over per-sentence
-    tensors."""
+    """A teacher alignment store (as comma.alignment.store.TeacherAlignment) over per-sentence
+    tensors: `batch_targets` builds the targets that travel in a batch."""
 
     def __init__(self, maps=None, windows=None, durations=None):
         self.maps, self.windows, self.token_durations = maps, windows, durations
         self.calls = []
 
+    def lengths(self, k: int) -> tuple[int, int]:
+        """(source, target) teacher lengths of sentence k."""
+        if self.maps is not None:
+            return self.maps[k].shape[1], self.maps[k].shape[0]
+        if self.windows is not None:
+            return self.windows[k].shape[1], self.windows[k].shape[0]
+        return len(self.token_durations[k]), int(self.token_durations[k].sum())
+
     def attention(self, indices, tgt_max, src_max):
-        self.calls.append("attention")
         out = torch.zeros(len(indices), tgt_max, src_max)
         for row, k in enumerate(indices.tolist()):
             n, m = self.maps[k].shape
@@ -58,7 +81,6 @@ class FakeAlignment:
         return out
 
     def window(self, indices, tgt_max, src_max):
-        self.calls.append("window")
         out = torch.zeros(len(indices), tgt_max, src_max, dtype=torch.bool)
         for row, k in enumerate(indices.tolist()):
             n, m = self.windows[k].shape
@@ -66,11 +88,31 @@ class FakeAlignment:
         return out
 
     def durations(self, indices, src_max):
-        self.calls.append("durations")
         out = torch.zeros(len(indices), src_max, dtype=torch.long)
         for row, k in enumerate(indices.tolist()):
             out[row, : len(self.token_durations[k])] = self.token_durations[k]
         return out
+
+    def batch_targets(self, indices) -> RecordingTargets:
+        lengths = torch.tensor([self.lengths(k) for k in indices.tolist()])  # [B, 2]
+        m_max, t_max = (int(v) for v in lengths.max(0).values)
+        targets = RecordingTargets(
+            lengths[:, 0],
+            lengths[:, 1],
+            indices,
+            attention=None if self.maps is None else self.attention(indices, t_max, m_max),
+            windows=None if self.windows is None else self.window(indices, t_max, m_max),
+            token_durations=(
+                None if self.token_durations is None else self.durations(indices, m_max)
+            ),
+        )
+        object.__setattr__(targets, "calls", self.calls)
+        return targets
+
+
+def with_targets(batch: Batch, alignment: FakeAlignment) -> Batch:
+    """`batch` carrying the alignment's targets, as the trainer attaches them."""
+    return batch.with_teacher(alignment.batch_targets(batch.indices))
 
 
 def make_model(task: str, constraint: bool, **overrides) -> torch.nn.Module:
@@ -133,8 +175,7 @@ def make_batch(task: str, model=None) -> tuple[Batch, FakeAlignment]:
 def attach(task: str, constraint: bool, **overrides):
     model = make_model(task, constraint, **overrides)
     batch, alignment = make_batch(task, model)
-    model.alignment = alignment
-    return model, batch, alignment
+    return model, with_targets(batch, alignment), alignment
 
 
 # --------------------------------------------------------------------------------------------
@@ -204,11 +245,10 @@ def test_alignment_is_data_not_state_and_required_with_constraint():
     for task in ("nmt", "asr", "tts"):
         model = make_model(task, True).train()
         batch, alignment = make_batch(task, model)
-        assert model.alignment is None
-        with pytest.raises(RuntimeError, match="model.alignment"):
+        with pytest.raises(RuntimeError, match="teacher alignment's targets in its batches"):
             model.loss(batch)
-        model.alignment = alignment
-        assert not any("alignment" in key for key in model.state_dict())
+        model.loss(with_targets(batch, alignment))
+        assert not any("alignment" in key or "teacher" in key for key in model.state_dict())
         # the constraint-free variant never needs one
         make_model(task, False).train().loss(batch)
 
@@ -384,20 +424,16 @@ def test_asr_window_from_other_strides_is_rejected():
     model.train()
     sub = model.src_prenet.output_lengths(batch.src_lengths)  # [12, 9, 4] subsampled positions
 
-    class WrongWidth(FakeAlignment):  # a provider whose windows have another M_max
-        def window(self, indices, tgt_max, src_max):
-            return super().window(indices, tgt_max, src_max + 3)
-
-    model.alignment = WrongWidth(windows=alignment.windows)
-    with pytest.raises(ValueError, match="strides must match"):
-        model.loss(batch)
+    # A teacher whose windows are 3 subsampled positions wider (other strides)
+    wide = {k: torch.nn.functional.pad(window, (0, 3)) for k, window in alignment.windows.items()}
+    with pytest.raises(ValueError, match="same pre-net subsampling"):
+        model.loss(with_targets(batch, FakeAlignment(windows=wide)))
     # The right width, but the shortest clip's window reaches beyond its subsampled length
     # (a teacher that subsampled less).
     wider = dict(alignment.windows)
     wider[2] = torch.ones(int(batch.tgt_lengths[2]), int(sub[2]) + 2, dtype=torch.bool)
-    model.alignment = FakeAlignment(windows=wider)
-    with pytest.raises(ValueError, match="strides must match"):
-        model.loss(batch)
+    with pytest.raises(ValueError, match="same pre-net subsampling"):
+        model.loss(with_targets(batch, FakeAlignment(windows=wider)))
 
 
 def test_asr_feature_statistics():
@@ -455,7 +491,8 @@ def test_fastspeech_generate_length_is_the_sum_of_rounded_durations():
 def test_fastspeech_rejects_durations_that_miss_the_mel_length():
     model, batch, alignment = attach("tts", True)
     alignment.token_durations[0] = alignment.token_durations[0] + 1
-    with pytest.raises(ValueError, match="sum to the mel lengths"):
+    batch = with_targets(batch, alignment)
+    with pytest.raises(ValueError, match="teacher's alignment has target length"):
         model.loss(batch)
 
 

@@ -10,6 +10,7 @@ from pathlib import Path
 import torch
 
 from comma.alignment.calculators import window_mask
+from comma.data.batching import TeacherTargets
 from comma.data.packed import PackedSequences
 from comma.errors import InputError
 from comma.io import torch_load, torch_save
@@ -19,6 +20,7 @@ __all__ = ["ALIGNMENT_FORMAT", "ATTENTION_CHOICES", "TeacherAlignment"]
 
 ALIGNMENT_FORMAT = "comma-alignment-v1"
 ATTENTION_CHOICES = ("diagonal_head", "last_layer")
+TARGET_KINDS = ("attention", "window", "durations")
 
 
 def _gather_padded(packed: PackedSequences, indices: torch.Tensor, max_len: int) -> torch.Tensor:
@@ -36,8 +38,8 @@ class TeacherAlignment:
 
     Lengths are the teacher's: `tgt_lengths` target tokens (EOS excluded) or mel frames,
     `src_lengths` encoder positions after its pre-net (ASR: subsampled frames). A student
-    looks its batch up with the methods below (the provider NAR models and CoMMA's AC variant
-    read as ``model.alignment``); its own lengths must match, or they raise.
+    batch's targets travel in the batch (:meth:`batch_targets`, attached by the trainer); the
+    student's own lengths must match the teacher's, or its loss raises.
 
     Storage: `maps` holds each sentence's AC target ``[T_b, M_b]`` flattened, in float16
     (NMT, ASR: 2 bytes a cell; the soft maps are what eq. 6 and 8 pull towards). TTS stores
@@ -73,22 +75,24 @@ class TeacherAlignment:
             )
         return indices
 
-    def check_lengths(
-        self, indices: torch.Tensor, src_len: torch.Tensor, tgt_len: torch.Tensor
-    ) -> None:
-        """Raise unless the student's lengths ``[B]`` equal the teacher's for these sentences."""
+    def batch_targets(self, indices: torch.Tensor, kinds: tuple[str, ...]) -> TeacherTargets:
+        """The targets `kinds` ("attention", "window", "durations") of sentences `indices`,
+        padded to their longest teacher lengths, to travel in their training batch."""
         indices = torch.as_tensor(indices, dtype=torch.long).cpu()
-        for name, mine, theirs in (
-            ("source", self.src_lengths[indices], src_len.cpu()),
-            ("target", self.tgt_lengths[indices], tgt_len.cpu()),
-        ):
-            if not torch.equal(mine, theirs.to(mine.dtype)):
-                row = int((mine != theirs).nonzero()[0, 0])
-                raise ValueError(
-                    f"sentence {int(indices[row])}: the teacher's alignment has {name} length "
-                    f"{int(mine[row])} but the student has {int(theirs[row])}; align the same "
-                    "corpus, with the same pre-net subsampling, as the student trains on"
-                )
+        unknown = set(kinds) - set(TARGET_KINDS)
+        if unknown:
+            raise ValueError(
+                f"unknown teacher targets {sorted(unknown)}; choose from {TARGET_KINDS}"
+            )
+        t_max, m_max = int(self.tgt_lengths[indices].max()), int(self.src_lengths[indices].max())
+        return TeacherTargets(
+            self.src_lengths[indices],
+            self.tgt_lengths[indices],
+            indices,
+            attention=self.attention(indices, t_max, m_max) if "attention" in kinds else None,
+            windows=self.window(indices, t_max, m_max) if "window" in kinds else None,
+            token_durations=self.durations(indices, m_max) if "durations" in kinds else None,
+        )
 
     def attention(self, indices: torch.Tensor, tgt_max: int, src_max: int) -> torch.Tensor:
         """float32 ``[B, tgt_max, src_max]``: each sentence's teacher map, rows summing to 1

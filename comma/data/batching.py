@@ -22,7 +22,8 @@ zeros; lengths are int64 ``[B]``.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+import dataclasses
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -36,6 +37,8 @@ MEASURES = ("max", "sum")
 
 __all__ = [
     "Batch",
+    "TeacherTargets",
+    "teacher_targets_of",
     "BatchPlan",
     "collate",
     "make_batches",
@@ -46,12 +49,83 @@ __all__ = [
 
 
 @dataclass(frozen=True)
+class TeacherTargets:
+    """The AR teacher's alignment targets of a batch's sentences (built by
+    :meth:`comma.alignment.store.TeacherAlignment.batch_targets`), padded to the batch's longest
+    teacher lengths. They travel in the :class:`Batch`, like its tokens, to the constrained
+    models' losses, which ask for them at their own padded shape."""
+
+    src_lengths: torch.Tensor  # [B] the teacher's source positions (after its pre-net)
+    tgt_lengths: torch.Tensor  # [B] the teacher's target tokens or frames
+    indices: torch.Tensor  # [B] the sentences' positions in the split, for messages
+    attention: torch.Tensor | None = None  # [B, T, M] float32, rows sum to 1 (eq. 6-8 targets)
+    windows: torch.Tensor | None = None  # [B, T, M] bool, the ASR window (section 5.1)
+    token_durations: torch.Tensor | None = None  # [B, M] int64, frames per phoneme (TTS)
+
+    def to(self, device: torch.device | str, non_blocking: bool = False) -> TeacherTargets:
+        return TeacherTargets(
+            *(
+                None if t is None else t.to(device, non_blocking=non_blocking)
+                for t in (
+                    self.src_lengths,
+                    self.tgt_lengths,
+                    self.indices,
+                    self.attention,
+                    self.windows,
+                    self.token_durations,
+                )
+            )
+        )
+
+    def check_lengths(self, src_len: torch.Tensor, tgt_len: torch.Tensor) -> None:
+        """Raise unless the student's lengths ``[B]`` equal the teacher's, sentence by sentence."""
+        for name, mine, theirs in (
+            ("source", self.src_lengths, src_len),
+            ("target", self.tgt_lengths, tgt_len),
+        ):
+            theirs = theirs.to(mine.device, mine.dtype)
+            if not torch.equal(mine, theirs):
+                row = int((mine != theirs).nonzero()[0, 0])
+                raise ValueError(
+                    f"sentence {int(self.indices[row])}: the teacher's alignment has {name} length "
+                    f"{int(mine[row])} but the student has {int(theirs[row])}; align the same "
+                    "corpus, with the same pre-net subsampling, as the student trains on"
+                )
+
+    def _padded(self, name: str, tensor: torch.Tensor | None, shape: tuple[int, ...]):
+        if tensor is None:
+            raise ValueError(f"the batch's teacher targets hold no {name}")
+        if any(have > want for have, want in zip(tensor.shape[1:], shape, strict=True)):
+            raise ValueError(
+                f"the teacher's {name} {tuple(tensor.shape[1:])} is beyond the student's batch "
+                f"{shape}: the student's corpus or pre-net does not match the teacher's"
+            )
+        pads = []
+        for have, want in reversed(list(zip(tensor.shape[1:], shape, strict=True))):
+            pads += [0, want - have]
+        return torch.nn.functional.pad(tensor, pads)
+
+    def attention_map(self, tgt_max: int, src_max: int) -> torch.Tensor:
+        """float32 ``[B, tgt_max, src_max]``: each sentence's teacher map, zero padding."""
+        return self._padded("attention", self.attention, (tgt_max, src_max))
+
+    def window(self, tgt_max: int, src_max: int) -> torch.Tensor:
+        """bool ``[B, tgt_max, src_max]``: the ASR attention window, False padding."""
+        return self._padded("windows", self.windows, (tgt_max, src_max))
+
+    def durations(self, src_max: int) -> torch.Tensor:
+        """int64 ``[B, src_max]``: phoneme durations in frames, zero padding."""
+        return self._padded("durations", self.token_durations, (src_max,))
+
+
+@dataclass(frozen=True)
 class Batch:
     src: torch.Tensor  # [B, S] int64 ids (pad 0) or [B, S, n_mels] float32 frames (pad 0.0)
     src_lengths: torch.Tensor  # [B] int64
     tgt: torch.Tensor  # [B, T] int64 ids or [B, T, n_mels] float32 frames
     tgt_lengths: torch.Tensor  # [B] int64
     indices: torch.Tensor  # [B] int64, the sentences' positions in the split
+    teacher: TeacherTargets | None = None  # the teacher's alignment targets (constrained runs)
 
     def __len__(self) -> int:
         return int(self.indices.shape[0])
@@ -61,8 +135,12 @@ class Batch:
             *(
                 t.to(device, non_blocking=non_blocking)
                 for t in (self.src, self.src_lengths, self.tgt, self.tgt_lengths, self.indices)
-            )
+            ),
+            teacher=None if self.teacher is None else self.teacher.to(device, non_blocking),
         )
+
+    def with_teacher(self, teacher: TeacherTargets | None) -> Batch:
+        return dataclasses.replace(self, teacher=teacher)
 
     @property
     def num_src_tokens(self) -> int:
@@ -73,6 +151,21 @@ class Batch:
     def num_tgt_tokens(self) -> int:
         """Real (non-padding) target positions: tokens or frames."""
         return int(self.tgt_lengths.sum())
+
+
+def teacher_targets_of(
+    batch: Batch, who: str, src_len: torch.Tensor, tgt_len: torch.Tensor
+) -> TeacherTargets:
+    """`batch`'s teacher targets for a constrained model's loss (`who`, for the message),
+    checked to be there and to match the student's lengths ``[B]``."""
+    if batch.teacher is None:
+        raise RuntimeError(
+            f"{who} needs the teacher alignment's targets in its batches: train it through "
+            "comma.stages.training.train_model with the alignment, or attach "
+            "TeacherAlignment.batch_targets(batch.indices, ...) with batch.with_teacher"
+        )
+    batch.teacher.check_lengths(src_len, tgt_len)
+    return batch.teacher
 
 
 def pad_sequences(
@@ -182,10 +275,14 @@ class BatchPlan:
         seed: int = 0,
         shuffle: bool = True,
         measure: str = "max",
+        teacher_targets: Callable[[torch.Tensor], TeacherTargets] | None = None,
     ):
+        """`teacher_targets`: given a batch's sentence indices, the teacher's targets that
+        travel with it (a constrained run's alignment)."""
         if len(split) == 0:
             raise ValueError("cannot batch an empty split")
         self.split = split
+        self.teacher_targets = teacher_targets
         self.max_tokens = max_tokens
         self.max_sentences = max_sentences
         self.seed = seed
@@ -210,7 +307,10 @@ class BatchPlan:
         )
 
     def collate(self, indices: np.ndarray) -> Batch:
-        return collate(self.split, indices)
+        batch = collate(self.split, indices)
+        if self.teacher_targets is not None:
+            batch = batch.with_teacher(self.teacher_targets(batch.indices))
+        return batch
 
     def iterate(
         self, epoch: int, start: int = 0, rank: int = 0, world_size: int = 1

@@ -52,6 +52,7 @@ import os
 import random
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any, Protocol
@@ -62,7 +63,7 @@ import torch.distributed as dist
 from torch import nn
 from tqdm import tqdm
 
-from comma.data.batching import MEASURES, Batch, BatchPlan, rank_share
+from comma.data.batching import MEASURES, Batch, BatchPlan, TeacherTargets, rank_share
 from comma.data.packed import Split
 from comma.engine.launch import is_main_process
 from comma.io import atomic_path, torch_load, torch_save
@@ -374,13 +375,14 @@ def train_and_save(
     model_format: str,
     model_config: dict[str, Any],
     identity: dict[str, Any] | None = None,
+    teacher_targets: Callable[[torch.Tensor], TeacherTargets] | None = None,
 ) -> TrainResult | None:
     """`train`, then (rank 0 only) write the final weights with the model's config to
     `model_path` as ``{"format", "config", "model", "seed"}``: the file a rule declares. The
     resumable checkpoint stays at `resume_path`, which a rule does not declare, so that a killed
     job's retry resumes from it."""
     log.info("%s: %s parameters", type(model).__name__, sum(p.numel() for p in model.parameters()))
-    result = train(model, split, config, resume_path, metrics_path, identity)
+    result = train(model, split, config, resume_path, metrics_path, identity, teacher_targets)
     log.info("trained to step %d, last loss %s", result.step, result.loss)
     if not is_main_process():
         return None  # under torchrun every rank gets here; rank 0 writes the model
@@ -487,12 +489,14 @@ def train(
     checkpoint_path: str | Path,
     metrics_path: str | Path | None = None,
     identity: dict[str, Any] | None = None,
+    teacher_targets: Callable[[torch.Tensor], TeacherTargets] | None = None,
 ) -> TrainResult:
     """Train `model` on `split` for ``config.max_steps`` updates (resuming from
     `checkpoint_path` if it holds a checkpoint of this very run: same fingerprint, see
     :func:`run_fingerprint`; `identity` is the caller's part of it); see the module docstring.
-    The model ends on the training device with the final weights; `checkpoint_path` holds the
-    final checkpoint."""
+    `teacher_targets` (sentence indices -> :class:`TeacherTargets`) attaches the teacher's
+    alignment targets to every batch. The model ends on the training device with the final
+    weights; `checkpoint_path` holds the final checkpoint."""
     checkpoint_path = Path(checkpoint_path)
     metrics_path = Path(metrics_path) if metrics_path is not None else None
     if not callable(getattr(model, "loss", None)):
@@ -501,9 +505,10 @@ def train(
     try:
         device = pick_device(ctx.local_rank)
         with _torch_settings(config, device):
-            return _train(
-                model, split, config, checkpoint_path, metrics_path, ctx, device, identity
+            trainer = _Trainer(
+                model, split, config, checkpoint_path, ctx, device, identity, teacher_targets
             )
+            return _train(trainer, checkpoint_path, metrics_path)
     finally:
         if ctx.initialized_here:
             dist.destroy_process_group()
@@ -529,6 +534,7 @@ class _Trainer:
         ctx: DistributedContext,
         device: torch.device,
         identity: dict[str, Any] | None = None,
+        teacher_targets: Callable[[torch.Tensor], TeacherTargets] | None = None,
     ):
         self.model = model.to(device)
         self.config = config
@@ -543,6 +549,7 @@ class _Trainer:
             seed=config.seed,
             shuffle=True,
             measure=config.budget_length,
+            teacher_targets=teacher_targets,
         )
         self.src_lengths = split.src.lengths.numpy()
         self.tgt_lengths = split.tgt.lengths.numpy()
@@ -770,17 +777,8 @@ class _Trainer:
         return last_loss
 
 
-def _train(
-    model: nn.Module,
-    split: Split,
-    config: TrainConfig,
-    checkpoint_path: Path,
-    metrics_path: Path | None,
-    ctx: DistributedContext,
-    device: torch.device,
-    identity: dict[str, Any] | None = None,
-) -> TrainResult:
-    trainer = _Trainer(model, split, config, checkpoint_path, ctx, device, identity)
+def _train(trainer: _Trainer, checkpoint_path: Path, metrics_path: Path | None) -> TrainResult:
+    ctx = trainer.ctx
     resumed_from = trainer.restore_or_seed()
     if resumed_from is not None and ctx.rank == 0:
         log.info("resuming from %s at step %d", checkpoint_path, resumed_from)

@@ -16,9 +16,8 @@ after the pre-net, in chunks of `mel_chunk` frames), and the loss is taken on th
 positions only: cross-entropy for tokens, L1 for mel frames.
 
 Attention constraint (the ``ac`` variant, paper section 5.2): with ``ac_weight > 0`` and a
-teacher alignment attached as ``model.alignment`` (a
-:class:`comma.alignment.store.TeacherAlignment` of
-the training corpus, looked up by the batch's sentence indices), the loss adds ``ac_weight``
+the teacher's attention maps in the batch (``batch.teacher``, see
+:class:`comma.data.batching.TeacherTargets`), the loss adds ``ac_weight``
 times eq. 8: each head's target-to-source attention renormalized over the source (eq. 7), its
 KL from the AR teacher's encoder-decoder attention, averaged over target rows, heads and
 layers.
@@ -35,7 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from comma.data.batching import Batch
+from comma.data.batching import Batch, teacher_targets_of
 from comma.data.vocab import MASK, SPECIALS
 from comma.nn.attention import attention_kl_loss, normalize_source_attention
 from comma.nn.masking import chunk_mask, random_token_mask, sample_mask_ratio
@@ -121,6 +120,8 @@ def target_rows_paper_order(attention: torch.Tensor, src_max: int) -> torch.Tens
 
 
 class CoMMA(nn.Module):
+    TEACHER_TARGETS = ("attention",)  # what its AC loss (eq. 8) reads from the batch
+
     def __init__(self, config: CoMMAConfig):
         super().__init__()
         self.config = c = config
@@ -150,8 +151,6 @@ class CoMMA(nn.Module):
             pre_norm=c.pre_norm,
             attention_dropout=c.attention_dropout,
         )
-        # The teacher alignment for the AC loss: data, not weights (not in the state dict).
-        self.alignment = None
 
     def _embed(self, x: torch.Tensor, side: int) -> torch.Tensor:
         positions = torch.arange(x.shape[1], device=x.device)  # from zero on each side
@@ -224,16 +223,11 @@ class CoMMA(nn.Module):
     def attention_constraint(self, out: CoMMAOutput, batch: Batch) -> torch.Tensor:
         """Eq. 7-8 on a forward run with ``need_weights=True``: the mean over layers, heads and
         target rows of KL(teacher row || CoMMA's source-renormalized row)."""
-        if self.alignment is None:
-            raise RuntimeError(
-                "ac_weight > 0 needs the teacher alignment of the training corpus: set "
-                "model.alignment = comma.alignment.store.TeacherAlignment.load(...)"
-            )
         src_len, tgt_len = out.src_lengths, batch.tgt_lengths
-        self.alignment.check_lengths(batch.indices, src_len, tgt_len)
+        targets = teacher_targets_of(batch, "CoMMA with ac_weight > 0", src_len, tgt_len)
         rows = torch.stack(
             [target_rows_paper_order(layer, out.src_max) for layer in out.attention], dim=1
         )  # [B, layers, H, N, N + M]
         student = normalize_source_attention(rows, src_len, tgt_len)  # [B, layers, H, N, M]
-        teacher = self.alignment.attention(batch.indices, rows.shape[-2], out.src_max)
+        teacher = targets.attention_map(rows.shape[-2], out.src_max)
         return attention_kl_loss(teacher.to(student.device), student, src_len, tgt_len)

@@ -206,6 +206,8 @@ class DurationPredictor(nn.Module):
 class FastSpeech(NARModel):
     """FastSpeech (Ren et al. 2019) and FastSpeech w/o AC (see the module docstring)."""
 
+    TEACHER_TARGETS = ("durations",)  # what its AC reads from the batch
+
     def __init__(self, config: NARConfig):
         super().__init__(config, "tts")
         c = config
@@ -302,9 +304,7 @@ class FastSpeech(NARModel):
         tgt, tgt_len = batch.tgt, batch.tgt_lengths
         src_len = batch.src_lengths
         if c.constraint:
-            durations = self._teacher(batch, src_len, tgt_len).durations(
-                batch.indices, batch.src.shape[1]
-            )
+            durations = self._teacher(batch, src_len, tgt_len).durations(batch.src.shape[1])
             out = self(batch.src, src_len, tgt_len, durations=durations)
         else:
             out = self(batch.src, src_len, tgt_len)

@@ -34,6 +34,8 @@ class NARASR(TokenNAR):
     """NAR-ASR (Chen et al. 2019; see the module docstring): CMVN + 2D conv pre-net, an
     all-``<mask>`` decoder input, and the section 5.1 attention window while training."""
 
+    TEACHER_TARGETS = ("window",)  # what its AC reads from the batch
+
     def __init__(self, config: NARConfig):
         super().__init__(config, "asr")
         c = config
@@ -75,7 +77,7 @@ class NARASR(TokenNAR):
             return None
         tgt_len = batch.tgt_lengths
         tgt_max = int(tgt_len.max())
-        window = self._teacher(batch, src_len, tgt_len).window(batch.indices, tgt_max, src_max)
+        window = self._teacher(batch, src_len, tgt_len).window(tgt_max, src_max)
         window = window.to(src_len.device)
         strides = list(self.config.conv_strides)
         if window.dim() != 3 or window.shape[0] != len(tgt_len) or window.shape[1] != tgt_max:

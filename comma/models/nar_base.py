@@ -4,13 +4,13 @@ base classes, and the token decoder of NAT and NAR-ASR. One family per module:
 Each trains with and without its alignment constraint ("AC", paper section 5.1;
 ``NARConfig.constraint``) and predicts every target position in ONE parallel pass.
 
-Teacher alignments are DATA, not weights: a model with ``constraint=True`` reads them from the
-plain attribute ``model.alignment`` (None by default; not a module or buffer, so not in the
-state dict), set by the caller to an object with ``attention(indices, tgt_max, src_max)``,
-``window(indices, tgt_max, src_max)`` and ``durations(indices, src_max)`` (see
-``comma.alignment.store.TeacherAlignment``), looked up with ``batch.indices``. If it also has
-``check_lengths(indices, src_len, tgt_len)``, that is called first, so a student whose corpus or
-pre-net does not match the teacher's gets a clear error.
+Teacher alignments are DATA, not weights: they travel in the batch, as ESPnet2's FastSpeech
+takes its durations. A model with ``constraint=True`` reads ``batch.teacher``
+(:class:`comma.data.batching.TeacherTargets`: the maps, windows or durations its class lists in
+``TEACHER_TARGETS``, which the trainer attaches from
+:meth:`comma.alignment.store.TeacherAlignment.batch_targets`), after checking that the
+teacher's lengths equal its own, so a student whose corpus or pre-net does not match the
+teacher's gets a clear error.
 
 API of all three: ``forward(...) -> NAROutput`` (teacher-forced lengths if given, else the
 predicted ones); ``loss(batch) -> (loss, logs)`` for ``comma.engine.trainer``
@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from comma.data.batching import Batch
+from comma.data.batching import Batch, teacher_targets_of
 from comma.data.vocab import BOS, EOS, MASK, PAD, SPECIALS
 from comma.nn.attention import softmax_safe_mask
 from comma.nn.transformer import (
@@ -171,25 +171,14 @@ class NARModel(nn.Module):
         self.config = config
         self.positions = SinusoidalPositions(config.d_model)
         self.input_dropout = nn.Dropout(config.dropout)
-        # The teacher alignment for the AC variant: data, not weights (not in the state dict).
-        self.alignment = None
 
     def _add_positions(self, x: torch.Tensor) -> torch.Tensor:
         positions = self.positions(torch.arange(x.shape[1], device=x.device))  # [L, d]
         return self.input_dropout(x + positions[None].to(x.dtype))  # [B, L, d]
 
     def _teacher(self, batch: Batch, src_len: torch.Tensor, tgt_len: torch.Tensor):
-        """The alignment provider, after checking it is set (and its lengths, if it can)."""
-        if self.alignment is None:
-            raise RuntimeError(
-                f"{type(self).__name__} with constraint=True needs the teacher alignment of the "
-                "training corpus: set model.alignment = "
-                "comma.alignment.store.TeacherAlignment.load(...)"
-            )
-        check = getattr(self.alignment, "check_lengths", None)
-        if check is not None:
-            check(batch.indices, src_len, tgt_len)
-        return self.alignment
+        """The batch's teacher targets, checked to be there and to match the student's lengths."""
+        return teacher_targets_of(batch, type(self).__name__, src_len, tgt_len)
 
 
 class TokenNAR(NARModel):

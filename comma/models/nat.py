@@ -63,6 +63,8 @@ class NAT(TokenNAR):
     """Non-autoregressive Transformer NMT (Gu et al. 2017 without fertility; see the module
     docstring): uniform copy of the source embeddings, one parallel pass, optional eq. 6 AC."""
 
+    TEACHER_TARGETS = ("attention",)  # what its AC loss reads from the batch
+
     def __init__(self, config: NARConfig):
         super().__init__(config, "nmt")
         self.src_prenet = TokenEmbedding(config.src_vocab, config.d_model, PAD_ID)
@@ -84,8 +86,8 @@ class NAT(TokenNAR):
         out = self(batch.src, batch.src_lengths, batch.tgt_lengths, need_weights=constrained)
         loss, logs = self._token_losses(out, batch)
         if constrained:
-            teacher = self._teacher(batch, out.src_lengths, out.tgt_lengths).attention(
-                batch.indices, out.prediction.shape[1], batch.src.shape[1]
+            teacher = self._teacher(batch, out.src_lengths, out.tgt_lengths).attention_map(
+                out.prediction.shape[1], batch.src.shape[1]
             )  # [B, N, M]
             kl = nat_attention_kl(out.cross_attention, teacher, out.src_lengths, out.tgt_lengths)
             loss = loss + c.ac_weight * kl

@@ -9,6 +9,7 @@ trainer (:mod:`comma.engine.trainer`, resumable) and save weights + config for
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 import torch
@@ -75,8 +76,9 @@ def train_model(
     model = kind.build(config)
     if hasattr(model, "set_feature_statistics"):  # a log-mel source: global CMVN
         model.set_feature_statistics(split.src.values)
-    if alignment is not None:
-        model.alignment = alignment
+    targets = None
+    if alignment is not None:  # the teacher's targets of each batch travel in the batch
+        targets = functools.partial(alignment.batch_targets, kinds=model.TEACHER_TARGETS)
     train_and_save(
         model,
         split,
@@ -86,6 +88,7 @@ def train_model(
         resume_path=Path(resume_path or Path(model_path).with_name("resume.pt")),
         model_format=kind.model_format,
         model_config=config.to_dict(),
+        teacher_targets=targets,
         identity={
             "family": family,
             "model": config.to_dict(),
