@@ -36,6 +36,7 @@ from torch import nn
 
 from comma.data.batching import Batch, teacher_targets_of
 from comma.data.vocab import MASK, SPECIALS
+from comma.models.config_checks import common_problems
 from comma.nn.attention import attention_kl_loss, normalize_source_attention
 from comma.nn.masking import chunk_mask, random_token_mask, sample_mask_ratio
 from comma.nn.prenets import Conv2dPrenet, DensePrenet, TokenEmbedding
@@ -74,14 +75,13 @@ class CoMMAConfig:
     ac_weight: float = 0.0  # weight of the eq. 8 attention constraint; 0 = off (raw, kd)
 
     def __post_init__(self):
-        if self.task not in MEL_SIDES:
-            raise ValueError(f"unknown task {self.task!r}; choose from {sorted(MEL_SIDES)}")
-        object.__setattr__(self, "conv_strides", tuple(int(s) for s in self.conv_strides))
-        for side, vocab in (("src", self.src_vocab), ("tgt", self.tgt_vocab)):
-            if side not in MEL_SIDES[self.task] and not vocab:
-                raise ValueError(f"CoMMA for {self.task} needs {side}_vocab (a token side)")
+        problems = common_problems(self, "CoMMA")
+        if self.layers < 1:
+            problems.append(f"layers must be >= 1, got {self.layers}")
         if self.ac_weight < 0:
-            raise ValueError(f"ac_weight must be >= 0, got {self.ac_weight}")
+            problems.append(f"ac_weight must be >= 0, got {self.ac_weight}")
+        if problems:
+            raise ValueError("invalid CoMMA config: " + "; ".join(problems))
 
     def to_dict(self) -> dict:
         return asdict(self)

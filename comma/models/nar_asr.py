@@ -24,13 +24,13 @@ from comma.models.nar_base import (
     NARConfig,
     TokenNAR,
 )
-from comma.nn.prenets import Conv2dPrenet, TokenEmbedding, feature_statistics
+from comma.nn.prenets import Conv2dPrenet, GlobalCMVN, TokenEmbedding
 from comma.nn.transformer import (
     padding_mask,
 )
 
 
-class NARASR(TokenNAR):
+class NARASR(GlobalCMVN, TokenNAR):
     """NAR-ASR (Chen et al. 2019; see the module docstring): CMVN + 2D conv pre-net, an
     all-``<mask>`` decoder input, and the section 5.1 attention window while training."""
 
@@ -41,19 +41,10 @@ class NARASR(TokenNAR):
         c = config
         self.src_prenet = Conv2dPrenet(c.n_mels, c.d_model, c.conv_channels, c.conv_strides)
         self.tgt_prenet = TokenEmbedding(c.tgt_vocab, c.d_model, PAD_ID)  # only <mask> is used
-        self.register_buffer("feature_mean", torch.zeros(c.n_mels))
-        self.register_buffer("feature_std", torch.ones(c.n_mels))
-
-    @torch.no_grad()
-    def set_feature_statistics(self, frames: torch.Tensor) -> None:
-        """Per-bin mean and std of training frames ``[N, n_mels]`` (global CMVN)."""
-        mean, std = feature_statistics(frames, self.config.n_mels)
-        self.feature_mean.copy_(mean)
-        self.feature_std.copy_(std)
+        self.init_feature_statistics(c.n_mels)
 
     def encode(self, src, src_len):
-        valid = padding_mask(src_len, src.shape[1])[..., None]  # [B, T, 1]
-        src = ((src - self.feature_mean) / self.feature_std) * valid  # padding stays zero
+        src = self.normalize_features(src, src_len)
         needed = self.src_prenet.min_input_length()
         if src.shape[1] < needed:  # very short clips: pad up to the conv's receptive field
             src = F.pad(src, (0, 0, 0, needed - src.shape[1]))

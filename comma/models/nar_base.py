@@ -29,6 +29,7 @@ from torch import nn
 
 from comma.data.batching import Batch, teacher_targets_of
 from comma.data.vocab import BOS, EOS, MASK, PAD, SPECIALS
+from comma.models.config_checks import common_problems
 from comma.nn.attention import softmax_safe_mask
 from comma.nn.transformer import (
     Decoder,
@@ -80,21 +81,9 @@ class NARConfig:
     max_output_frames: int = 4096  # inference cap on generated mel frames per utterance
 
     def __post_init__(self):
-        if self.task not in NAR_TASKS:
-            raise ValueError(f"unknown task {self.task!r}; choose from {NAR_TASKS}")
-        object.__setattr__(self, "conv_strides", tuple(int(s) for s in self.conv_strides))
-        problems = []
-        if self.task in ("nmt", "tts") and not self.src_vocab:
-            problems.append(f"a {self.task} model needs src_vocab")
-        if self.task in ("nmt", "asr") and (not self.tgt_vocab or self.tgt_vocab <= len(SPECIALS)):
-            problems.append(f"a {self.task} model needs tgt_vocab > {len(SPECIALS)} (specials)")
-        if (
-            min(self.d_model, self.heads, self.ffn_dim, self.encoder_layers, self.decoder_layers)
-            < 1
-        ):
-            problems.append("d_model, heads, ffn_dim and the layer counts must be >= 1")
-        elif self.d_model % self.heads or self.d_model % 2:
-            problems.append(f"d_model {self.d_model} must be even and divisible by heads")
+        problems = common_problems(self, "model", min_vocab=len(SPECIALS) + 1)
+        if min(self.ffn_dim, self.encoder_layers, self.decoder_layers) < 1:
+            problems.append("ffn_dim and the layer counts must be >= 1")
         for name in ("dropout", "attention_dropout", "duration_predictor_dropout"):
             if not 0 <= getattr(self, name) < 1:
                 problems.append(f"{name} must be in [0, 1), got {getattr(self, name)}")

@@ -56,7 +56,13 @@ from torch import nn
 
 from comma.data.batching import Batch
 from comma.data.vocab import BOS, EOS, PAD, SPECIALS
-from comma.nn.prenets import Conv2dPrenet, DensePrenet, TokenEmbedding, feature_statistics
+from comma.models.config_checks import common_problems
+from comma.nn.prenets import (
+    Conv2dPrenet,
+    DensePrenet,
+    GlobalCMVN,
+    TokenEmbedding,
+)
 from comma.nn.transformer import (
     Decoder,
     DecoderCache,
@@ -146,14 +152,7 @@ class TeacherConfig:
     guided_attention_heads: int = 2  # ... and their first k heads (ESPnet's choice)
 
     def __post_init__(self):
-        if self.task not in TEACHER_TASKS:
-            raise ValueError(f"unknown task {self.task!r}; choose from {TEACHER_TASKS}")
-        object.__setattr__(self, "conv_strides", tuple(int(s) for s in self.conv_strides))
-        problems = []
-        if self.task in ("nmt", "tts") and not self.src_vocab:
-            problems.append(f"a {self.task} teacher needs src_vocab")
-        if self.task in ("nmt", "asr") and not self.tgt_vocab:
-            problems.append(f"a {self.task} teacher needs tgt_vocab")
+        problems = common_problems(self, "teacher")
         if not 0 <= self.ctc_weight < 1:
             problems.append(f"ctc_weight must be in [0, 1), got {self.ctc_weight}")
         if self.ctc_weight > 0 and self.task != "asr":
@@ -469,7 +468,7 @@ class TransformerNMT(TokenTeacher):
         super().__init__(config, TokenEmbedding(config.src_vocab, config.d_model, PAD_ID))
 
 
-class TransformerASR(TokenTeacher):
+class TransformerASR(GlobalCMVN, TokenTeacher):
     """Transformer ASR (Karita et al. 2019): 2D conv pre-net over log-mel, token decoder.
 
     The log-mel input is normalized per bin with the training set's mean and standard
@@ -479,19 +478,10 @@ class TransformerASR(TokenTeacher):
     def __init__(self, config: TeacherConfig):
         c = config
         super().__init__(c, Conv2dPrenet(c.n_mels, c.d_model, c.conv_channels, c.conv_strides))
-        self.register_buffer("feature_mean", torch.zeros(c.n_mels))
-        self.register_buffer("feature_std", torch.ones(c.n_mels))
-
-    @torch.no_grad()
-    def set_feature_statistics(self, frames: torch.Tensor) -> None:
-        """Per-bin mean and std of training frames ``[N, n_mels]``."""
-        mean, std = feature_statistics(frames, self.config.n_mels)
-        self.feature_mean.copy_(mean)
-        self.feature_std.copy_(std)
+        self.init_feature_statistics(c.n_mels)
 
     def encode(self, src: torch.Tensor, src_len: torch.Tensor) -> EncoderOutput:
-        valid = padding_mask(src_len, src.shape[1])[..., None]  # [B, T, 1]
-        src = ((src - self.feature_mean) / self.feature_std) * valid  # padding stays zero
+        src = self.normalize_features(src, src_len)
         if self.training:
             src = self._spec_augment(src, src_len)
         needed = self.src_prenet.min_input_length()

@@ -109,3 +109,29 @@ def feature_statistics(frames: torch.Tensor, n_mels: int) -> tuple[torch.Tensor,
     mean = total / count
     variance = (squares - count * mean.square()).clamp(min=0) / (count - 1)
     return mean, variance.sqrt().clamp(min=1e-5)
+
+
+class GlobalCMVN:
+    """Mixin for a model with a log-mel input: per-bin mean and std of its training frames
+    (ESPnet's global CMVN) as the buffers ``feature_mean`` / ``feature_std``, so they travel
+    with the weights. Call :meth:`init_feature_statistics` in ``__init__`` and
+    :meth:`set_feature_statistics` before training (``comma.stages.training`` does)."""
+
+    def init_feature_statistics(self, n_mels: int) -> None:
+        self.register_buffer("feature_mean", torch.zeros(n_mels))
+        self.register_buffer("feature_std", torch.ones(n_mels))
+
+    @torch.no_grad()
+    def set_feature_statistics(self, frames: torch.Tensor) -> None:
+        """Per-bin mean and std of training frames ``[N, n_mels]``."""
+        mean, std = feature_statistics(frames, self.feature_mean.shape[0])
+        self.feature_mean.copy_(mean)
+        self.feature_std.copy_(std)
+
+    def normalize_features(self, frames: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """``[B, T, n_mels]`` normalized per bin; padding frames stay zero."""
+        valid = (
+            torch.arange(frames.shape[1], device=frames.device)[None, :, None]
+            < lengths[:, None, None]
+        )
+        return ((frames - self.feature_mean) / self.feature_std) * valid  # [B, T, n_mels]

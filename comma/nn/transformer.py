@@ -375,18 +375,23 @@ class StackOutput:
 
 
 class _Stack(nn.Module):
+    """N Transformer layers; the options (keyword-only) are those of :class:`TransformerLayer`:
+    pre_norm (default False), attention_dropout (None: as dropout), activation_dropout (0),
+    activation ("relu")."""
+
     def __init__(
         self,
         layers: int,
         d_model: int,
         heads: int,
         ffn_dim: int,
-        dropout: float,
+        dropout: float = 0.1,
+        *,
         cross_attention: bool,
-        pre_norm: bool,
-        attention_dropout: float | None,
-        activation_dropout: float,
-        activation: str,
+        pre_norm: bool = False,
+        attention_dropout: float | None = None,
+        activation_dropout: float = 0.0,
+        activation: str = "relu",
     ):
         super().__init__()
         if layers < 1:
@@ -412,33 +417,11 @@ class _Stack(nn.Module):
 
 
 class Encoder(_Stack):
-    """N self-attention layers over ``x [B, L, d]`` (positions already added by the caller)."""
+    """N self-attention layers over ``x [B, L, d]`` (positions already added by the caller);
+    options as :class:`_Stack`."""
 
-    def __init__(
-        self,
-        layers: int,
-        d_model: int,
-        heads: int,
-        ffn_dim: int,
-        dropout: float = 0.1,
-        *,
-        pre_norm: bool = False,
-        attention_dropout: float | None = None,
-        activation_dropout: float = 0.0,
-        activation: str = "relu",
-    ):
-        super().__init__(
-            layers,
-            d_model,
-            heads,
-            ffn_dim,
-            dropout,
-            False,
-            pre_norm,
-            attention_dropout,
-            activation_dropout,
-            activation,
-        )
+    def __init__(self, layers: int, d_model: int, heads: int, ffn_dim: int, *args, **options):
+        super().__init__(layers, d_model, heads, ffn_dim, *args, cross_attention=False, **options)
 
     def forward(
         self,
@@ -472,26 +455,11 @@ class Decoder(_Stack):
         d_model: int,
         heads: int,
         ffn_dim: int,
-        dropout: float = 0.1,
-        *,
+        *args,
         causal: bool = True,
-        pre_norm: bool = False,
-        attention_dropout: float | None = None,
-        activation_dropout: float = 0.0,
-        activation: str = "relu",
+        **options,
     ):
-        super().__init__(
-            layers,
-            d_model,
-            heads,
-            ffn_dim,
-            dropout,
-            True,
-            pre_norm,
-            attention_dropout,
-            activation_dropout,
-            activation,
-        )
+        super().__init__(layers, d_model, heads, ffn_dim, *args, cross_attention=True, **options)
         self.causal = causal
 
     def forward(

@@ -46,13 +46,10 @@ def train_comma(
     metrics_path: str | Path,
     *,
     architecture: dict,
-    training: dict,
-    seed: int,
     train_path: str | Path | None = None,
     alignment_path: str | Path | None = None,
     ac_weight: float = 0.0,
-    resume_path: str | Path | None = None,
-    threads: int | None = None,
+    **settings,
 ) -> None:
     """Train CoMMA for `task` (:func:`comma.stages.training.train_model`).
 
@@ -60,8 +57,8 @@ def train_comma(
     kd variant); vocabularies come from `data_dir`. With `alignment_path` (the teacher's
     :class:`~comma.alignment.store.TeacherAlignment` of that training split) the eq. 8 attention
     constraint is added with weight `ac_weight` (the ac variant). `architecture`: CoMMAConfig
-    fields other than task, sizes and ac_weight; `training`: TrainConfig fields other than
-    seed."""
+    fields other than task, sizes and ac_weight; `settings`: training, seed, resume_path,
+    threads, as :func:`train_model` takes them."""
     train_path = Path(train_path or Path(data_dir) / "train.pt")
     split = load_split(train_path)
     if alignment_path is not None and ac_weight <= 0:
@@ -76,13 +73,10 @@ def train_comma(
         model_path,
         metrics_path,
         architecture={**architecture, "ac_weight": ac_weight if alignment_path else 0.0},
-        training=training,
-        seed=seed,
         split=split,
         alignment=alignment,
         inputs={"train": train_path, **({"alignment": alignment_path} if alignment_path else {})},
-        resume_path=resume_path,
-        threads=threads,
+        **settings,
     )
 
 

@@ -54,18 +54,16 @@ def train_nar(
     *,
     constraint: str,
     architecture: dict,
-    training: dict,
-    seed: int,
     alignment_path: str | Path | None = None,
     alignment_summary_path: str | Path | None = None,
-    resume_path: str | Path | None = None,
-    threads: int | None = None,
+    **settings,
 ) -> None:
     """Train the NAR model of `task` on the split `train_path` (vocabularies from `data_dir`;
     :func:`comma.stages.training.train_model`).
 
     `constraint` "ac" needs `alignment_path`, the teacher's alignment of that same split; TTS
-    utterances the alignment summary lists as ``low_focus`` are left out (logged)."""
+    utterances the alignment summary lists as ``low_focus`` are left out (logged). `settings`:
+    training, seed, resume_path, threads, as :func:`train_model` takes them."""
     if constraint not in CONSTRAINTS:
         raise ValueError(f"constraint must be one of {CONSTRAINTS}, got {constraint!r}")
     constrained = constraint == "ac"
@@ -94,8 +92,6 @@ def train_nar(
         model_path,
         metrics_path,
         architecture={**architecture, "constraint": constrained},
-        training=training,
-        seed=seed,
         split=split,
         alignment=alignment,
         inputs={
@@ -107,8 +103,7 @@ def train_nar(
                 else {}
             ),
         },
-        resume_path=resume_path,
-        threads=threads,
+        **settings,
     )
 
 

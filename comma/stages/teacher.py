@@ -42,33 +42,11 @@ log = logging.getLogger(__name__)
 
 
 def train_teacher(
-    task: str,
-    data_dir: str | Path,
-    model_path: str | Path,
-    metrics_path: str | Path,
-    *,
-    architecture: dict,
-    training: dict,
-    seed: int,
-    resume_path: str | Path | None = None,
-    threads: int | None = None,
+    task: str, data_dir: str | Path, model_path: str | Path, metrics_path: str | Path, **settings
 ) -> None:
-    """Train the AR teacher of `task` on `data_dir`/train.pt (:func:`train_model`).
-
-    `architecture`: TeacherConfig fields other than task and sizes; `training`: TrainConfig
-    fields other than seed."""
-    train_model(
-        "teacher",
-        task,
-        data_dir,
-        model_path,
-        metrics_path,
-        architecture=architecture,
-        training=training,
-        seed=seed,
-        resume_path=resume_path,
-        threads=threads,
-    )
+    """Train the AR teacher of `task` on `data_dir`/train.pt: :func:`train_model` of the
+    ``teacher`` family (`settings`: architecture, training, seed, resume_path, threads)."""
+    train_model("teacher", task, data_dir, model_path, metrics_path, **settings)
 
 
 def _most_frequent_target(split: Split, vocab: Vocabulary) -> str:
