@@ -49,6 +49,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import yaml
 from tqdm import tqdm
 
 from comma.data.iwslt14 import (
@@ -92,7 +93,10 @@ PERSONS = ("1sg", "2sg", "3sg", "1pl", "2pl", "3pl")
 
 
 # ---------------------------------------------------------------------------------------------
-# Lexicon
+# Lexicon: the words live in nmt_lexicon.yaml beside this file; the code below gives them
+# their grammar.
+
+LEXICON = yaml.safe_load((Path(__file__).with_name("nmt_lexicon.yaml")).read_text("utf-8"))
 
 
 def _english_plural(word: str) -> str:
@@ -133,118 +137,7 @@ def _nouns(cls: str, rows: Sequence[tuple]) -> list[Noun]:
     return out
 
 
-NOUNS: list[Noun] = [
-    *_nouns(
-        PERSON,
-        [
-            ("Mann", "Männer", "m", "man|men", "guy", "gentleman|gentlemen"),
-            ("Frau", "Frauen", "f", "woman|women", "gal", "lady"),
-            ("Kind", "Kinder", "n", "child|children", "kid", "youngster"),
-            ("Junge", "Jungen", "m", "boy", "lad", "youth", "Jungen"),
-            ("Mädchen", "Mädchen", "n", "girl", "lass", "young lady"),
-            ("Arzt", "Ärzte", "m", "doctor", "doc", "physician"),
-            ("Ärztin", "Ärztinnen", "f", "doctor", "doc", "physician"),
-            ("Lehrer", "Lehrer", "m", "teacher", "tutor", "instructor"),
-            ("Lehrerin", "Lehrerinnen", "f", "teacher", "tutor", "instructor"),
-            ("Freund", "Freunde", "m", "friend", "buddy", "companion"),
-            ("Freundin", "Freundinnen", "f", "friend", "pal", "companion"),
-            ("Nachbar", "Nachbarn", "m", "neighbor", "neighbor", "resident", "Nachbarn"),
-            ("Chef", "Chefs", "m", "boss", "chief", "superior"),
-            ("Student", "Studenten", "m", "student", "undergrad", "scholar", "Studenten"),
-            ("Polizist", "Polizisten", "m", "policeman|policemen", "cop", "officer", "Polizisten"),
-            ("Kellner", "Kellner", "m", "waiter", "server", "attendant"),
-            ("Vater", "Väter", "m", "father", "dad", "father"),
-            ("Mutter", "Mütter", "f", "mother", "mom", "mother"),
-            ("Bruder", "Brüder", "m", "brother", "bro", "sibling"),
-            ("Schwester", "Schwestern", "f", "sister", "sister", "sibling"),
-            ("Kollege", "Kollegen", "m", "colleague", "workmate", "associate", "Kollegen"),
-            ("Kunde", "Kunden", "m", "customer", "buyer", "client", "Kunden"),
-            ("Großmutter", "Großmütter", "f", "grandmother", "grandma", "grandmother"),
-            ("Sohn", "Söhne", "m", "son", "son", "son"),
-            ("Tochter", "Töchter", "f", "daughter", "daughter", "daughter"),
-        ],
-    ),
-    *_nouns(
-        ANIMAL,
-        [
-            ("Hund", "Hunde", "m", "dog", "doggy", "canine"),
-            ("Katze", "Katzen", "f", "cat", "kitty", "feline"),
-            ("Pferd", "Pferde", "n", "horse", "pony", "steed"),
-            ("Vogel", "Vögel", "m", "bird", "birdie", "fowl|fowl"),
-            ("Maus", "Mäuse", "f", "mouse|mice", "mouse|mice", "rodent"),
-        ],
-    ),
-    *_nouns(
-        ARTIFACT,
-        [
-            ("Auto", "Autos", "n", "car", "ride", "automobile"),
-            ("Fahrrad", "Fahrräder", "n", "bicycle", "bike", "cycle"),
-            ("Computer", "Computer", "m", "computer", "laptop", "device"),
-            ("Telefon", "Telefone", "n", "phone", "cell", "telephone"),
-            ("Tasche", "Taschen", "f", "bag", "sack", "satchel"),
-            ("Geschenk", "Geschenke", "n", "gift", "present", "offering"),
-            ("Schlüssel", "Schlüssel", "m", "key", "key", "key"),
-            ("Uhr", "Uhren", "f", "watch", "watch", "timepiece"),
-            ("Bild", "Bilder", "n", "picture", "pic", "image"),
-            ("Lampe", "Lampen", "f", "lamp", "light", "lamp"),
-            ("Stuhl", "Stühle", "m", "chair", "seat", "chair"),
-            ("Tisch", "Tische", "m", "table", "table", "desk"),
-            ("Schuh", "Schuhe", "m", "shoe", "sneaker", "shoe"),
-            ("Koffer", "Koffer", "m", "suitcase", "case", "trunk"),
-        ],
-    ),
-    *_nouns(
-        FOOD,
-        [
-            ("Apfel", "Äpfel", "m", "apple", "apple", "apple"),
-            ("Kuchen", "Kuchen", "m", "cake", "treat", "pastry"),
-            ("Suppe", "Suppen", "f", "soup", "soup", "broth"),
-            ("Keks", "Kekse", "m", "cookie", "cookie", "biscuit"),
-            ("Pizza", "Pizzen", "f", "pizza", "pizza", "pizza"),
-            ("Banane", "Bananen", "f", "banana", "banana", "banana"),
-        ],
-    ),
-    *_nouns(
-        TEXT,
-        [
-            ("Buch", "Bücher", "n", "book", "paperback", "volume"),
-            ("Brief", "Briefe", "m", "letter", "note", "missive"),
-            ("Zeitung", "Zeitungen", "f", "newspaper", "paper", "journal"),
-            ("Geschichte", "Geschichten", "f", "story", "tale", "narrative"),
-            ("Bericht", "Berichte", "m", "report", "writeup", "account"),
-        ],
-    ),
-    *_nouns(MEDIA, [("Film", "Filme", "m", "movie", "flick", "film")]),
-    *_nouns(
-        PLACE,
-        [
-            ("Stadt", "Städte", "f", "city", "town", "municipality"),
-            ("Dorf", "Dörfer", "n", "village", "village", "hamlet"),
-            ("Schule", "Schulen", "f", "school", "school", "academy"),
-            ("Park", "Parks", "m", "park", "park", "park"),
-            ("Büro", "Büros", "n", "office", "workplace", "bureau"),
-            ("Restaurant", "Restaurants", "n", "restaurant", "diner", "establishment"),
-            ("Bahnhof", "Bahnhöfe", "m", "station", "station", "terminal"),
-            ("Garten", "Gärten", "m", "garden", "yard", "garden"),
-            ("Krankenhaus", "Krankenhäuser", "n", "hospital", "hospital", "infirmary"),
-            ("Haus", "Häuser", "n", "house", "place", "residence"),
-            ("Museum", "Museen", "n", "museum", "museum", "gallery"),
-            ("Laden", "Läden", "m", "shop", "store", "boutique"),
-        ],
-    ),
-    *_nouns(
-        IDEA,
-        [
-            ("Idee", "Ideen", "f", "idea", "thought", "concept"),
-            ("Problem", "Probleme", "n", "problem", "snag", "difficulty"),
-            ("Frage", "Fragen", "f", "question", "question", "query"),
-            ("Plan", "Pläne", "m", "plan", "scheme", "strategy"),
-            ("Lösung", "Lösungen", "f", "solution", "fix", "resolution"),
-            ("Antwort", "Antworten", "f", "answer", "reply", "response"),
-            ("Witz", "Witze", "m", "joke", "gag", "jest"),
-        ],
-    ),
-]
+NOUNS: list[Noun] = [noun for cls, rows in LEXICON["nouns"].items() for noun in _nouns(cls, rows)]
 
 
 def _english_s3(base: str) -> str:
@@ -307,319 +200,18 @@ class Verb:
         return self.particle + self.de_inf
 
 
-def _en(*specs: tuple[str, ...]) -> tuple[EnVerb, ...]:
-    return tuple(EnVerb(*spec) for spec in specs)
+def _verb(entry: dict) -> Verb:
+    """A verb of the lexicon file: German, participle, English per register, and the fields
+    that differ from Verb's defaults (noun-class lists become tuples)."""
+    fields = {k: tuple(v) if isinstance(v, list) else v for k, v in entry.items()}
+    english = tuple(EnVerb(*spec) for spec in fields.pop("en"))
+    return Verb(fields.pop("de"), fields.pop("participle"), english, **fields)
 
 
-_THINGS = (ARTIFACT, FOOD, TEXT)
-TRANSITIVE_VERBS = [
-    Verb(
-        "kaufen",
-        "gekauft",
-        _en(("buy", "bought"), ("grab", "grabbed"), ("purchase", "purchased")),
-        "acc",
-        obj=_THINGS,
-    ),
-    Verb(
-        "sehen",
-        "gesehen",
-        _en(("see", "saw"), ("spot", "spotted"), ("observe", "observed")),
-        "acc",
-        ANIMATE,
-        (PERSON, ANIMAL, ARTIFACT, PLACE, MEDIA),
-        de_2sg="siehst",
-        de_3sg="sieht",
-    ),
-    Verb(
-        "suchen",
-        "gesucht",
-        _en(("look", "looked", "for"), ("hunt", "hunted", "for"), ("seek", "sought")),
-        "acc",
-        ANIMATE,
-        (PERSON, ANIMAL, ARTIFACT),
-    ),
-    Verb(
-        "finden",
-        "gefunden",
-        _en(("find", "found"), ("dig", "dug", "up"), ("locate", "located")),
-        "acc",
-        ANIMATE,
-        (PERSON, ANIMAL, ARTIFACT, TEXT),
-    ),
-    Verb(
-        "lieben",
-        "geliebt",
-        _en(("love", "loved"), ("adore", "adored"), ("cherish", "cherished")),
-        "acc",
-        obj=(PERSON, ANIMAL, FOOD, PLACE, MEDIA),
-    ),
-    Verb(
-        "hassen",
-        "gehasst",
-        _en(("hate", "hated"), ("loathe", "loathed"), ("detest", "detested")),
-        "acc",
-        ANIMATE,
-        (ANIMAL, FOOD, PLACE, MEDIA, IDEA),
-    ),
-    Verb(
-        "besuchen",
-        "besucht",
-        _en(("visit", "visited"), ("drop", "dropped", "by"), ("call", "called", "on")),
-        "acc",
-        obj=(PERSON, PLACE),
-    ),
-    Verb(
-        "treffen",
-        "getroffen",
-        _en(("meet", "met"), ("meet", "met", "up with"), ("encounter", "encountered")),
-        "acc",
-        obj=(PERSON,),
-        de_2sg="triffst",
-        de_3sg="trifft",
-    ),
-    Verb(
-        "verstehen",
-        "verstanden",
-        _en(("understand", "understood"), ("get", "got"), ("comprehend", "comprehended")),
-        "acc",
-        obj=(PERSON, IDEA, TEXT),
-    ),
-    Verb(
-        "lesen",
-        "gelesen",
-        _en(("read", "read"), ("skim", "skimmed"), ("peruse", "perused")),
-        "acc",
-        obj=(TEXT,),
-        de_2sg="liest",
-        de_3sg="liest",
-    ),
-    Verb(
-        "schreiben",
-        "geschrieben",
-        _en(("write", "wrote"), ("scribble", "scribbled"), ("compose", "composed")),
-        "acc",
-        obj=(TEXT,),
-    ),
-    Verb(
-        "essen",
-        "gegessen",
-        _en(("eat", "ate"), ("munch", "munched"), ("consume", "consumed")),
-        "acc",
-        ANIMATE,
-        (FOOD,),
-        de_2sg="isst",
-        de_3sg="isst",
-    ),
-    Verb(
-        "bauen",
-        "gebaut",
-        _en(("build", "built"), ("put", "put", "up"), ("construct", "constructed")),
-        "acc",
-        obj=(ARTIFACT, PLACE),
-    ),
-    Verb(
-        "reparieren",
-        "repariert",
-        _en(("fix", "fixed"), ("patch", "patched", "up"), ("repair", "repaired")),
-        "acc",
-        obj=(ARTIFACT,),
-    ),
-    Verb(
-        "verkaufen",
-        "verkauft",
-        _en(("sell", "sold"), ("flog", "flogged"), ("market", "marketed")),
-        "acc",
-        obj=(ARTIFACT, FOOD, TEXT),
-    ),
-    Verb(
-        "brauchen",
-        "gebraucht",
-        _en(("need", "needed"), ("want", "wanted"), ("require", "required")),
-        "acc",
-        ANIMATE,
-        (PERSON, ARTIFACT, FOOD, IDEA),
-    ),
-    Verb(
-        "zerstören",
-        "zerstört",
-        _en(("destroy", "destroyed"), ("wreck", "wrecked"), ("demolish", "demolished")),
-        "acc",
-        ANIMATE,
-        (ARTIFACT, PLACE),
-    ),
-    Verb(
-        "tragen",
-        "getragen",
-        _en(("carry", "carried"), ("lug", "lugged"), ("transport", "transported")),
-        "acc",
-        obj=(ANIMAL, ARTIFACT),
-        de_2sg="trägst",
-        de_3sg="trägt",
-    ),
-    Verb(
-        "vergessen",
-        "vergessen",
-        _en(("forget", "forgot"), ("forget", "forgot", "about"), ("overlook", "overlooked")),
-        "acc",
-        obj=(PERSON, ARTIFACT, IDEA),
-        de_2sg="vergisst",
-        de_3sg="vergisst",
-    ),
-    Verb(
-        "erklären",
-        "erklärt",
-        _en(("explain", "explained"), ("spell", "spelled", "", "out"), ("clarify", "clarified")),
-        "acc",
-        obj=(IDEA, TEXT),
-    ),
-    Verb(
-        "rufen",
-        "angerufen",
-        _en(("call", "called"), ("phone", "phoned"), ("telephone", "telephoned")),
-        "acc",
-        obj=(PERSON,),
-        particle="an",
-    ),
-    Verb(
-        "laden",
-        "eingeladen",
-        _en(("invite", "invited"), ("ask", "asked", "", "over"), ("invite", "invited")),
-        "acc",
-        obj=(PERSON,),
-        particle="ein",
-        de_2sg="lädst",
-        de_3sg="lädt",
-    ),
-    Verb(
-        "bringen",
-        "mitgebracht",
-        _en(("bring", "brought"), ("bring", "brought", "", "along"), ("bring", "brought")),
-        "acc",
-        obj=(PERSON, ANIMAL, ARTIFACT, FOOD),
-        particle="mit",
-    ),
-    Verb(
-        "helfen",
-        "geholfen",
-        _en(("help", "helped"), ("help", "helped", "", "out"), ("assist", "assisted")),
-        "dat",
-        ANIMATE,
-        (PERSON,),
-        de_2sg="hilfst",
-        de_3sg="hilft",
-    ),
-    Verb(
-        "folgen",
-        "gefolgt",
-        _en(("follow", "followed"), ("tail", "tailed"), ("pursue", "pursued")),
-        "dat",
-        ANIMATE,
-        ANIMATE,
-        aux="sein",
-    ),
-    Verb(
-        "danken",
-        "gedankt",
-        _en(("thank", "thanked"), ("thank", "thanked"), ("thank", "thanked")),
-        "dat",
-        obj=(PERSON,),
-    ),
-]
-INTRANSITIVE_VERBS = [
-    Verb(
-        "arbeiten",
-        "gearbeitet",
-        _en(("work", "worked"), ("slave", "slaved", "away"), ("labor", "labored")),
-    ),
-    Verb(
-        "schlafen",
-        "geschlafen",
-        _en(("sleep", "slept"), ("snooze", "snoozed"), ("slumber", "slumbered")),
-        subj=ANIMATE,
-        de_2sg="schläfst",
-        de_3sg="schläft",
-    ),
-    Verb(
-        "lachen",
-        "gelacht",
-        _en(("laugh", "laughed"), ("crack", "cracked", "up"), ("chuckle", "chuckled")),
-    ),
-    Verb(
-        "warten",
-        "gewartet",
-        _en(("wait", "waited"), ("hang", "hung", "around"), ("linger", "lingered")),
-        subj=ANIMATE,
-    ),
-    Verb(
-        "kommen",
-        "gekommen",
-        _en(("come", "came"), ("show", "showed", "up"), ("arrive", "arrived")),
-        subj=ANIMATE,
-        aux="sein",
-        motion=True,
-    ),
-    Verb(
-        "gehen",
-        "gegangen",
-        _en(("go", "went"), ("head", "headed"), ("proceed", "proceeded")),
-        subj=ANIMATE,
-        aux="sein",
-        motion=True,
-    ),
-    Verb(
-        "laufen",
-        "gelaufen",
-        _en(("run", "ran"), ("dash", "dashed"), ("hurry", "hurried")),
-        subj=ANIMATE,
-        aux="sein",
-        de_2sg="läufst",
-        de_3sg="läuft",
-        motion=True,
-    ),
-    Verb(
-        "sprechen",
-        "gesprochen",
-        _en(("talk", "talked"), ("chat", "chatted"), ("speak", "spoke")),
-        de_2sg="sprichst",
-        de_3sg="spricht",
-    ),
-    Verb(
-        "wohnen",
-        "gewohnt",
-        _en(("live", "lived"), ("stay", "stayed"), ("reside", "resided")),
-        subj=ANIMATE,
-    ),
-    Verb(
-        "singen",
-        "gesungen",
-        _en(("sing", "sang"), ("hum", "hummed"), ("perform", "performed")),
-        subj=ANIMATE,
-    ),
-    Verb("lernen", "gelernt", _en(("study", "studied"), ("cram", "crammed"), ("learn", "learned"))),
-    Verb(
-        "spielen",
-        "gespielt",
-        _en(("play", "played"), ("goof", "goofed", "around"), ("play", "played")),
-        subj=ANIMATE,
-    ),
-]
+TRANSITIVE_VERBS = [_verb(entry) for entry in LEXICON["transitive_verbs"]]
+INTRANSITIVE_VERBS = [_verb(entry) for entry in LEXICON["intransitive_verbs"]]
 # Verbs taking a `dass` clause; wissen is irregular in the singular.
-MATRIX_VERBS = [
-    Verb("sagen", "gesagt", _en(("say", "said"), ("say", "said"), ("state", "stated"))),
-    Verb(
-        "glauben",
-        "geglaubt",
-        _en(("think", "thought"), ("reckon", "reckoned"), ("believe", "believed")),
-    ),
-    Verb(
-        "wissen",
-        "gewusst",
-        _en(("know", "knew"), ("know", "knew"), ("know", "knew")),
-        de_2sg="weißt",
-        de_3sg="weiß",
-    ),
-    Verb("hoffen", "gehofft", _en(("hope", "hoped"), ("hope", "hoped"), ("trust", "trusted"))),
-]
+MATRIX_VERBS = [_verb(entry) for entry in LEXICON["matrix_verbs"]]
 # wissen: ich weiß (the 1sg follows the 3sg, not the stem).
 IRREGULAR_1SG = {"wissen": "weiß"}
 AUX_PRESENT = {
@@ -640,53 +232,11 @@ class Adjective:
         return self.attr_stem or self.de
 
 
-_COLOURED = (ANIMAL, ARTIFACT)
-ADJECTIVES = [
-    Adjective("groß", ("big", "huge", "large"), CONCRETE),
-    Adjective("klein", ("small", "tiny", "little"), CONCRETE),
-    Adjective("alt", ("old", "ancient", "aged"), CONCRETE),
-    Adjective("neu", ("new", "shiny", "recent"), (ARTIFACT, TEXT, MEDIA, PLACE, IDEA)),
-    Adjective("schön", ("beautiful", "pretty", "lovely"), (PERSON, ANIMAL, ARTIFACT, PLACE, MEDIA)),
-    Adjective(
-        "gut", ("good", "great", "fine"), (PERSON, ANIMAL, ARTIFACT, FOOD, TEXT, MEDIA, IDEA)
-    ),
-    Adjective("schlecht", ("bad", "lousy", "poor"), (ARTIFACT, FOOD, TEXT, MEDIA, IDEA)),
-    Adjective("schnell", ("fast", "quick", "rapid"), (PERSON, ANIMAL, ARTIFACT)),
-    Adjective("teuer", ("expensive", "pricey", "costly"), (ARTIFACT, FOOD, PLACE), "teur"),
-    Adjective("billig", ("cheap", "cheap", "inexpensive"), (ARTIFACT, FOOD)),
-    Adjective("klug", ("smart", "bright", "intelligent"), ANIMATE + (IDEA,)),
-    Adjective("müde", ("tired", "beat", "weary"), ANIMATE, "müd"),
-    Adjective("freundlich", ("friendly", "nice", "amiable"), ANIMATE),
-    Adjective("laut", ("loud", "noisy", "boisterous"), (PERSON, ANIMAL, ARTIFACT, PLACE)),
-    Adjective("ruhig", ("quiet", "chill", "calm"), (PERSON, ANIMAL, PLACE)),
-    Adjective("seltsam", ("strange", "weird", "peculiar"), CONCRETE + (MEDIA, IDEA)),
-    Adjective("berühmt", ("famous", "famous", "renowned"), (PERSON, PLACE, TEXT, MEDIA)),
-    Adjective("reich", ("rich", "loaded", "wealthy"), (PERSON,)),
-    Adjective("stark", ("strong", "tough", "powerful"), (PERSON, ANIMAL, ARTIFACT)),
-    Adjective("glücklich", ("happy", "cheerful", "joyful"), ANIMATE),
-    Adjective("traurig", ("sad", "blue", "sorrowful"), (PERSON, ANIMAL, TEXT, MEDIA)),
-    Adjective("wichtig", ("important", "key", "significant"), (PERSON, TEXT, PLACE, IDEA)),
-    Adjective(
-        "interessant", ("interesting", "cool", "fascinating"), (PERSON, TEXT, MEDIA, PLACE, IDEA)
-    ),
-    Adjective("einfach", ("simple", "easy", "straightforward"), (TEXT, IDEA)),
-    Adjective("schwierig", ("hard", "tricky", "difficult"), (PERSON, TEXT, IDEA)),
-    Adjective("jung", ("young", "young", "youthful"), ANIMATE),
-    Adjective("krank", ("sick", "sick", "ill"), ANIMATE),
-    Adjective("hungrig", ("hungry", "starving", "famished"), ANIMATE),
-    Adjective("lecker", ("tasty", "yummy", "delicious"), (FOOD,)),
-    Adjective("frisch", ("fresh", "fresh", "fresh"), (FOOD,)),
-    Adjective("kaputt", ("broken", "busted", "damaged"), (ARTIFACT,)),
-    Adjective("leer", ("empty", "empty", "vacant"), (PLACE,)),
-    Adjective("dunkel", ("dark", "dark", "dim"), (PLACE,), "dunkl"),
-    Adjective("sauber", ("clean", "spotless", "immaculate"), (PLACE, ARTIFACT)),
-    Adjective("rot", ("red", "red", "red"), _COLOURED),
-    Adjective("blau", ("blue", "blue", "blue"), (ARTIFACT,)),
-    Adjective("grün", ("green", "green", "green"), _COLOURED),
-    Adjective("schwarz", ("black", "black", "black"), _COLOURED),
-    Adjective("weiß", ("white", "white", "white"), _COLOURED),
-    Adjective("gelb", ("yellow", "yellow", "yellow"), _COLOURED),
-]
+def _adjective(de: str, en: list[str], applies: list[str], attr_stem: str | None = None):
+    return Adjective(de, tuple(en), tuple(applies), attr_stem)
+
+
+ADJECTIVES = [_adjective(*row) for row in LEXICON["adjectives"]]
 
 
 @dataclass(frozen=True)
@@ -697,23 +247,13 @@ class Adverb:
     time: bool = False  # time adverbs may be fronted; frequency adverbs may not
 
 
-def _same(words: str, position: str) -> tuple[tuple[str, str], ...]:
-    return ((words, position),) * len(REGISTERS)
+def _adverb(de: str, en: list, tenses: list | None = None, time: bool = False) -> Adverb:
+    tenses = tuple(tenses) if tenses is not None else ("present", "perfect", "modal")
+    return Adverb(de, tuple(tuple(pair) for pair in en), tenses, time)
 
 
-TIME_ADVERBS = [
-    Adverb("heute", _same("today", "end"), time=True),
-    Adverb("gestern", _same("yesterday", "end"), ("perfect",), time=True),
-    Adverb("morgen", _same("tomorrow", "end"), ("present", "modal"), time=True),
-    Adverb("jetzt", _same("now", "end"), ("present", "modal"), time=True),
-]
-FREQUENCY_ADVERBS = [
-    Adverb("oft", (("often", "mid"), ("a lot", "end"), ("frequently", "mid"))),
-    Adverb("manchmal", (("sometimes", "mid"), ("now and then", "end"), ("occasionally", "mid"))),
-    Adverb("selten", (("rarely", "mid"), ("hardly ever", "mid"), ("seldom", "mid"))),
-    Adverb("immer", _same("always", "mid")),
-    Adverb("nie", _same("never", "mid")),
-]
+TIME_ADVERBS = [_adverb(**entry) for entry in LEXICON["time_adverbs"]]
+FREQUENCY_ADVERBS = [_adverb(**entry) for entry in LEXICON["frequency_adverbs"]]
 INTENSIFIERS = [
     ("sehr", ("very", "really", "extremely")),
     ("ziemlich", ("quite", "pretty", "rather")),
