@@ -1,6 +1,6 @@
-# CoMMA (paper section 2): train one per task, variant (raw; kd: on the KD corpus, section 4.2;
-# ac: with the eq. 7-8 attention constraint, section 5.2) and seed; measure R(p) on the test set;
-# summarize over seeds.
+# CoMMA (paper section 2): train one per task, {corpus}_{constraint} (raw_noac; kd_noac: on the
+# KD corpus, section 4.2; raw_ac: with the eq. 7-8 attention constraint, section 5.2) and seed;
+# measure R(p) on the test set; summarize over seeds.
 
 
 rule train_comma:
@@ -11,12 +11,9 @@ rule train_comma:
         model=comma_run("model.pt"),
         metrics=comma_run("metrics.jsonl"),
     log:
-        "logs/comma/train_comma/{task}_{variant}_seed{seed}.log",
+        "logs/comma/train_comma/{task}_{corpus}_{constraint}_seed{seed}.log",
     benchmark:
-        "logs/benchmarks/train_comma/{task}_{variant}_seed{seed}.tsv"
-    wildcard_constraints:
-        variant="raw|kd|ac",
-        seed=r"\d+",
+        "logs/benchmarks/train_comma/{task}_{corpus}_{constraint}_seed{seed}.tsv"
     conda:
         "../envs/comma.yaml"
     threads: 1
@@ -39,28 +36,22 @@ rule measure_ratio:
         heads=comma_run("ratio_heads.csv"),
         sentences=comma_run("ratio_sentences.csv"),
     log:
-        "logs/comma/measure_ratio/{task}_{variant}_seed{seed}.log",
+        "logs/comma/measure_ratio/{task}_{corpus}_{constraint}_seed{seed}.log",
     benchmark:
-        "logs/benchmarks/measure_ratio/{task}_{variant}_seed{seed}.tsv"
-    wildcard_constraints:
-        seed=r"\d+",
+        "logs/benchmarks/measure_ratio/{task}_{corpus}_{constraint}_seed{seed}.tsv"
     conda:
         "../envs/comma.yaml"
     threads: 1
     params:
         **{k: v for k, v in config["ratio"].items() if k != "length_control"},
+        variant=comma_variant,
     script:
         "../workflow_scripts/measure_ratio.py"
 
 
 rule aggregate_ratio:
     input:
-        expand(
-            comma_run("ratio.csv"),
-            task=TASKS,
-            variant=COMMA_VARIANTS,
-            seed=SEEDS,
-        ),
+        comma_files("ratio.csv", COMMA_VARIANTS),
     output:
         runs="results/ratio.csv",
         summary="results/ratio_summary.csv",

@@ -32,6 +32,9 @@ if config["data"]["source"] == "download":
 wildcard_constraints:
     task=TASK_WILDCARD,
     split="train|valid|test",
+    corpus="raw|kd",
+    constraint="ac|noac",
+    seed=r"\d+",
     subset="|".join(sorted(set(LIBRITTS_SUBSETS.values()))),
 
 
@@ -72,10 +75,12 @@ def feature_params():
 
 
 SEEDS = config["seeds"]
-# CoMMA variants: raw corpus, KD corpus (section 4.2), raw corpus + attention constraint (5.2).
-COMMA_VARIANTS = ["raw", "kd", "ac"]
-# Training corpora: the prepared one, or the teacher's distillation of it (rules/distill.smk).
+# CoMMA and the NAR models name their training setup alike, {corpus}_{constraint}: the
+# prepared corpus (raw) or the teacher's distillation of it (kd, rules/distill.smk), without
+# (noac) or with (ac) the teacher's alignment constraint. CoMMA's runs of Figures 2-4 are raw,
+# kd (section 4.2) and ac (section 5.2), the `variant` column of the R(p) tables.
 CORPORA = ["raw", "kd"]
+COMMA_VARIANTS = {"raw": "raw_noac", "kd": "kd_noac", "ac": "raw_ac"}
 DISTILL_SHARDS = list(range(config["distill"]["shards"]))
 
 
@@ -98,8 +103,27 @@ def alignment_file(name, task="{task}", corpus="{corpus}"):
 
 
 def comma_run(name):
-    """A file of one CoMMA run: work/comma/{task}/{variant}/seed{seed}/<name>."""
-    return f"work/comma/{{task}}/{{variant}}/seed{{seed}}/{name}"
+    """A file of one CoMMA run: work/comma/{task}/{corpus}_{constraint}/seed{seed}/<name>."""
+    return f"work/comma/{{task}}/{{corpus}}_{{constraint}}/seed{{seed}}/{name}"
+
+
+def comma_files(name, variants, tasks=None, seeds=None):
+    """The file `name` of every CoMMA run of `variants` (raw, kd, ac), task and seed."""
+    return [
+        comma_run(name).format(
+            task=task, corpus=corpus, constraint=constraint, seed=seed
+        )
+        for task in (TASKS if tasks is None else tasks)
+        for variant in variants
+        for corpus, constraint in [COMMA_VARIANTS[variant].split("_")]
+        for seed in (SEEDS if seeds is None else seeds)
+    ]
+
+
+def comma_variant(wildcards):
+    """The R(p) tables' name of a CoMMA run (raw, kd, ac; another setup by its own name)."""
+    setup = f"{wildcards.corpus}_{wildcards.constraint}"
+    return {v: k for k, v in COMMA_VARIANTS.items()}.get(setup, setup)
 
 
 def vocab_files(wildcards):
@@ -121,11 +145,13 @@ def comma_architecture():
 
 
 def comma_inputs(wildcards):
-    """A CoMMA run's training split (kd: the KD corpus) and, for ac, the teacher alignment."""
-    corpus = "kd" if wildcards.variant == "kd" else "raw"
-    inputs = {"train": corpus_train(wildcards.task, corpus)}
-    if wildcards.variant == "ac":
-        inputs["alignment"] = alignment_file("alignment.pt", wildcards.task, "raw")
+    """A CoMMA run's training split (kd: the KD corpus) and, for ac, the teacher's alignment
+    of that split."""
+    inputs = {"train": corpus_train(wildcards.task, wildcards.corpus)}
+    if wildcards.constraint == "ac":
+        inputs["alignment"] = alignment_file(
+            "alignment.pt", wildcards.task, wildcards.corpus
+        )
     return inputs
 
 

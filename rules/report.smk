@@ -32,7 +32,7 @@ rule summarize_data:
 # kd runs redraws Figure 3 alone.
 rule figure2:
     input:
-        expand(comma_run("ratio.csv"), task=TASKS, variant="raw", seed=SEEDS),
+        comma_files("ratio.csv", ["raw"]),
     output:
         pdf=report(
             "results/fig2.pdf",
@@ -54,7 +54,7 @@ rule figure2:
 
 rule figure3:
     input:
-        expand(comma_run("ratio.csv"), task=TASKS, variant=["raw", "kd"], seed=SEEDS),
+        comma_files("ratio.csv", ["raw", "kd"]),
     output:
         pdf=report(
             "results/fig3.pdf",
@@ -80,7 +80,7 @@ rule figure3:
 
 rule figure4:
     input:
-        expand(comma_run("ratio.csv"), task=TASKS, variant=["raw", "ac"], seed=SEEDS),
+        comma_files("ratio.csv", ["raw", "ac"]),
     output:
         pdf=report(
             "results/fig4.pdf",
@@ -105,7 +105,7 @@ rule figure4:
 
 rule length_control:
     input:
-        expand(comma_run("ratio_sentences.csv"), task=TASKS, variant="raw", seed=SEEDS),
+        comma_files("ratio_sentences.csv", ["raw"]),
     output:
         bins=report(
             "results/length_control.csv",

@@ -30,9 +30,7 @@ def training_curve_runs(wildcards):
             task=task,
             label=f"{variant} seed{seed}",
             group=variant,
-            path=comma_run("metrics.jsonl").format(
-                task=task, variant=variant, seed=seed
-            ),
+            path=comma_files("metrics.jsonl", [variant], [task], [seed])[0],
         )
         for task in TASKS
         for variant in COMMA_VARIANTS

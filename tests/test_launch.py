@@ -32,7 +32,7 @@ from comma.engine.trainer import load_checkpoint
 from comma.models.comma import CoMMA, CoMMAConfig
 
 TESTS = Path(__file__).resolve().parent
-RUN = Path("work/comma/nmt/raw/seed1")
+RUN = Path("work/comma/nmt/raw_noac/seed1")
 
 
 @pytest.fixture

@@ -318,7 +318,7 @@ def assert_equal_objects(a, b, where: str) -> None:
 
 # --- a training job cancelled mid-way resumes in Snakemake's retry ------------------------
 
-FAULT_RUN = Path("work/comma/nmt/raw/seed1")
+FAULT_RUN = Path("work/comma/nmt/raw_noac/seed1")
 FAULT_STEPS = 300
 FAULT_CHECKPOINT_EVERY = 10
 # The checkpoint the job must have written before it is cancelled.

@@ -11,7 +11,7 @@ with rule_log(snakemake):
         snakemake.input.test,
         snakemake.output.ratio,
         snakemake.output.heads,
-        labels={"task": w.task, "variant": w.variant, "seed": int(w.seed)},
+        labels={"task": w.task, "variant": snakemake.params.variant, "seed": int(w.seed)},
         p_grid=list(p.p_grid),
         mask_seed=p.mask_seed,
         bootstrap=p.bootstrap,
