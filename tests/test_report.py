@@ -8,14 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from comma.analysis.report import (
-    Curve,
-    plot_training_curves,
-    read_benchmarks,
-    read_metrics,
-    smooth,
-    summarize_runtimes,
-)
+from comma.analysis.curves import Curve, plot_training_curves, read_metrics, smooth
+from comma.analysis.runtimes import read_benchmarks, summarize_runtimes
 
 HEADER = "s\th:m:s\tmax_rss\tmax_vms\tmax_uss\tmax_pss\tio_in\tio_out\tmean_load\tcpu_time\n"
 

@@ -4,7 +4,7 @@
 from pathlib import Path
 
 from _workflow import rule_log
-from comma.analysis.report import summarize_runtimes
+from comma.analysis.runtimes import summarize_runtimes
 
 with rule_log(snakemake):
     p = snakemake.params

@@ -1,7 +1,7 @@
 """rule training_curves: training loss against step for every trained model."""
 
 from _workflow import rule_log
-from comma.analysis.report import Curve, plot_training_curves
+from comma.analysis.curves import Curve, plot_training_curves
 
 with rule_log(snakemake):
     plot_training_curves(
