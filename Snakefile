@@ -47,4 +47,5 @@ rule all:
         "results/table4.md",
         "results/findings.md",
         "results/training_curves.png",
+        "results/ratio_convergence.png",
         "results/runtimes.md",

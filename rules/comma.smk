@@ -7,6 +7,7 @@ rule train_comma:
     input:
         unpack(comma_inputs),
         vocab=vocab_files,
+        valid=prepared("{task}", "valid.pt"),
     output:
         model=comma_run("model.pt"),
         metrics=comma_run("metrics.jsonl"),
@@ -23,6 +24,7 @@ rule train_comma:
         architecture=comma_architecture(),
         training=comma_training(),
         ac_weight=config["models"]["comma"]["ac_weight"],
+        probe=comma_probe(),
     script:
         "../workflow_scripts/train_comma.py"
 
@@ -43,7 +45,11 @@ rule measure_ratio:
         "../envs/comma.yaml"
     threads: 1
     params:
-        **{k: v for k, v in config["ratio"].items() if k != "length_control"},
+        **{
+            k: v
+            for k, v in config["ratio"].items()
+            if k not in ("length_control", "probe_sentences")
+        },
         variant=comma_variant,
     script:
         "../workflow_scripts/measure_ratio.py"

@@ -155,6 +155,18 @@ def comma_inputs(wildcards):
     return inputs
 
 
+def comma_probe():
+    """R(p) on a validation slice at every CoMMA checkpoint (None: ratio.probe_sentences 0)."""
+    ratio = config["ratio"]
+    if not ratio["probe_sentences"]:
+        return None
+    return dict(
+        sentences=ratio["probe_sentences"],
+        p_grid=ratio["p_grid"],
+        mask_seed=ratio["mask_seed"],
+    )
+
+
 def comma_training():
     return {
         **config["training"]["comma"],

@@ -181,6 +181,32 @@ rule training_curves:
         "../workflow_scripts/training_curves.py"
 
 
+rule ratio_convergence:
+    input:
+        comma_files("metrics.jsonl", ["raw"]),
+    output:
+        plot=report(
+            "results/ratio_convergence.png",
+            caption="../report/ratio_convergence.rst",
+            category="Training",
+        ),
+        table="results/ratio_convergence.md",
+    log:
+        "logs/report/ratio_convergence.log",
+    benchmark:
+        "logs/benchmarks/ratio_convergence.tsv"
+    conda:
+        "../envs/comma.yaml"
+    params:
+        runs=[
+            (task, seed, comma_files("metrics.jsonl", ["raw"], [task], [seed])[0])
+            for task in TASKS
+            for seed in SEEDS
+        ],
+    script:
+        "../workflow_scripts/ratio_convergence.py"
+
+
 # After the study's final products, which every expensive job precedes: it reruns when they do
 # and reads every job's record from logs/benchmarks/.
 rule runtimes:

@@ -360,3 +360,27 @@ def test_two_processes_equal_one_with_the_same_global_batch(tmp_path):
         torch.testing.assert_close(two["model"][name], tensor, rtol=1e-4, atol=1e-5, msg=name)
     changed = [n for n, t in one["model"].items() if n.endswith("weight") and t.dim() == 2]
     assert changed  # the comparison covers real weight matrices
+
+
+def test_a_probe_joins_the_checkpoint_metrics_and_changes_nothing(tmp_path):
+    split = copy_split(64, VOCAB, 3, 8, seed=0)
+    config = _config(max_steps=9, checkpoint_every=4, max_sentences=8)
+    seen = []
+
+    def probe(model):
+        assert not model.training
+        seen.append(torch.rand(()))  # draws from the global stream, which must be put back
+        return {"R@0.5": float(sum(p.sum() for p in model.parameters()))}
+
+    seed_everything(0)
+    plain = train(CopyModel(VOCAB), split, config, tmp_path / "a.pt", tmp_path / "a.jsonl")
+    seed_everything(0)
+    probed = train(
+        CopyModel(VOCAB), split, config, tmp_path / "b.pt", tmp_path / "b.jsonl", probe=probe
+    )
+    assert plain.loss == probed.loss and len(seen) == 3  # steps 4, 8 and the last, 9
+    a, b = load_checkpoint(tmp_path / "a.pt"), load_checkpoint(tmp_path / "b.pt")
+    for name, weight in a["model"].items():
+        assert torch.equal(weight, b["model"][name]), name
+    records = [json.loads(line) for line in (tmp_path / "b.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records if "R@0.5" in r] == [4, 8, 9]

@@ -18,6 +18,7 @@ with rule_log(snakemake):
             train_path=str(snakemake.input.train),
             alignment_path=snakemake.input.get("alignment"),
             ac_weight=float(snakemake.params.ac_weight),
+            probe=snakemake.params.probe,
             model_path=str(snakemake.output.model),
             metrics_path=str(snakemake.output.metrics),
             architecture=dict(snakemake.params.architecture),

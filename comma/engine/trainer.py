@@ -376,13 +376,16 @@ def train_and_save(
     model_config: dict[str, Any],
     identity: dict[str, Any] | None = None,
     teacher_targets: Callable[[torch.Tensor], TeacherTargets] | None = None,
+    probe: Callable[[nn.Module], dict[str, float]] | None = None,
 ) -> TrainResult | None:
     """`train`, then (rank 0 only) write the final weights with the model's config to
     `model_path` as ``{"format", "config", "model", "seed"}``: the file a rule declares. The
     resumable checkpoint stays at `resume_path`, which a rule does not declare, so that a killed
     job's retry resumes from it."""
     log.info("%s: %s parameters", type(model).__name__, sum(p.numel() for p in model.parameters()))
-    result = train(model, split, config, resume_path, metrics_path, identity, teacher_targets)
+    result = train(
+        model, split, config, resume_path, metrics_path, identity, teacher_targets, probe
+    )
     log.info("trained to step %d, last loss %s", result.step, result.loss)
     if not is_main_process():
         return None  # under torchrun every rank gets here; rank 0 writes the model
@@ -490,13 +493,17 @@ def train(
     metrics_path: str | Path | None = None,
     identity: dict[str, Any] | None = None,
     teacher_targets: Callable[[torch.Tensor], TeacherTargets] | None = None,
+    probe: Callable[[nn.Module], dict[str, float]] | None = None,
 ) -> TrainResult:
     """Train `model` on `split` for ``config.max_steps`` updates (resuming from
     `checkpoint_path` if it holds a checkpoint of this very run: same fingerprint, see
     :func:`run_fingerprint`; `identity` is the caller's part of it); see the module docstring.
     `teacher_targets` (sentence indices -> :class:`TeacherTargets`) attaches the teacher's
-    alignment targets to every batch. The model ends on the training device with the final
-    weights; `checkpoint_path` holds the final checkpoint."""
+    alignment targets to every batch. `probe` (the model in eval mode -> named floats, e.g.
+    R(p) on a held-out slice) runs on rank 0 at every checkpoint step; its values join that
+    step's metrics line, and it changes neither the weights nor any random stream. The model
+    ends on the training device with the final weights; `checkpoint_path` holds the final
+    checkpoint."""
     checkpoint_path = Path(checkpoint_path)
     metrics_path = Path(metrics_path) if metrics_path is not None else None
     if not callable(getattr(model, "loss", None)):
@@ -508,6 +515,7 @@ def train(
             trainer = _Trainer(
                 model, split, config, checkpoint_path, ctx, device, identity, teacher_targets
             )
+            trainer.probe = probe
             return _train(trainer, checkpoint_path, metrics_path)
     finally:
         if ctx.initialized_here:
@@ -539,6 +547,7 @@ class _Trainer:
         self.model = model.to(device)
         self.config = config
         self.fingerprint = run_fingerprint(config, identity)
+        self.probe: Callable[[nn.Module], dict[str, float]] | None = None
         self.checkpoint_path = checkpoint_path
         self.ctx = ctx
         self.device = device
@@ -711,6 +720,25 @@ class _Trainer:
         self.optimizer.step()
         return _StepOutcome(global_loss, units_total, global_logs, grad_norm)
 
+    def run_probe(self) -> dict[str, float]:
+        """The probe's values for the current weights (eval mode, no gradient), with every
+        random state put back afterwards, so a probed run ends bitwise where an unprobed one
+        does."""
+        if self.probe is None:
+            return {}
+        state = rng_state()
+        self.model.eval()
+        try:
+            with torch.no_grad(), self.autocast:
+                values = self.probe(self.model)
+        finally:
+            self.model.train()
+            set_rng_state(state)
+        clashes = sorted(set(values) & set(TRAINER_METRICS))
+        if clashes:
+            raise ValueError(f"the probe's values reuse the trainer's metric names {clashes}")
+        return {name: float(value) for name, value in values.items()}
+
     def run(self, metrics_path: Path | None) -> float | None:
         """Update until max_steps, logging each step and checkpointing; the last loss."""
         config, is_main = self.config, self.ctx.rank == 0
@@ -748,6 +776,10 @@ class _Trainer:
                 src_tokens = int(self.src_lengths[global_indices].sum())
                 tgt_tokens = int(self.tgt_lengths[global_indices].sum())
                 last_loss = outcome.loss
+                at_checkpoint = (
+                    self.step % config.checkpoint_every == 0 or self.step == config.max_steps
+                )
+                probed = self.run_probe() if at_checkpoint and is_main else {}
                 if metrics is not None:
                     record = {
                         "step": self.step,
@@ -762,11 +794,12 @@ class _Trainer:
                         "grad_norm": outcome.grad_norm,
                         "seconds": seconds,
                         **outcome.logs,
+                        **probed,
                     }
                     metrics.write(json.dumps(record) + "\n")
                     metrics.flush()
                 # After the metrics line: a kill in between leaves a line the resume drops.
-                if self.step % config.checkpoint_every == 0 or self.step == config.max_steps:
+                if at_checkpoint:
                     self.save_checkpoint()
 
                 rate = (src_tokens + tgt_tokens) / max(seconds, 1e-9)

@@ -24,7 +24,7 @@ import pandas as pd
 import torch
 
 from comma.data.batching import Batch, collate, make_batches, sentence_sizes
-from comma.data.packed import load_split
+from comma.data.packed import Split, load_split
 from comma.io import write_csv
 from comma.models.comma import CoMMA, target_rows_paper_order
 from comma.models.registry import load_comma
@@ -49,6 +49,7 @@ def train_comma(
     train_path: str | Path | None = None,
     alignment_path: str | Path | None = None,
     ac_weight: float = 0.0,
+    probe: dict | None = None,
     **settings,
 ) -> None:
     """Train CoMMA for `task` (:func:`comma.stages.training.train_model`).
@@ -58,7 +59,9 @@ def train_comma(
     :class:`~comma.alignment.store.TeacherAlignment` of that training split) the eq. 8 attention
     constraint is added with weight `ac_weight` (the ac variant). `architecture`: CoMMAConfig
     fields other than task, sizes and ac_weight; `settings`: training, seed, resume_path,
-    threads, as :func:`train_model` takes them."""
+    threads, as :func:`train_model` takes them. `probe` (``sentences``, ``p_grid``,
+    ``mask_seed``): R(p) on the first sentences of `data_dir`/valid.pt at every checkpoint,
+    into the metrics as ``R@p`` (the convergence curve behind the step counts)."""
     train_path = Path(train_path or Path(data_dir) / "train.pt")
     split = load_split(train_path)
     if alignment_path is not None and ac_weight <= 0:
@@ -76,6 +79,7 @@ def train_comma(
         split=split,
         alignment=alignment,
         inputs={"train": train_path, **({"alignment": alignment_path} if alignment_path else {})},
+        probe=ratio_probe(load_split(Path(data_dir) / "valid.pt"), **probe) if probe else None,
         **settings,
     )
 
@@ -126,6 +130,32 @@ def ratio_pass(
         per_head,
         out.src_lengths,
     )
+
+
+def ratio_probe(
+    split: Split, *, sentences: int, p_grid: Sequence[float], mask_seed: int, batch_sentences=32
+):
+    """A trainer probe: R(p) (eq. 3, every layer and head) of the model on the first
+    `sentences` of `split`, at each p of `p_grid`, with fixed masks -> ``{"R@p": value}``."""
+    subset = split.select(range(min(sentences, len(split))))
+    batches = make_batches(sentence_sizes(subset), max_sentences=batch_sentences, shuffle=False)
+
+    def probe(model: CoMMA) -> dict[str, float]:
+        device = next(model.parameters()).device
+        layers, heads = range(model.config.layers), range(model.config.heads)
+        values = {}
+        for k, p in enumerate(p_grid):
+            generator = torch.Generator().manual_seed(mask_seed * 1000 + k)
+            ratios = []
+            for indices in batches:
+                batch = collate(subset, indices).to(device)
+                predicted = model.mask_targets(batch.tgt_lengths.cpu(), float(p), generator)
+                result = ratio_pass(model, batch, predicted.to(device), layers, heads)
+                ratios.append(result.ratio.float().cpu())
+            values[f"R@{p:g}"] = ratio_over_corpus(torch.cat(ratios))
+        return values
+
+    return probe
 
 
 def _selection(choice: str | Sequence[int], count: int, what: str) -> list[int]:

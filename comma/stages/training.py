@@ -10,6 +10,7 @@ trainer (:mod:`comma.engine.trainer`, resumable) and save weights + config for
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -47,6 +48,7 @@ def train_model(
     split: Split | None = None,
     alignment: TeacherAlignment | None = None,
     inputs: dict[str, str | Path] | None = None,
+    probe: Callable[[torch.nn.Module], dict[str, float]] | None = None,
     resume_path: str | Path | None = None,
     threads: int | None = None,
 ) -> None:
@@ -60,7 +62,8 @@ def train_model(
     result besides ``data_dir``'s train.pt and vocabularies (a KD corpus, an alignment), by
     role. The run's fingerprint (:func:`comma.engine.trainer.run_fingerprint`) holds the
     family, the model config, the training settings and the sha256 of every input file, so a
-    resumable checkpoint of another run is never resumed. The trainer's resumable checkpoint goes
+    resumable checkpoint of another run is never resumed. `probe`: measured at every checkpoint
+    into the metrics (:func:`comma.engine.trainer.train`). The trainer's resumable checkpoint goes
     to `resume_path` (default ``resume.pt`` beside the model), which a rule does not declare,
     so it survives a killed job and the next run resumes from it."""
     kind = FAMILIES[family]
@@ -89,6 +92,7 @@ def train_model(
         model_format=kind.model_format,
         model_config=config.to_dict(),
         teacher_targets=targets,
+        probe=probe,
         identity={
             "family": family,
             "model": config.to_dict(),

@@ -1,0 +1,53 @@
+"""comma.analysis.convergence: R at every checkpoint, and the step from which it settles."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pytest
+
+from comma.analysis.convergence import converged_steps, ratio_convergence
+
+
+def _metrics(path, values):
+    lines = [{"step": s, "loss": 1.0, "R@0.1": r - 0.01, "R@0.5": r + 0.01} for s, r in values]
+    lines.insert(1, {"step": 1, "loss": 2.0})  # an unprobed step
+    path.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    return path
+
+
+def test_converged_step_is_where_the_seed_mean_stays_within_the_seed_spread():
+    table = pd.DataFrame(
+        {
+            "task": ["nmt"] * 8,
+            "seed": [1, 1, 1, 1, 2, 2, 2, 2],
+            "step": [100, 200, 300, 400] * 2,
+            # mean: 0.10, 0.36, 0.29, 0.30; final 0.30 +- std(0.28, 0.32) = 0.028
+            "R": [0.10, 0.35, 0.28, 0.28, 0.10, 0.37, 0.30, 0.32],
+        }
+    )
+    row = converged_steps(table).iloc[0]
+    assert row.final_step == 400 and row.final_R == pytest.approx(0.30)
+    assert row.final_R_std == pytest.approx(0.028284, rel=1e-4)
+    assert row.converged_step == 300  # 200 is within too, but 100 is not; 300 onwards stays
+    # One seed has no spread: only checkpoints equal to the final value count as settled.
+    one = converged_steps(table[table.seed == 1]).iloc[0]
+    assert one.final_R_std == 0 and one.converged_step == 300  # 0.28 at 300 and 400
+    shifted = table[table.seed == 1].assign(R=[0.10, 0.35, 0.27, 0.28])
+    assert converged_steps(shifted).iloc[0].converged_step == 400
+
+
+def test_figure_and_table_from_metrics_files(tmp_path):
+    runs = [
+        ("tts", 1, _metrics(tmp_path / "a.jsonl", [(50, 0.2), (100, 0.25), (150, 0.25)])),
+        ("tts", 2, _metrics(tmp_path / "b.jsonl", [(50, 0.3), (100, 0.27), (150, 0.27)])),
+    ]
+    summary = ratio_convergence(runs, tmp_path / "c.png", tmp_path / "c.md")
+    assert summary.iloc[0].final_R == pytest.approx(0.26)
+    assert (tmp_path / "c.png").stat().st_size > 1000
+    assert "| TTS | 2 | 3 | 150 |" in (tmp_path / "c.md").read_text()
+    bare = tmp_path / "bare.jsonl"
+    bare.write_text(json.dumps({"step": 1, "loss": 1.0}) + "\n")
+    with pytest.raises(ValueError, match="bare.jsonl: no R\\(p\\) at checkpoints"):
+        ratio_convergence([("nmt", 1, bare)], tmp_path / "d.png", tmp_path / "d.md")
