@@ -46,10 +46,10 @@ def main() -> None:
         wall = time.perf_counter() - start
 
         rows = []
-        for tsv in sorted((Path(workdir) / "benchmarks" / "runs").rglob("*.tsv")):
+        for tsv in sorted((Path(workdir) / "logs" / "benchmarks").rglob("*.tsv")):
             with open(tsv, newline="") as f:
                 record = next(csv.DictReader(f, delimiter="\t"))
-            job = str(tsv.relative_to(Path(workdir) / "benchmarks" / "runs").with_suffix(""))
+            job = str(tsv.relative_to(Path(workdir) / "logs" / "benchmarks").with_suffix(""))
             rows.append((job, float(record["s"]), record.get("max_rss", "-")))
 
     print(f"{'job':<40} {'seconds':>9} {'max RSS MB':>11}")

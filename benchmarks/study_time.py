@@ -1,0 +1,215 @@
+"""Benchmark: the mini study from an empty directory, target by target.
+
+For each target (default: results/fig2.pdf, then all), in a fresh directory: the wall time of
+`snakemake --cores N TARGET`, per rule the jobs' wall and CPU time (Snakemake's benchmark
+records), and the critical path (the longest chain of dependent jobs, from the DAG and the
+jobs' start and finish times). Then the CoMMA training step on the prepared corpora: model
+FLOPs per step (torch's FlopCounterMode, forward and backward), its time on one thread, and
+the achieved FLOP/s as a fraction of torch.mm's peak measured in the same process.
+
+    .venv/bin/python benchmarks/study_time.py [--cores 2] [--targets results/fig2.pdf all]
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from collections import defaultdict
+from datetime import datetime
+from pathlib import Path
+
+import torch
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from comma.data.batching import BatchPlan  # noqa: E402
+from comma.data.packed import load_split, prepared_corpus_sizes  # noqa: E402
+from comma.models.registry import FAMILIES  # noqa: E402
+
+SNAKEMAKE = str(Path(sys.executable).with_name("snakemake"))
+
+
+def _wildcards(text: str) -> tuple:
+    pairs = re.findall(r"(\w+)[:=] ?([^,\n]+)", text)
+    return tuple(sorted((k, v.strip()) for k, v in pairs))
+
+
+def planned_dag(workdir: Path, target: str) -> tuple[dict, list]:
+    """Nodes (id -> (rule, wildcards)) and edges (parent, child) of `target`'s plan."""
+    out = subprocess.run(
+        [SNAKEMAKE, "--snakefile", str(REPO / "Snakefile"), "--directory", str(workdir)]
+        + ["-n", "--dag", target],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    nodes = {}
+    for node, label in re.findall(r'^\s*(\d+)\[label = "([^"]*)"', out, re.M):
+        rule, _, rest = label.partition("\\n")
+        nodes[int(node)] = (rule, _wildcards(rest.replace("\\n", "\n")))
+    edges = [(int(a), int(b)) for a, b in re.findall(r"^\s*(\d+) -> (\d+)", out, re.M)]
+    return nodes, edges
+
+
+def executed_jobs(log: str) -> dict:
+    """(rule, wildcards) -> [start, end] datetimes, from Snakemake's console log."""
+    jobs, stamp, started = {}, None, {}
+    lines = log.splitlines()
+    for k, line in enumerate(lines):
+        if m := re.match(r"\[(\w{3} \w{3} +\d+ [\d:]+ \d{4})\]", line):
+            stamp = datetime.strptime(m.group(1), "%a %b %d %H:%M:%S %Y")
+        elif m := re.match(r"(?:local)?rule (\w+):", line):
+            block = []
+            for nxt in lines[k + 1 :]:
+                if not nxt.startswith("    "):
+                    break
+                block.append(nxt)
+            text = "\n".join(block)
+            jobid = int(re.search(r"jobid: (\d+)", text).group(1))
+            wildcards = re.search(r"wildcards: (.*)", text)
+            key = (m.group(1), _wildcards(wildcards.group(1)) if wildcards else ())
+            started[jobid] = key
+            jobs[key] = [stamp, stamp]
+        elif m := re.match(r"Finished jobid: (\d+)", line):
+            jobs[started[int(m.group(1))]][1] = stamp
+    return jobs
+
+
+def critical_path(nodes: dict, edges: list, jobs: dict) -> tuple[float, list]:
+    """The longest chain of dependent jobs by their wall seconds, and its rules."""
+    seconds = {
+        n: (jobs[key][1] - jobs[key][0]).total_seconds() if key in jobs else 0.0
+        for n, key in nodes.items()
+    }
+    parents = defaultdict(list)
+    for parent, child in edges:
+        parents[child].append(parent)
+    best: dict[int, tuple[float, list]] = {}
+
+    def longest(n: int) -> tuple[float, list]:
+        if n not in best:
+            before = max((longest(p) for p in parents[n]), default=(0.0, []))
+            best[n] = (before[0] + seconds[n], [*before[1], nodes[n][0]])
+        return best[n]
+
+    return max((longest(n) for n in nodes), default=(0.0, []))
+
+
+def rule_times(workdir: Path) -> dict:
+    """rule -> [jobs, wall s, cpu s] from the benchmark records under logs/benchmarks."""
+    totals = defaultdict(lambda: [0, 0.0, 0.0])
+    root = workdir / "logs" / "benchmarks"
+    for tsv in root.rglob("*.tsv"):
+        rule = tsv.relative_to(root).parts[0].removesuffix(".tsv")
+        with open(tsv, newline="") as f:
+            record = next(csv.DictReader(f, delimiter="\t"))
+        cpu = record.get("cpu_time", "NA")
+        totals[rule][0] += 1
+        totals[rule][1] += float(record["s"])
+        totals[rule][2] += float(cpu) if cpu not in ("NA", "") else 0.0
+    return totals
+
+
+def run_target(target: str, cores: str, workdir: Path) -> None:
+    nodes, edges = planned_dag(workdir, target)
+    cmd = [SNAKEMAKE, "--snakefile", str(REPO / "Snakefile"), "--directory", str(workdir)]
+    start = time.perf_counter()
+    result = subprocess.run(
+        cmd + [target, "--cores", cores], capture_output=True, text=True, check=False
+    )
+    wall = time.perf_counter() - start
+    if result.returncode:
+        sys.exit(f"snakemake {target} failed:\n{result.stderr[-3000:]}")
+    jobs = executed_jobs(result.stdout + result.stderr)
+    path_seconds, path_rules = critical_path(nodes, edges, jobs)
+    print(f"\n== {target}: {len(jobs)} jobs, wall {wall:.1f} s with --cores {cores}")
+    print(f"{'rule':<24} {'jobs':>5} {'wall s':>9} {'cpu s':>9}")
+    totals = rule_times(workdir)
+    for rule, (count, seconds, cpu) in sorted(totals.items(), key=lambda kv: -kv[1][1]):
+        print(f"{rule:<24} {count:>5} {seconds:>9.1f} {cpu:>9.1f}")
+    print(
+        f"{'sum':<24} {sum(v[0] for v in totals.values()):>5} "
+        f"{sum(v[1] for v in totals.values()):>9.1f} {sum(v[2] for v in totals.values()):>9.1f}"
+    )
+    print(f"critical path {path_seconds:.0f} s: {' -> '.join(path_rules)}")
+
+
+def mm_peak() -> float:
+    """FLOP/s of a 1024^3 float32 torch.mm on this thread count, best of 5."""
+    a, b = torch.randn(1024, 1024), torch.randn(1024, 1024)
+    a @ b
+    best = float("inf")
+    for _ in range(5):
+        start = time.perf_counter()
+        a @ b
+        best = min(best, time.perf_counter() - start)
+    return 2 * 1024**3 / best
+
+
+def comma_step_efficiency(workdir: Path, steps: int = 10) -> None:
+    """Per task: FLOPs of one CoMMA training step and the FLOP/s it reaches on one thread."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    torch.set_num_threads(1)
+    config = yaml.safe_load((REPO / "config.yaml").read_text())
+    settings = config["models"]["comma"]
+    architecture = {k: v for k, v in settings.items() if k not in ("batch_size", "lr", "ac_weight")}
+    peak = mm_peak()
+    print(f"\n== CoMMA training step, 1 thread; torch.mm peak {peak / 1e9:.1f} GFLOP/s")
+    header = ("task", "batch", "positions", "GFLOP", "ms", "GFLOP/s", "of peak")
+    print(f"{header[0]:<5}" + "".join(f" {h:>9}" for h in header[1:]))
+    for task in config["tasks"]:
+        data = workdir / "work" / "data" / task
+        split = load_split(data / "train.pt")
+        kind = FAMILIES["comma"]
+        model = kind.build(
+            kind.config(task=task, **prepared_corpus_sizes(data, split), **architecture)
+        )
+        optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+        plan = BatchPlan(split, max_sentences=settings["batch_size"], seed=0, measure="sum")
+        batches = [plan.collate(ix) for ix in plan.epoch_batches(0)[: steps + 2]]
+
+        def step(batch, model=model, optimizer=optimizer):
+            optimizer.zero_grad(set_to_none=True)
+            loss, _ = model.loss(batch)
+            loss.backward()
+            optimizer.step()
+
+        with FlopCounterMode(display=False) as counter:
+            step(batches[0])
+        flops = counter.get_total_flops()
+        step(batches[1])
+        start = time.perf_counter()
+        for batch in batches[2:]:
+            step(batch)
+        seconds = (time.perf_counter() - start) / len(batches[2:])
+        positions = sum(int(b.src.shape[1] + b.tgt.shape[1]) * len(b) for b in batches[2:])
+        print(
+            f"{task:<5} {len(batches[0]):>9} {positions // len(batches[2:]):>9} "
+            f"{flops / 1e9:>9.2f} {seconds * 1e3:>9.1f} {flops / seconds / 1e9:>9.1f} "
+            f"{flops / seconds / peak:>9.0%}"
+        )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--cores", default="2")
+    parser.add_argument("--targets", nargs="+", default=["results/fig2.pdf", "all"])
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="comma-study-time-") as tmp:
+        for k, target in enumerate(args.targets):
+            workdir = Path(tmp) / f"run{k}"
+            workdir.mkdir()
+            run_target(target, args.cores, workdir)
+        comma_step_efficiency(Path(tmp) / "run0")
+
+
+if __name__ == "__main__":
+    main()
