@@ -22,7 +22,7 @@ rule train_comma:
         mem_mb=4000,
     params:
         architecture=comma_architecture(),
-        training=comma_training(),
+        training=comma_training,
         ac_weight=config["models"]["comma"]["ac_weight"],
         probe=comma_probe(),
     script:

@@ -167,9 +167,12 @@ def comma_probe():
     )
 
 
-def comma_training():
+def comma_training(wildcards):
+    """training.comma for this task (max_steps may be given per task), lr and batch size."""
+    steps = config["training"]["comma"]["max_steps"]
     return {
         **config["training"]["comma"],
+        "max_steps": steps[wildcards.task] if isinstance(steps, dict) else steps,
         "lr": config["models"]["comma"]["lr"],
         "max_sentences": config["models"]["comma"]["batch_size"],
     }

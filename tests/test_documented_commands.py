@@ -1,0 +1,49 @@
+"""Every `snakemake` command shown in README.md and docs/ plans without error (a dry run), so
+a documented command cannot break again (e.g. a target swallowed by --configfile)."""
+
+from __future__ import annotations
+
+import re
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import REPO
+
+pytestmark = pytest.mark.slow
+
+SNAKEMAKE = str(Path(sys.executable).with_name("snakemake"))
+
+
+def documented_commands() -> list[tuple[str, str]]:
+    """(file:line, command) of every line of a ```bash block that starts with snakemake."""
+    found = []
+    for doc in [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]:
+        in_block = False
+        for number, line in enumerate(doc.read_text(encoding="utf-8").splitlines(), 1):
+            if line.startswith("```"):
+                in_block = line.strip() in ("```bash", "```sh", "```console")
+                continue
+            command = re.sub(r"^\$ ", "", line.strip())
+            if in_block and command.startswith("snakemake "):
+                found.append((f"{doc.name}:{number}", command))
+    return found
+
+
+def test_the_docs_show_commands():
+    assert len(documented_commands()) >= 10
+
+
+@pytest.mark.parametrize(("where", "command"), documented_commands())
+def test_documented_command_plans(where, command, tmp_path):
+    words = shlex.split(command, comments=True)
+    if "--report" in words:
+        pytest.skip("--report renders a finished run; the end-to-end test builds one")
+    args = [w for w in words[1:] if w != "-n"]
+    # Our options go first: a documented command may end in --config, which takes the rest.
+    cmd = [SNAKEMAKE, "--snakefile", str(REPO / "Snakefile"), "--directory", str(tmp_path)]
+    cmd += ["-n", "--quiet", "rules", *args]
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=REPO)
+    assert result.returncode == 0, f"{where}: {command}\n{result.stderr[-3000:]}"
