@@ -99,6 +99,7 @@ def test_rerun_is_a_no_op_and_forcerun_redoes_only_dependents(tiny_run):
         "tables": 1,
         "findings": 1,
         "training_curves": 1,
+        "ratio_convergence": 1,
         "runtimes": 1,
         "all": 1,
     }
@@ -106,12 +107,12 @@ def test_rerun_is_a_no_op_and_forcerun_redoes_only_dependents(tiny_run):
 
 def test_every_job_logged_and_benchmarked(tiny_run):
     logs = list((tiny_run / "logs").rglob("*.log"))
-    benchmarks = list((tiny_run / "benchmarks" / "runs").rglob("*.tsv"))
+    benchmarks = list((tiny_run / "logs" / "benchmarks").rglob("*.tsv"))
     # 3 generators, 4 log-mel parts, 3 preparations, 1 summary; 3 teachers trained and
     # evaluated; 6 KD shards and 3 merges; 5 alignments; 8 NAR models trained and evaluated;
     # 3 tasks x 3 variants x 2 seeds x (train + measure); aggregation, length control, 3
-    # figures, tables, findings, training curves, runtimes
-    assert len(logs) == len(benchmarks) == 11 + 6 + 9 + 5 + 16 + 36 + 9
+    # figures, tables, findings, training curves, R(p) convergence, runtimes
+    assert len(logs) == len(benchmarks) == 11 + 6 + 9 + 5 + 16 + 36 + 10
 
 
 def test_ratio_tables_and_figure2(tiny_run):
