@@ -156,6 +156,8 @@ rule findings:
         "logs/benchmarks/findings.tsv"
     conda:
         "../envs/comma.yaml"
+    params:
+        min_seeds=config["findings"]["min_seeds"],
     script:
         "../workflow_scripts/findings.py"
 

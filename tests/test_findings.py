@@ -250,3 +250,26 @@ def test_written_report_has_every_claim(tmp_path):
     findings = write_findings(csv, tmp_path / "bare.md")
     bare = (tmp_path / "bare.md").read_text()
     assert bare.count("| **") == 20 and bare.count("**not measured**") == 10
+
+
+def test_seed_verdict_needs_enough_seeds_and_reports_an_exact_sign_test():
+    from comma.analysis.verdicts import seed_verdict, sign_test_p
+
+    assert seed_verdict([0.2]) == INCONCLUSIVE  # one seed: a coin flip
+    assert seed_verdict([0.2, 0.3]) == INCONCLUSIVE  # below the default minimum of 3
+    assert seed_verdict([0.2, 0.3], min_seeds=2) == REPRODUCED
+    assert seed_verdict([0.2, 0.3, 0.1]) == REPRODUCED
+    assert seed_verdict([0.2, -0.1, 0.3]) == INCONCLUSIVE  # mixed signs, positive mean
+    assert seed_verdict([-0.2, 0.1, -0.3]) == NOT_REPRODUCED  # mixed signs, negative mean
+    assert seed_verdict([0.2, -0.1, 0.3], expected_sign=-1) == NOT_REPRODUCED
+    assert sign_test_p([0.1, 0.2, 0.3]) == pytest.approx(1 / 8)
+    assert sign_test_p([0.1, -0.2, 0.3]) == pytest.approx(4 / 8)  # P(K >= 2 of 3)
+    assert sign_test_p([0.1] * 5 + [-0.1]) == pytest.approx(7 / 64)
+
+
+def test_one_seed_cannot_reproduce_a_ratio_claim():
+    runs = runs_table(LEVEL, SLOPE)
+    one = runs[runs.seed == 1]
+    findings = {f.claim: f for f in check_claims(one)}
+    ranking = next(f for claim, f in findings.items() if claim.startswith("R(p) ranks"))
+    assert ranking.verdict == INCONCLUSIVE and "fewer than the 3" in ranking.evidence

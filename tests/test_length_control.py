@@ -102,7 +102,18 @@ def test_no_overlap_is_inconclusive():
 def test_overlap_that_leaves_a_task_out_is_only_partial():
     lengths = {"asr": [(4, 2)], "nmt": [(4, 2)], "tts": [(1, 4)]}
     finding = control(sentences_table(lengths))
-    assert finding.verdict == INCONCLUSIVE and "partial test" in finding.evidence
+    assert finding.verdict == INCONCLUSIVE and "NMT > TTS" in finding.evidence
+
+
+def test_pairs_that_only_connect_the_tasks_do_not_reproduce_the_ranking():
+    # ASR and NMT each share a bin with TTS but never with each other, and NMT's R is far
+    # above ASR's: ASR > TTS and NMT > TTS hold, yet ASR > NMT > TTS is untested (and wrong).
+    lengths = {"asr": [(8, 2)], "nmt": [(1, 4)], "tts": [(8, 2), (1, 4)]}
+    level = {"asr": 0.5, "nmt": 0.9, "tts": 0.2}
+    finding = control(sentences_table(lengths, level=level))
+    assert finding.verdict == INCONCLUSIVE
+    assert "ASR vs TTS" in finding.evidence and "NMT vs TTS" in finding.evidence
+    assert "Untested adjacent pair(s) of the ranking: ASR > NMT" in finding.evidence
 
 
 def test_within_task_slopes_and_their_reading():

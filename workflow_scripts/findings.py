@@ -11,4 +11,5 @@ with rule_log(snakemake):
         length_bins_csv=i.length_bins,
         length_slopes_csv=i.length_slopes,
         table_csvs=list(i.tables),  # Tables 2, 3 and 4
+        min_seeds=snakemake.params.min_seeds,
     )

@@ -31,11 +31,14 @@ import pandas as pd
 from comma.analysis.length_control import check_length_control
 from comma.analysis.verdicts import (
     INCONCLUSIVE,
+    MIN_SEEDS,
     NOT_MEASURED,
     NOT_REPRODUCED,
     REPRODUCED,
     Finding,
     seed_verdict,
+    sign_test_p,
+    too_few_seeds,
 )
 from comma.io import atomic_path
 from comma.tasks import PAPER_RANKING, TASK_LABELS, TASK_NAMES
@@ -57,7 +60,20 @@ def _raw(runs: pd.DataFrame) -> pd.DataFrame:
     return runs[runs.variant == "raw"]
 
 
-def check_ranking(runs: pd.DataFrame) -> Finding:
+def _ratio_text(mean: float, spread: float) -> str:
+    return f"{mean / spread:+.2f}" if spread > 0 else "n/a"
+
+
+def _seed_note(seeds: int, min_seeds: int) -> str:
+    if seeds >= min_seeds:
+        return ""
+    return (
+        f" Only {seeds} seed(s), fewer than the {min_seeds} a reproduced claim needs "
+        "(findings.min_seeds): inconclusive at best."
+    )
+
+
+def check_ranking(runs: pd.DataFrame, min_seeds: int = MIN_SEEDS) -> Finding:
     """ASR > NMT > TTS at every p: every seed of the higher task above every seed of the lower."""
     claim = "R(p) ranks ASR > NMT > TTS at every p (Figure 2)"
     raw = _raw(runs)
@@ -80,7 +96,9 @@ def check_ranking(runs: pd.DataFrame) -> Finding:
             )
         )
     verdict = REPRODUCED if separated else INCONCLUSIVE if means_ordered else NOT_REPRODUCED
-    return Finding(claim, verdict, "mean [min, max] over seeds; " + "; ".join(lines))
+    seeds = raw.seed.nunique()
+    evidence = "mean [min, max] over seeds; " + "; ".join(lines) + _seed_note(seeds, min_seeds)
+    return Finding(claim, too_few_seeds(verdict, seeds, min_seeds), evidence)
 
 
 def _slopes(raw: pd.DataFrame) -> pd.DataFrame:
@@ -92,7 +110,7 @@ def _slopes(raw: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def check_falls_with_p(runs: pd.DataFrame) -> list[Finding]:
+def check_falls_with_p(runs: pd.DataFrame, min_seeds: int = MIN_SEEDS) -> list[Finding]:
     """R falls as p grows, for every task; fastest for NMT."""
     raw = _raw(runs)
     if raw.p.nunique() < 2:
@@ -107,7 +125,9 @@ def check_falls_with_p(runs: pd.DataFrame) -> list[Finding]:
         f"{t.upper()} {r['mean']:+.3f} [{r['min']:+.3f}, {r['max']:+.3f}]"
         for t, r in summary.iterrows()
     )
-    every_seed = bool((slopes.slope < 0).all())
+    seeds = slopes.seed.nunique()
+    evidence += _seed_note(seeds, min_seeds)
+    every_seed = bool((slopes.slope < 0).all()) and seeds >= min_seeds
     every_mean = bool((summary["mean"] < 0).all())
     falls = Finding(
         "R(p) falls as p grows, for every task (section 3.2)",
@@ -119,8 +139,9 @@ def check_falls_with_p(runs: pd.DataFrame) -> list[Finding]:
     else:
         others = summary.drop(index="nmt")
         by_seed = slopes.pivot(index="seed", columns="task", values="slope")
-        nmt_steepest_each_seed = bool(
-            (by_seed["nmt"] < by_seed.drop(columns="nmt").min(axis=1)).all()
+        nmt_steepest_each_seed = (
+            bool((by_seed["nmt"] < by_seed.drop(columns="nmt").min(axis=1)).all())
+            and seeds >= min_seeds
         )
         nmt_steepest_mean = bool(summary.loc["nmt", "mean"] < others["mean"].min())
         fastest = Finding(
@@ -185,7 +206,13 @@ def _variant_claim(variant: str, task: str) -> str:
     return f"{what} for {TASK_LABELS[task]} ({where})"
 
 
-def check_variant(runs: pd.DataFrame, variant: str, task: str, claim: str | None = None) -> Finding:
+def check_variant(
+    runs: pd.DataFrame,
+    variant: str,
+    task: str,
+    claim: str | None = None,
+    min_seeds: int = MIN_SEEDS,
+) -> Finding:
     """`variant` (kd or ac) lowers R(p) of `task`: judged on the paired per-seed difference
     R(raw) - R(variant), averaged over the p grid (seeds are the unit of replication)."""
     claim = claim or _variant_claim(variant, task)
@@ -206,10 +233,11 @@ def check_variant(runs: pd.DataFrame, variant: str, task: str, claim: str | None
         f"R(raw) - R({variant}) per seed, mean over p: "
         + ", ".join(f"seed {seed} {d:+.3f}" for seed, d in per_seed.items())
         + f"; mean {per_seed.mean():+.3f}, std {spread:.3f}"
-        f" over {n} seed(s); positive at {positive} of {len(diff)} (seed, p) pairs. "
-        f"A sign shared by all {n} seeds has probability {0.5**n:.3g} under random signs."
+        f" over {n} seed(s) (mean / std {_ratio_text(per_seed.mean(), spread)}); positive at "
+        f"{positive} of {len(diff)} (seed, p) pairs; exact sign test over seeds, one-sided: "
+        f"p = {sign_test_p(per_seed):.3g}." + _seed_note(n, min_seeds)
     )
-    return Finding(claim, seed_verdict(per_seed), evidence)
+    return Finding(claim, seed_verdict(per_seed, min_seeds=min_seeds), evidence)
 
 
 # --- accuracy of AR and NAR models (Tables 2-4): one training run per model -----------------
@@ -491,13 +519,17 @@ def check_claims_by_section(
     table2: pd.DataFrame | None = None,
     table3: pd.DataFrame | None = None,
     table4: pd.DataFrame | None = None,
+    min_seeds: int = MIN_SEEDS,
 ) -> dict[str, list[Finding]]:
     ranking, kd, ac, gap, length = SECTIONS[0], SECTIONS[2], SECTIONS[3], SECTIONS[4], SECTIONS[1]
     return {
-        ranking: [check_ranking(runs), *check_falls_with_p(runs)],
+        ranking: [check_ranking(runs, min_seeds), *check_falls_with_p(runs, min_seeds)],
         length: [check_length_effect(runs), check_length_control(length_bins, length_slopes)],
         kd: [
-            *(check_variant(runs, "kd", task) for task in ("nmt", "tts", "asr")),
+            *(
+                check_variant(runs, "kd", task, min_seeds=min_seeds)
+                for task in ("nmt", "tts", "asr")
+            ),
             *(
                 check_ablation(
                     table3,
@@ -511,7 +543,7 @@ def check_claims_by_section(
             ),
         ],
         ac: [
-            *(check_variant(runs, "ac", task) for task in TASK_NAMES),
+            *(check_variant(runs, "ac", task, min_seeds=min_seeds) for task in TASK_NAMES),
             *(
                 check_ablation(
                     table4,
@@ -549,6 +581,7 @@ def write_findings(
     length_bins_csv: str | Path | None = None,
     length_slopes_csv: str | Path | None = None,
     table_csvs: Sequence[str | Path | None] = (None, None, None),
+    min_seeds: int = MIN_SEEDS,
 ) -> list[Finding]:
     """Check every claim and write the Markdown report. `table_csvs`: Tables 2, 3 and 4
     (None: not in this run, its claims are "not measured")."""
@@ -561,6 +594,7 @@ def write_findings(
         table2=table2,
         table3=table3,
         table4=table4,
+        min_seeds=min_seeds,
     )
     findings = [f for section in sections.values() for f in section]
     counts = {v: sum(f.verdict == v for f in findings) for v in VERDICT_ORDER}
@@ -574,11 +608,13 @@ def write_findings(
         f"{runs.task.nunique()} task(s), variants {', '.join(sorted(set(runs.variant)))}, "
         f"seeds {sorted(set(runs.seed))}, p in {', '.join(f'{p:g}' for p in sorted(set(runs.p)))}.",
         "",
-        "R(p) claims are reproduced only if they hold in every training seed (KD and AC: the "
-        "paired per-seed difference to the raw run of the same seed), inconclusive if only the "
-        "seed means support them. Accuracy claims rest on one training run per model: "
-        "reproduced if the primary metric supports them and the secondary does not contradict "
-        "it, inconclusive if the two disagree. Not measured: the run lacks what the claim needs.",
+        f"R(p) claims are reproduced only if they hold in every training seed, and there are "
+        f"at least {min_seeds} seeds (KD and AC: the paired per-seed difference to the raw run "
+        "of the same seed, with an exact sign test), inconclusive if only the seed means "
+        "support them or there are fewer seeds. Accuracy claims rest on one training run per "
+        "model: reproduced if the primary metric supports them and the secondary does not "
+        "contradict it, inconclusive if the two disagree. Not measured: the run lacks what the "
+        "claim needs.",
         "",
         "Summary: " + ", ".join(f"{n} {v}" for v, n in counts.items() if n) + ".",
         "",

@@ -189,18 +189,6 @@ def compare_tasks_in_bins(bins: pd.DataFrame) -> list[dict]:
     return results
 
 
-def _connected(tasks: list[str], pairs: list[tuple[str, str]]) -> bool:
-    reached, frontier = {tasks[0]}, [tasks[0]]
-    while frontier:
-        node = frontier.pop()
-        for a, b in pairs:
-            for x, y in ((a, b), (b, a)):
-                if x == node and y not in reached:
-                    reached.add(y)
-                    frontier.append(y)
-    return reached == set(tasks)
-
-
 def _range_text(bins: pd.DataFrame) -> str:
     """Each task's span of log2(M/N) bins (all bins, and those with enough sentences)."""
     parts = []
@@ -300,9 +288,9 @@ def check_length_control(bins: pd.DataFrame | None, slopes: pd.DataFrame | None)
     """The length-matched verdict from the binned table (and the slopes as extra evidence).
 
     Not measured without a table; inconclusive if no two tasks share a bin with enough
-    sentences (no overlap in M/N) or the comparable pairs do not connect every task; not
+    sentences (no overlap in M/N) or an adjacent pair of the ranking is untested; not
     reproduced if any comparable pair is in the other order by its seed means; reproduced if
-    every comparable pair holds in every seed and the pairs connect all tasks."""
+    every adjacent pair of the ranking is tested and holds in every seed."""
     if bins is None or bins.empty:
         return Finding(CLAIM, NOT_MEASURED, "no per-sentence R tables of the raw variant")
     tasks = [t for t in PAPER_RANKING if t in set(bins.task)]
@@ -330,14 +318,25 @@ def check_length_control(bins: pd.DataFrame | None, slopes: pd.DataFrame | None)
             f"{pair['T'][h]:.3f} vs {pair['T'][low]:.3f}: {pair['verdict']}"
         )
     verdicts = [p["verdict"] for p in pairs]
-    connected = _connected(tasks, [(p["higher"], p["lower"]) for p in pairs])
+    # A ranking holds only if each adjacent pair of it (ASR > NMT, NMT > TTS) is tested and
+    # holds: pairs that merely connect the tasks (ASR > TTS, NMT > TTS) leave ASR vs NMT open.
+    tested = {(p["higher"], p["lower"]): p["verdict"] for p in pairs}
+    adjacent = list(zip(tasks, tasks[1:], strict=False))
+    untested_pairs = [
+        f"{h.upper()} > {low.upper()}" for h, low in adjacent if (h, low) not in tested
+    ]
     if NOT_REPRODUCED in verdicts:
         verdict = NOT_REPRODUCED
-    elif all(v == REPRODUCED for v in verdicts) and connected:
+    elif not untested_pairs and all(tested[pair] == REPRODUCED for pair in adjacent):
         verdict = REPRODUCED
     else:
         verdict = INCONCLUSIVE
-    untested = "" if connected else " Not every task shares a bin with another: partial test."
+    untested = (
+        f" Untested adjacent pair(s) of the ranking: {', '.join(untested_pairs)} (no shared bin "
+        "with enough sentences), so the ranking is not established."
+        if untested_pairs
+        else ""
+    )
     return Finding(
         CLAIM,
         verdict,

@@ -5,6 +5,7 @@ verdicts below, and the numbers behind it."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -28,14 +29,39 @@ class Finding:
             raise ValueError(f"unknown verdict {self.verdict!r} for {self.claim!r}")
 
 
-def seed_verdict(differences: Iterable[float], *, expected_sign: int = 1) -> str:
+# Fewer training seeds than this cannot reproduce a claim: with one seed a sign is a coin flip,
+# with three all agree by chance one time in eight (config findings.min_seeds).
+MIN_SEEDS = 3
+
+
+def sign_test_p(differences: Iterable[float], *, expected_sign: int = 1) -> float:
+    """One-sided exact sign test: the probability that at least as many seeds as here have
+    the expected sign if each sign were a fair coin (ties count against the claim)."""
+    values = np.asarray(list(differences), dtype=float) * expected_sign
+    values = values[~np.isnan(values)]
+    n, k = values.size, int((values > 0).sum())
+    return float(sum(math.comb(n, j) for j in range(k, n + 1)) / 2**n) if n else float("nan")
+
+
+def seed_verdict(
+    differences: Iterable[float], *, expected_sign: int = 1, min_seeds: int = MIN_SEEDS
+) -> str:
     """Verdict from per-seed differences (the unit of replication) that the claim says have
-    `expected_sign`: reproduced if every seed has that sign, inconclusive if only their mean
-    has, not reproduced otherwise (the mean is zero or has the other sign)."""
+    `expected_sign`: inconclusive with fewer than `min_seeds` seeds; else reproduced if every
+    seed has that sign, inconclusive if only their mean has, not reproduced otherwise (the
+    mean is zero or has the other sign)."""
     values = np.asarray(list(differences), dtype=float) * expected_sign
     values = values[~np.isnan(values)]
     if values.size == 0:
         return NOT_MEASURED
+    if values.size < min_seeds:
+        return INCONCLUSIVE
     if (values > 0).all():
         return REPRODUCED
     return INCONCLUSIVE if values.mean() > 0 else NOT_REPRODUCED
+
+
+def too_few_seeds(verdict: str, seeds: int, min_seeds: int = MIN_SEEDS) -> str:
+    """`verdict`, except that a claim reproduced in fewer than `min_seeds` seeds is only
+    inconclusive."""
+    return INCONCLUSIVE if verdict == REPRODUCED and seeds < min_seeds else verdict
