@@ -592,3 +592,55 @@ def test_prepare_fails_cleanly_when_no_test_set_matches(mini_corpus, tmp_path):
         prepare_nmt(mini_corpus, out, **{**PREPARE, "test_sets": ["IWSLT99*.xml"]})
     assert not out.exists() or list(out.iterdir()) == []
     assert [p.name for p in tmp_path.iterdir()] in ([], ["nmt"])
+
+
+# ---------------------------------------------------------------------------------------------
+# Malformed input: each names the file and the cause
+
+
+def test_a_byte_order_mark_is_not_part_of_the_first_sentence(tmp_path):
+    de, en = tmp_path / "a.de", tmp_path / "a.en"
+    de.write_bytes(b"\xef\xbb\xbfeins\nzwei\n")
+    en.write_text("one\ntwo\n", encoding="utf-8")
+    assert read_train_tags(de, en) == [("eins", "one"), ("zwei", "two")]
+
+
+def test_cr_only_line_endings_are_named(tmp_path):
+    de, en = tmp_path / "a.de", tmp_path / "a.en"
+    de.write_bytes(b"eins\rzwei\rdrei\r")
+    en.write_text("one\ntwo\nthree\n", encoding="utf-8")
+    with pytest.raises(InputError, match=r"a\.de: has CR-only line endings"):
+        read_train_tags(de, en)
+
+
+def test_an_empty_training_file_is_named_as_empty(tmp_path):
+    de, en = tmp_path / "a.de", tmp_path / "a.en"
+    de.write_text("", encoding="utf-8")
+    en.write_text("one\n", encoding="utf-8")
+    with pytest.raises(InputError, match=r"a\.de: is empty"):
+        read_train_tags(de, en)
+
+
+def test_empty_test_segments_are_left_out_and_counted(tmp_path, caplog):
+    folder = write_corpus(tmp_path)
+    path = folder / "IWSLT14.TED.tst2010.de-en.en.xml"
+    path.write_text(path.read_text(encoding="utf-8").replace("Yes.", ""), encoding="utf-8")
+    corpus = read_iwslt14(tmp_path, ["IWSLT14.TED.tst2010*"])
+    assert ("Ja.", "") not in corpus["test"] and len(corpus["test"]) == 2
+    assert corpus["test_dropped_empty"] == ["IWSLT14.TED.tst2010.de-en.en.xml doc 8 seg 1"]
+    assert "left out 1 empty test segment" in caplog.text
+
+
+def test_a_split_with_an_empty_sentence_or_nan_is_named(tmp_path):
+    from comma.data.packed import PackedSequences, Split, save_split
+
+    tokens = PackedSequences.from_list([torch.tensor([5, 6]), torch.tensor([], dtype=torch.long)])
+    frames = [torch.zeros(3, 2), torch.zeros(2, 2)]
+    save_split(tmp_path / "t.pt", Split(tokens, PackedSequences.from_list(frames), ["a", "b"]))
+    with pytest.raises(InputError, match=r"t\.pt: 'b' \(sentence 1\) has an empty source"):
+        load_split(tmp_path / "t.pt")
+    frames[1][1, 0] = float("nan")
+    nan = Split(tokens, PackedSequences.from_list(frames), ["a", "b"])
+    with pytest.raises(InputError, match=r"n\.pt: target of 'b' \(sentence 1\) holds NaN"):
+        save_split(tmp_path / "n.pt", nan)
+    assert not (tmp_path / "n.pt").exists()

@@ -30,7 +30,9 @@ whose segments (doc and seg ids) differ, and bytes that are not UTF-8.
 
 from __future__ import annotations
 
+import codecs
 import fnmatch
+import logging
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -38,6 +40,8 @@ from pathlib import Path
 
 from comma.errors import InputError
 from comma.io import atomic_path
+
+log = logging.getLogger(__name__)
 
 SRC_LANG, TGT_LANG = "de", "en"
 PAIR = f"{SRC_LANG}-{TGT_LANG}"
@@ -94,7 +98,7 @@ def read_lines(path: str | Path) -> list[str]:
     path = Path(path)
     if not path.is_file():
         raise InputError(path, "file not found")
-    data = path.read_bytes()
+    data = path.read_bytes().removeprefix(codecs.BOM_UTF8)  # a BOM is not part of line 1
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as err:
@@ -108,7 +112,15 @@ def read_lines(path: str | Path) -> list[str]:
     lines = text.split("\n")
     if lines and lines[-1] == "":
         lines.pop()
-    return [line.removesuffix("\r") for line in lines]
+    lines = [line.removesuffix("\r") for line in lines]
+    lone_cr = sum(line.count("\r") for line in lines)
+    if lone_cr and lone_cr >= len(lines):
+        raise InputError(
+            path,
+            f"has CR-only line endings ({lone_cr} carriage returns in {len(lines)} line(s)): "
+            "convert them to LF, e.g. tr '\\r' '\\n'",
+        )
+    return lines
 
 
 def _is_dropped_train_line(line: str) -> bool:
@@ -124,6 +136,9 @@ def _strip_train_tags(line: str) -> str:
 def read_train_tags(de_path: str | Path, en_path: str | Path) -> list[tuple[str, str]]:
     """(German, English) sentence pairs of `train.tags.de-en.{de,en}`, metadata removed."""
     de_lines, en_lines = read_lines(de_path), read_lines(en_path)
+    for path, lines in ((de_path, de_lines), (en_path, en_lines)):
+        if not any(line.strip() for line in lines):
+            raise InputError(path, "is empty: a training file needs sentences")
     if len(de_lines) != len(en_lines):
         raise InputError(
             de_path,
@@ -242,13 +257,28 @@ def read_iwslt14(root: str | Path, test_globs: Sequence[str]) -> dict:
     train = read_train_tags(
         folder / f"{TRAIN_PREFIX}.{SRC_LANG}", folder / f"{TRAIN_PREFIX}.{TGT_LANG}"
     )
-    test, test_ids, test_sets = [], [], []
+    test, test_ids, test_sets, dropped = [], [], [], []
     for name, de, en in find_test_sets(folder, test_globs):
         pairs, segments = read_xml_pair(de, en)
-        test.extend(pairs)
-        test_ids.extend(f"{name}:{s.docid}:{s.segid}" for s in segments)
+        for (src, tgt), segment in zip(pairs, segments, strict=True):
+            # fairseq does not clean test pairs, but an empty side has nothing to translate or
+            # score; real test sets have such segments
+            if not src.strip() or not tgt.strip():
+                side = de if not src.strip() else en
+                dropped.append(f"{Path(side).name} doc {segment.docid} seg {segment.segid}")
+                continue
+            test.append((src, tgt))
+            test_ids.append(f"{name}:{segment.docid}:{segment.segid}")
         test_sets.append(name)
-    return {"train": train, "test": test, "test_ids": test_ids, "test_sets": test_sets}
+    if dropped:
+        log.warning("left out %d empty test segment(s): %s", len(dropped), "; ".join(dropped[:20]))
+    return {
+        "train": train,
+        "test": test,
+        "test_ids": test_ids,
+        "test_sets": test_sets,
+        "test_dropped_empty": dropped,
+    }
 
 
 def _check_text(text: str, what: str) -> str:

@@ -230,6 +230,10 @@ def prepare_nmt(
             "bpe": {"merges_requested": bpe_merges, "merges_learned": merges_learned},
             "lowercase": lowercase,
             "test_sets": corpus["test_sets"],
+            "test_dropped_empty": {
+                "count": len(corpus["test_dropped_empty"]),
+                "segments": corpus["test_dropped_empty"],
+            },
             "settings": {
                 "clean_ratio": clean_ratio,
                 "min_tokens": min_tokens,

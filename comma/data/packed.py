@@ -101,7 +101,38 @@ class Split:
         )
 
 
+def _check_finite(split: Split, path: str | Path) -> None:
+    """NaN or inf in a float side would only show as a non-finite loss steps later: name the
+    file and the sentence now."""
+    for side, packed in (("source", split.src), ("target", split.tgt)):
+        if not packed.values.dtype.is_floating_point:
+            continue
+        bad = ~torch.isfinite(packed.values)
+        if bad.dim() > 1:
+            bad = bad.flatten(1).any(1)
+        if bool(bad.any()):
+            row = int(bad.nonzero()[0, 0])
+            k = int(torch.searchsorted(packed.offsets, torch.tensor(row), right=True)) - 1
+            raise InputError(
+                path, f"{side} of {split.ids[k]!r} (sentence {k}) holds NaN or inf values"
+            )
+
+
+def _check_nonempty(split: Split, path: str | Path) -> None:
+    for side, packed in (("source", split.src), ("target", split.tgt)):
+        empty = (packed.lengths == 0).nonzero()
+        if len(empty):
+            k = int(empty[0, 0])
+            raise InputError(
+                path,
+                f"{split.ids[k]!r} (sentence {k}) has an empty {side}, which no model can read "
+                f"({len(empty)} such sentence(s)): prepare the corpus again",
+            )
+
+
 def save_split(path: str | Path, split: Split) -> None:
+    """Write `split` to `path` (a prepared split's format); float values must be finite."""
+    _check_finite(split, path)
     torch_save(
         {"src": split.src.to_dict(), "tgt": split.tgt.to_dict(), "ids": list(split.ids)}, path
     )
@@ -113,11 +144,13 @@ def load_split(path: str | Path) -> Split:
         raise InputError(path, "prepared split not found (run the prepare rule first)")
     data = torch_load(path)
     try:
-        return Split(
+        split = Split(
             PackedSequences.from_dict(data["src"], path),
             PackedSequences.from_dict(data["tgt"], path),
             list(data["ids"]),
         )
+        _check_nonempty(split, path)
+        return split
     except KeyError as err:
         raise InputError(path, f"not a prepared split: no key {err}") from None
     except ValueError as err:
