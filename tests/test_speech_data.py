@@ -230,6 +230,9 @@ def test_load_wav_mono_float32(tmp_path):
         ("nan", "NaN"),
         ("inf", "infinite"),
         ("rate", "sample rate is 16000 Hz, expected 22050 Hz"),
+        ("truncated", "truncated: the header declares 8820 bytes of samples but the file holds"),
+        ("huge", "samples reach 1e\\+30, outside \\[-1, 1\\]"),
+        ("clipped", "of the samples are at full scale"),
     ],
 )
 def test_load_wav_rejects(tmp_path, case, expect):
@@ -246,6 +249,14 @@ def test_load_wav_rejects(tmp_path, case, expect):
         soundfile.write(path, wave, 22050, subtype="FLOAT")
     elif case == "rate":
         soundfile.write(path, tone(0.2, 16000), 16000)
+    elif case == "truncated":  # a cut copy: the header still declares every sample
+        soundfile.write(path, wave, 22050, subtype="PCM_16")
+        path.write_bytes(path.read_bytes()[:-2000])
+    elif case == "huge":
+        wave[50] = 1e30
+        soundfile.write(path, wave, 22050, subtype="FLOAT")
+    elif case == "clipped":
+        soundfile.write(path, np.clip(wave * 20, -1, 1), 22050, subtype="PCM_16")
     with pytest.raises(InputError, match=expect) as err:
         load_wav(path, 22050)
     assert err.value.path == path
@@ -340,6 +351,18 @@ def test_extract_corpus_mels_handmade(tmp_path):
     with pytest.raises(InputError, match="expected 22050 Hz") as err:
         extract_corpus_mels("ljspeech", root, tmp_path / "bad.pt", **FEATURES)
     assert err.value.path == root / "wavs" / "LJ900-0004.wav"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["LJSpeech-1.1", "mels.pt"]
+    # ... also when the odd clip comes first: the dataset's rate is expected, not the first's
+    soundfile.write(root / "wavs" / "LJ900-0004.wav", tone(0.3, 22050), 22050)
+    soundfile.write(root / "wavs" / "LJ900-0001.wav", tone(0.3, 16000), 16000)
+    with pytest.raises(InputError, match="expected 22050 Hz") as err:
+        extract_corpus_mels("ljspeech", root, tmp_path / "bad.pt", **FEATURES)
+    assert err.value.path == root / "wavs" / "LJ900-0001.wav"
+    # A clip shorter than the STFT window is named, not a torch padding error.
+    soundfile.write(root / "wavs" / "LJ900-0001.wav", tone(0.02, 22050), 22050)
+    with pytest.raises(InputError, match="441 samples .* shorter than the 1102-sample") as err:
+        extract_corpus_mels("ljspeech", root, tmp_path / "bad.pt", **FEATURES)
+    assert err.value.path == root / "wavs" / "LJ900-0001.wav"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["LJSpeech-1.1", "mels.pt"]
 
 

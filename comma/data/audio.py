@@ -33,7 +33,9 @@ import torch
 import torchaudio
 from tqdm import tqdm
 
+from comma.data.libritts import SAMPLE_RATE as LIBRITTS_RATE
 from comma.data.libritts import read_libritts
+from comma.data.ljspeech import SAMPLE_RATE as LJSPEECH_RATE
 from comma.data.ljspeech import read_ljspeech
 from comma.data.packed import PackedSequences
 from comma.data.utterances import Utterance
@@ -44,9 +46,15 @@ log = logging.getLogger(__name__)
 
 # A clip whose peak stays below -80 dBFS (about 3 LSB of 16-bit PCM) holds no speech.
 SILENCE_PEAK = 1e-4
+# Float audio beyond this peak is not normalized (or garbage): integer PCM stays within 1.
+FULL_SCALE_TOLERANCE = 1.0 + 1e-4
+# A clip with more than this share of its samples at full scale is heavily clipped.
+CLIP_LEVEL = 0.999
+MAX_CLIPPED_SHARE = 0.01
 # Tacotron 2's floor before the log: keeps log finite on digital silence.
 LOG_FLOOR = 1e-5
 CORPORA = ("ljspeech", "libritts")
+SAMPLE_RATES = {"ljspeech": LJSPEECH_RATE, "libritts": LIBRITTS_RATE}  # the datasets' own
 
 
 def load_wav(path: str | Path, expected_sample_rate: int | None) -> tuple[np.ndarray, int]:
@@ -58,6 +66,7 @@ def load_wav(path: str | Path, expected_sample_rate: int | None) -> tuple[np.nda
     path = Path(path)
     if not path.is_file():
         raise InputError(path, "audio file not found")
+    check_wav_length(path)
     try:
         samples, sample_rate = soundfile.read(path, dtype="float32", always_2d=True)
     except soundfile.SoundFileError as err:
@@ -74,7 +83,46 @@ def load_wav(path: str | Path, expected_sample_rate: int | None) -> tuple[np.nda
     peak = float(np.abs(mono).max())
     if peak < SILENCE_PEAK:
         raise InputError(path, f"audio is silent (peak amplitude {peak:.2e})")
+    if peak > FULL_SCALE_TOLERANCE:
+        raise InputError(
+            path, f"samples reach {peak:.3g}, outside [-1, 1]: not normalized float audio"
+        )
+    clipped = float(np.mean(np.abs(samples) >= CLIP_LEVEL))
+    if clipped > MAX_CLIPPED_SHARE:
+        raise InputError(
+            path,
+            f"{clipped:.1%} of the samples are at full scale (clipped; at most "
+            f"{MAX_CLIPPED_SHARE:.0%} allowed)",
+        )
     return mono, sample_rate
+
+
+def check_wav_length(path: Path) -> None:
+    """A WAV file whose data chunk stops short of the size its header declares (a cut copy or
+    download) is refused: libsndfile would read the frames that are there without a word.
+    Other formats are left to libsndfile."""
+    if path.suffix.lower() != ".wav":
+        return
+    size = path.stat().st_size
+    with open(path, "rb") as f:
+        riff = f.read(12)
+        if len(riff) < 12 or riff[:4] != b"RIFF" or riff[8:12] != b"WAVE":
+            return  # not RIFF/WAVE: libsndfile says what it is
+        while True:
+            header = f.read(8)
+            if len(header) < 8:
+                return
+            chunk, length = header[:4], int.from_bytes(header[4:], "little")
+            if chunk == b"data":
+                held = size - f.tell()
+                if length != 0xFFFFFFFF and held < length:
+                    raise InputError(
+                        path,
+                        f"truncated: the header declares {length} bytes of samples but the "
+                        f"file holds {held}",
+                    )
+                return
+            f.seek(length + (length & 1), 1)
 
 
 def next_power_of_two(n: int) -> int:
@@ -173,15 +221,23 @@ def extract_corpus_mels(
 ) -> dict:
     """Log-mel features of every utterance of a corpus, saved to `out_path` in one file.
 
-    `sample_rate` None: every file must have the rate of the corpus's first file (a corpus
-    with mixed rates is an error, never resampled). Returns a small stats dict."""
+    `sample_rate` None: the dataset's own rate (LJSpeech 22,050 Hz, LibriTTS 24,000 Hz; the
+    mini corpora are written at the same); a file at another rate is an error naming it, never
+    resampled. A clip shorter than the STFT window is an error naming it. Returns a small stats
+    dict."""
     utterances = read_corpus(corpus, root)
     if sample_rate is None:
-        sample_rate = soundfile.info(utterances[0].wav_path).samplerate  # readers checked it
+        sample_rate = SAMPLE_RATES[corpus]
     logmel = LogMel(sample_rate, n_mels, win_ms, hop_ms, f_min, f_max)
     mels, total_samples = [], 0
     for utt in tqdm(utterances, desc=f"log-mel {corpus}", unit="utt"):
         wave, _ = load_wav(utt.wav_path, sample_rate)
+        if len(wave) < logmel.win_length:
+            raise InputError(
+                utt.wav_path,
+                f"{len(wave)} samples ({len(wave) / sample_rate * 1000:.1f} ms), shorter than "
+                f"the {logmel.win_length}-sample STFT window ({win_ms} ms)",
+            )
         total_samples += len(wave)
         mels.append(logmel(wave))
     packed = PackedSequences.from_list(mels, dtype=torch.float32)

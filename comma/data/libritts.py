@@ -17,7 +17,7 @@ from pathlib import Path
 from comma.data.utterances import Utterance, check_wav, read_utf8_lines
 from comma.errors import InputError
 
-SAMPLE_RATE = 24000  # of the real corpus; readers do not enforce it (see extract_corpus_mels)
+SAMPLE_RATE = 24000  # of the real corpus, which extract_corpus_mels expects
 TRANSCRIPT_SUFFIX = ".normalized.txt"
 
 

@@ -18,7 +18,7 @@ from comma.errors import InputError
 
 METADATA = "metadata.csv"
 FIELDS = 3
-SAMPLE_RATE = 22050  # of the real corpus; readers do not enforce it (see extract_corpus_mels)
+SAMPLE_RATE = 22050  # of the real corpus, which extract_corpus_mels expects
 
 
 def read_ljspeech(root: str | Path) -> list[Utterance]:

@@ -48,11 +48,13 @@ import soundfile as sf
 import yaml
 from tqdm import tqdm
 
+from comma.data.libritts import SAMPLE_RATE as LIBRITTS_RATE
+from comma.data.ljspeech import SAMPLE_RATE as LJSPEECH_RATE
 from comma.io import atomic_dir, write_lines
 from comma.mini.espeak import EspeakSynthesizer
 
-LJSPEECH_SAMPLE_RATE = 22_050
-LIBRITTS_SAMPLE_RATE = 24_000
+LJSPEECH_SAMPLE_RATE = LJSPEECH_RATE  # the real datasets' rates (comma.data)
+LIBRITTS_SAMPLE_RATE = LIBRITTS_RATE
 WAV_SUBTYPE = "PCM_16"
 
 # --------------------------------------------------------------------------------------------
