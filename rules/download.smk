@@ -27,6 +27,7 @@ rule download_iwslt14:
         url=config["data"]["iwslt14"]["url"],
         sha256=None,
         lock=config["data"]["iwslt14"]["lock"],
+        member="de-en/train.tags.de-en.de",  # checked before the first download is pinned
     script:
         "../workflow_scripts/download.py"
 

@@ -397,10 +397,10 @@ def test_rules_download_check_and_extract(server, served_archives, tmp_path):
 
     for rule in ("download_iwslt14", "download_ljspeech", "extract_iwslt14", "extract_ljspeech"):
         assert (tmp_path / "logs" / "download" / f"{rule}.log").is_file()
-        assert (tmp_path / "benchmarks" / "runs" / f"{rule}.tsv").is_file()
+        assert (tmp_path / "logs" / "benchmarks" / f"{rule}.tsv").is_file()
     for rule in ("download_libritts", "extract_libritts"):
         assert (tmp_path / "logs" / "download" / f"{rule}_{LIBRITTS_SUBSET}.log").is_file()
-        assert (tmp_path / "benchmarks" / "runs" / rule / f"{LIBRITTS_SUBSET}.tsv").is_file()
+        assert (tmp_path / "logs" / "benchmarks" / rule / f"{LIBRITTS_SUBSET}.tsv").is_file()
 
     nothing = snakemake(
         tmp_path, "-n", "--cores", "1", "--configfile", str(config), "--", *TARGETS, timeout=300
@@ -463,3 +463,32 @@ def test_rules_damaged_ljspeech_fails_and_leaves_nothing(server, served_archives
     assert not (archives / "LJSpeech-1.1.tar.bz2").exists()
     assert not archives.exists() or leftovers(archives) == []
     assert not (tmp_path / "resources" / "LJSpeech-1.1").exists()
+
+
+def test_a_page_that_is_no_archive_is_never_pinned(server, tmp_path):
+    import io
+    import tarfile
+
+    root, base = server
+    (root / "error-page.tgz").write_bytes(b"<!DOCTYPE html><html>503 Service Unavailable</html>")
+    good = io.BytesIO()
+    with tarfile.open(fileobj=good, mode="w:gz") as tar:
+        data = b"Hallo Welt\n"
+        info = tarfile.TarInfo("de-en/train.tags.de-en.de")
+        info.size = len(data)
+        tar.addfile(info, io.BytesIO(data))
+    (root / "good-de-en.tgz").write_bytes(good.getvalue())
+    (root / "cut-de-en.tgz").write_bytes(good.getvalue()[:-30])
+    lock = tmp_path / "iwslt14.sha256"
+    member = "de-en/train.tags.de-en.de"
+    for bad, message in (("error-page.tgz", "not a readable tar"), ("cut-de-en.tgz", "")):
+        dest = tmp_path / bad
+        with pytest.raises(DownloadError, match=message):
+            download(f"{base}/{bad}", dest, lock_path=lock, member=member)
+        assert not dest.exists() and not lock.exists()  # nothing pinned
+    digest = download(
+        f"{base}/good-de-en.tgz", tmp_path / "de-en.tgz", lock_path=lock, member=member
+    )
+    assert read_lock(lock) == digest
+    with pytest.raises(DownloadError, match="holds no de-en/other"):
+        download(f"{base}/good-de-en.tgz", tmp_path / "x.tgz", member="de-en/other")

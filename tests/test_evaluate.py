@@ -260,7 +260,7 @@ def test_teacher_rules_train_and_evaluate_every_task(tmp_path):
         assert len(steps) == 8
         for kind in ("train_teacher", "evaluate_teacher"):
             assert (tmp_path / "logs" / "teacher" / kind / f"{task}.log").is_file()
-            assert (tmp_path / "benchmarks" / "runs" / kind / f"{task}.tsv").is_file()
+            assert (tmp_path / "logs" / "benchmarks" / kind / f"{task}.tsv").is_file()
     hypotheses = (tmp_path / "work" / "teacher" / "nmt" / "test.hyp.txt").read_text().splitlines()
     assert len(hypotheses) == 40  # tiny.yaml: 40 test pairs
     assert len(list((tmp_path / "results" / "teacher" / "tts" / "samples").glob("*.wav"))) >= 2

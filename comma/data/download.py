@@ -88,12 +88,28 @@ def _check_digest(url: str, got: str, sha256: str | None, lock_path: Path | None
             )
 
 
+def _check_archive(url: str, path: Path, member: str) -> None:
+    """Raise DownloadError unless `path` is a readable tar archive that holds `member`."""
+    head = path.read_bytes()[:64]
+    try:
+        with tarfile.open(path, "r:*") as tar:
+            for info in tar:
+                if info.name.removeprefix("./") == member:
+                    return
+    except (tarfile.TarError, EOFError, OSError) as err:
+        raise DownloadError(
+            url, f"not a readable tar archive ({err}); it starts with {head[:40]!r}"
+        ) from None
+    raise DownloadError(url, f"the archive holds no {member}: not the dataset's archive")
+
+
 def download(
     url: str,
     dest: str | Path,
     *,
     sha256: str | None = None,
     lock_path: str | Path | None = None,
+    member: str | None = None,
     timeout: float = TIMEOUT_SECONDS,
 ) -> str:
     """Download `url` to `dest` and return its sha256 (hex).
@@ -101,6 +117,8 @@ def download(
     `sha256`: the expected checksum; a mismatch raises DownloadError.
     `lock_path`: a lock file pinning the checksum. If it exists, the download must match it;
     if not, the verified download's checksum is recorded there (sha256sum's format).
+    `member`: a file the archive must hold (a tar, any compression), checked before the
+    checksum is pinned, so an HTML error page or a cut transfer never becomes the pin.
     On any failure (HTTP error, connection error, body shorter than Content-Length, checksum
     mismatch) `dest` is left untouched and no partial file remains.
     """
@@ -162,6 +180,8 @@ def download(
         if received == 0:
             raise DownloadError(url, "empty response body")
         digest = hasher.hexdigest()
+        if member is not None:
+            _check_archive(url, tmp, member)
         _check_digest(url, digest, sha256, lock)
         if lock is not None and read_lock(lock) is None:
             write_lock(lock, digest, url, dest.name)
