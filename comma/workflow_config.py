@@ -14,7 +14,7 @@ from typing import Any
 
 import yaml
 
-__all__ = ["coerce_to_schema", "prepare_config"]
+__all__ = ["coerce_to_schema", "prepare_config", "config_problems", "check_config"]
 
 _SCALARS = {"integer": int, "number": (int, float), "boolean": bool, "null": type(None)}
 
@@ -75,3 +75,58 @@ def prepare_config(config: dict, schema_path: str | Path) -> dict:
     `config`. The caller validates it afterwards."""
     schema = yaml.safe_load(Path(schema_path).read_text(encoding="utf-8"))
     return coerce_to_schema(config, schema)
+
+
+def _min_max_problems(node: Any, where: str) -> list[str]:
+    """Every sibling pair min_X / max_X (numbers) whose minimum exceeds its maximum."""
+    problems = []
+    if isinstance(node, dict):
+        for key, value in node.items():
+            name = f"{where}.{key}" if where else str(key)
+            partner = f"max_{key[4:]}" if isinstance(key, str) and key.startswith("min_") else None
+            upper = node.get(partner) if partner else None
+            numbers = (int, float)
+            if isinstance(value, numbers) and isinstance(upper, numbers) and value > upper:
+                problems.append(f"{name} ({value}) is above {where + '.' if where else ''}"
+                                f"{partner} ({upper})")  # fmt: skip
+            problems += _min_max_problems(value, name)
+    return problems
+
+
+def _attention_problems(settings: dict, where: str) -> list[str]:
+    d_model, heads = settings.get("d_model"), settings.get("heads")
+    if isinstance(d_model, int) and isinstance(heads, int) and heads > 0 and d_model % heads:
+        return [f"{where}.heads ({heads}) does not divide {where}.d_model ({d_model})"]
+    return []
+
+
+def config_problems(config: dict) -> list[str]:
+    """Settings the schema accepts but no job could run with, each naming its key: heads
+    that do not divide d_model, R(p) layers or heads beyond CoMMA's, a minimum above its
+    maximum."""
+    problems = _min_max_problems(config, "")
+    models = config.get("models", {})
+    if isinstance(models.get("comma"), dict):
+        problems += _attention_problems(models["comma"], "models.comma")
+    for family in ("teacher", "nar"):
+        for task, settings in (models.get(family) or {}).items():
+            if isinstance(settings, dict):
+                problems += _attention_problems(settings, f"models.{family}.{task}")
+    comma, ratio = models.get("comma") or {}, config.get("ratio") or {}
+    for key, limit in (("layers", comma.get("layers")), ("heads", comma.get("heads"))):
+        chosen = ratio.get(key)
+        if isinstance(chosen, list) and isinstance(limit, int):
+            beyond = [k for k in chosen if k >= limit]
+            if beyond:
+                problems.append(
+                    f"ratio.{key} {beyond} beyond CoMMA's {limit} {key} (models.comma.{key}; "
+                    f"indices 0..{limit - 1})"
+                )
+    return problems
+
+
+def check_config(config: dict) -> None:
+    """Raise ValueError listing :func:`config_problems`, before any job runs."""
+    problems = config_problems(config)
+    if problems:
+        raise ValueError("the config cannot work: " + "; ".join(problems))

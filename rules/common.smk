@@ -8,13 +8,16 @@ sys.path.insert(0, workflow.basedir)  # comma, also when snakemake runs from ano
 from comma.analysis.tables import nar_variants_of_tables
 from comma.tasks import TASK_NAMES, WILDCARD as TASK_WILDCARD
 
-from comma.workflow_config import prepare_config
+from comma.workflow_config import check_config, prepare_config
 
 SCHEMA = Path(workflow.basedir) / "config" / "schema.yaml"
 prepare_config(
     config, SCHEMA
 )  # --config seeds=[1,2]: Snakemake hands the 1 and 2 over as text
 validate(config, schema=SCHEMA)
+check_config(
+    config
+)  # what the schema cannot say: heads dividing d_model, min <= max, ...
 
 TASKS = config["tasks"]
 SPLITS = ["train", "valid", "test"]

@@ -32,6 +32,13 @@ def test_default_and_paper_presets_plan(tmp_path):
         ({"data": {"source": "ftp"}}, ["source", "'ftp'"]),
         ({"data": {"ljspeech": {"sha256": "abc"}}}, ["sha256", "does not match"]),
         ({"prepare": {"nmt": {"bpe_merge": 10}}}, ["bpe_merge"]),
+        ({"models": {"comma": {"heads": 3}}}, ["models.comma.heads (3) does not divide"]),
+        ({"models": {"nar": {"tts": {"heads": 5}}}}, ["models.nar.tts.heads (5)"]),
+        ({"ratio": {"layers": [0, 7]}}, ["ratio.layers [7] beyond CoMMA's 3 layers"]),
+        (
+            {"prepare": {"nmt": {"min_tokens": 200}}},
+            ["prepare.nmt.min_tokens (200) is above prepare.nmt.max_tokens (175)"],
+        ),
     ],
 )
 def test_bad_config_stops_before_any_job(tmp_path, override, names):
