@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import glob
 import json
 import os
 import shutil
@@ -20,39 +21,70 @@ def _umask() -> int:
     return mask
 
 
+def remove_stale_temporaries(path: str | Path) -> list[Path]:
+    """Remove what a killed writer of `path` left beside it (``.<name>.*.tmp`` files or
+    folders of :func:`atomic_path` / :func:`atomic_dir`); returns them. Only one job writes an
+    output at a time (Snakemake locks its outputs), so any such leftover is stale."""
+    path = Path(path)
+    removed = []
+    for stale in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):
+        if stale.is_dir() and not stale.is_symlink():
+            shutil.rmtree(stale, ignore_errors=True)
+        else:
+            stale.unlink(missing_ok=True)
+        removed.append(stale)
+    return removed
+
+
+def _discard(tmp: Path, error: BaseException) -> None:
+    """Remove a failed write's temporary; a failure to do so (a full or read-only disk) is
+    noted on the original error, never raised in its place."""
+    try:
+        if tmp.is_dir() and not tmp.is_symlink():
+            shutil.rmtree(tmp)
+        else:
+            tmp.unlink(missing_ok=True)
+    except OSError as cleanup:
+        error.add_note(f"and removing the temporary {tmp} failed too: {cleanup}")
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
-    """Yield a temporary path beside `path`; rename it to `path` only if the block succeeds."""
+    """Yield a temporary path beside `path`; rename it to `path` only if the block succeeds.
+    A failed block leaves neither the temporary nor a partial `path`."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     tmp_path = Path(tmp)
-    # mkstemp creates the file private (0600); artifacts get the usual permissions.
-    tmp_path.chmod(0o666 & ~_umask())
     try:
+        # mkstemp creates the file private (0600); artifacts get the usual permissions.
+        tmp_path.chmod(0o666 & ~_umask())
         yield tmp_path
         os.replace(tmp_path, path)
-    finally:
-        if tmp_path.exists():
-            tmp_path.unlink()
+    except BaseException as error:
+        _discard(tmp_path, error)
+        raise
 
 
 @contextlib.contextmanager
 def atomic_dir(path: str | Path) -> Iterator[Path]:
-    """Yield a temporary directory beside `path`; it becomes `path` only if the block succeeds."""
+    """Yield a temporary directory beside `path`; it becomes `path` only if the block succeeds.
+    Leftovers of a killed earlier writer of `path` are removed first."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(path)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
-    tmp.chmod(0o777 & ~_umask())  # mkdtemp creates it private (0700)
     try:
+        tmp.chmod(0o777 & ~_umask())  # mkdtemp creates it private (0700)
         yield tmp
         if path.exists():
             shutil.rmtree(path)
         os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp)
+    except BaseException as error:
+        _discard(tmp, error)
+        raise
 
 
 def write_json(path: str | Path, obj: Any) -> None:

@@ -66,7 +66,7 @@ from tqdm import tqdm
 from comma.data.batching import MEASURES, Batch, BatchPlan, TeacherTargets, rank_share
 from comma.data.packed import Split
 from comma.engine.launch import is_main_process
-from comma.io import atomic_path, torch_load, torch_save
+from comma.io import atomic_path, remove_stale_temporaries, torch_load, torch_save
 
 __all__ = [
     "run_fingerprint",
@@ -445,12 +445,6 @@ def _truncate_metrics(path: Path, last_step: int) -> None:
         tmp.write_text("".join(f"{line}\n" for line in kept), encoding="utf-8")
 
 
-def _remove_stale_temporaries(path: Path) -> None:
-    """Temporary checkpoint files a killed run left behind (see comma.io.atomic_path)."""
-    for stale in path.parent.glob(f".{path.name}.*.tmp"):
-        stale.unlink(missing_ok=True)
-
-
 def run_fingerprint(config: TrainConfig, identity: dict[str, Any] | None) -> dict[str, Any]:
     """What decides a run's result: the training settings (except those a run may change and
     still resume: RESUMABLE_CHANGES) and the caller's `identity` (model config, input files'
@@ -822,7 +816,7 @@ def _train(trainer: _Trainer, checkpoint_path: Path, metrics_path: Path | None) 
     if metrics_path is not None:
         running_metrics = checkpoint_path.with_name(checkpoint_path.name + ".metrics.jsonl")
     if ctx.rank == 0:
-        _remove_stale_temporaries(checkpoint_path)
+        remove_stale_temporaries(checkpoint_path)
         if running_metrics is not None:
             _truncate_metrics(running_metrics, trainer.step)
     trainer.wrap_distributed()

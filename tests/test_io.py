@@ -1,0 +1,48 @@
+"""comma.io: atomic writes leave a complete artifact or nothing, clean up after a killed
+writer, and never hide the error that stopped a write."""
+
+from __future__ import annotations
+
+import errno
+
+import pytest
+
+from comma.io import atomic_dir, atomic_path, remove_stale_temporaries
+
+
+def test_a_failed_write_leaves_nothing(tmp_path):
+    target = tmp_path / "out.txt"
+    with pytest.raises(RuntimeError, match="boom"), atomic_path(target) as tmp:
+        tmp.write_text("half")
+        raise RuntimeError("boom")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_killed_writers_leftovers_are_removed_when_the_output_is_written_again(tmp_path):
+    target = tmp_path / "corpus"
+    stale_dir = tmp_path / ".corpus.abc123.tmp"  # what a SIGKILLed atomic_dir leaves
+    (stale_dir / "wavs").mkdir(parents=True)
+    (stale_dir / "wavs" / "a.wav").write_bytes(b"x" * 100)
+    stale_file = tmp_path / ".corpus.xyz.tmp"
+    stale_file.write_text("half")
+    other = tmp_path / ".corpus2.abc.tmp"  # another output's temporary: not ours
+    other.write_text("keep")
+    with atomic_dir(target) as tmp:
+        (tmp / "done").write_text("ok")
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".corpus2.abc.tmp", "corpus"]
+    assert (target / "done").read_text() == "ok"
+    assert remove_stale_temporaries(target) == []
+
+
+def test_the_original_error_survives_a_failing_cleanup(tmp_path, monkeypatch):
+    import comma.io
+
+    def no_space(*args, **kwargs):
+        raise OSError(errno.EROFS, "Read-only file system")
+
+    with pytest.raises(OSError, match="No space left") as error, atomic_dir(tmp_path / "d") as tmp:
+        (tmp / "part").write_text("x")
+        monkeypatch.setattr(comma.io.shutil, "rmtree", no_space)
+        raise OSError(errno.ENOSPC, "No space left on device")
+    notes = " ".join(getattr(error.value, "__notes__", []))
+    assert "removing the temporary" in notes and "Read-only" in notes
