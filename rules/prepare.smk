@@ -88,6 +88,8 @@ rule prepare_tts:
         "../envs/comma.yaml"
     params:
         **config["prepare"]["tts"]["split"],
+        min_seconds=config["prepare"]["tts"]["min_seconds"],
+        max_seconds=config["prepare"]["tts"]["max_seconds"],
         seed=config["seed"],
     script:
         "../workflow_scripts/prepare_tts.py"

@@ -448,6 +448,23 @@ assert nltk.download is refuse_nltk_download
 # --- preparation ----------------------------------------------------------------------------
 
 
+def test_clips_outside_the_duration_bounds_are_left_out_and_counted(tmp_path, phonemizer):
+    root = write_ljspeech(tmp_path / "LJSpeech-1.1", 14)  # 0.2-0.4 s clips
+    mels_path = tmp_path / "mels.pt"
+    extract_corpus_mels("ljspeech", root, mels_path, **FEATURES)
+    stats = prepare_tts(
+        root, mels_path, tmp_path / "tts", valid=2, test=2, seed=1, seconds=(0.22, 0.38)
+    )
+    record = stats["duration_filter"]
+    # 0.2 s clips are too short (3 of them), 0.4 s clips too long (2)
+    assert record["too_short"] == 3 and record["too_long"] == 2 and record["left_out"] == 5
+    assert sum(s["sequences"] for s in stats["splits"].values()) == 14 - 5
+    assert record["examples"][0] == "LJ900-0001 (0.20 s)"
+    with pytest.raises(InputError, match="no utterance lasts between 5 and 9 seconds"):
+        prepare_tts(root, mels_path, tmp_path / "none", valid=2, test=2, seed=1, seconds=(5, 9))
+    assert not (tmp_path / "none").exists()
+
+
 def test_prepare_tts(tmp_path, phonemizer):
     root = write_ljspeech(tmp_path / "LJSpeech-1.1", 14)
     mels_path = tmp_path / "mels.pt"

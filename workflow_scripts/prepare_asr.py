@@ -15,4 +15,5 @@ with rule_log(snakemake):
         subsets=dict(p.subsets),
         lowercase=p.lowercase,
         bpe_merges=p.bpe_merges,
+        seconds=(p.min_seconds, p.max_seconds),
     )

@@ -14,4 +14,5 @@ with rule_log(snakemake):
         valid=p.valid,
         test=p.test,
         seed=p.seed,
+        seconds=(p.min_seconds, p.max_seconds),
     )

@@ -49,6 +49,22 @@ def summarize_prepared(task_dirs: dict[str, Path], table_path, plot_path, *, pre
         ax.set_xlabel("length")
         ax.set_ylabel("sequences")
         ax.legend(fontsize=8)
+    left_out = []
+    for task, directory in task_dirs.items():
+        record = read_json(Path(directory) / "stats.json").get("duration_filter")
+        records = (
+            {"": record} if record and "left_out" in record else (record or {})
+        )  # TTS: one record; ASR: one per split
+        for split, r in records.items():
+            if r.get("left_out"):
+                left_out.append(
+                    f"- {task}{' ' + split if split else ''}: {r['left_out']} utterance(s) "
+                    f"outside {r['min_seconds']:g}-{r['max_seconds']:g} s left out "
+                    f"({r['too_short']} too short, {r['too_long']} too long), e.g. "
+                    + ", ".join(r["examples"][:3])
+                )
+    if left_out:
+        lines += ["", "Left out by duration (prepare.*.min_seconds / max_seconds):", *left_out]
     vocab_lines = ["", "| task | source vocabulary | target vocabulary |", "|---|---:|---:|"]
     for task, directory in task_dirs.items():
         vocab = read_json(Path(directory) / "stats.json")["vocab"]

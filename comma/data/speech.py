@@ -59,6 +59,46 @@ def mel_frames(mels: CorpusMels, utterances: Sequence[Utterance], corpus: Path) 
     return mels.mels.select(rows)
 
 
+def within_duration(
+    utterances: Sequence[Utterance],
+    frames: PackedSequences,
+    frames_per_second: float,
+    seconds: tuple[float, float] | None,
+    where: Path,
+) -> tuple[list[Utterance], PackedSequences, dict]:
+    """The utterances (and their frames) whose duration lies in `seconds` = (min, max), and a
+    record of those left out; InputError naming `where` if none is left."""
+    if seconds is None:
+        return list(utterances), frames, {"left_out": 0}
+    low, high = seconds
+    durations = frames.lengths.double() / frames_per_second
+    keep = [k for k, d in enumerate(durations.tolist()) if low <= d <= high]
+    out = [k for k in range(len(utterances)) if k not in set(keep)]
+    record = {
+        "min_seconds": low,
+        "max_seconds": high,
+        "left_out": len(out),
+        "too_short": int((durations < low).sum()),
+        "too_long": int((durations > high).sum()),
+        "examples": [f"{utterances[k].id} ({float(durations[k]):.2f} s)" for k in out[:10]],
+    }
+    if out:
+        log.warning(
+            "%s: left out %d of %d utterances outside %g-%g s: %s",
+            where,
+            len(out),
+            len(utterances),
+            low,
+            high,
+            ", ".join(record["examples"]),
+        )
+    if not keep:
+        raise InputError(where, f"no utterance lasts between {low} and {high} seconds")
+    if not out:
+        return list(utterances), frames, record
+    return [utterances[k] for k in keep], frames.select(keep), record
+
+
 def token_ids(vocab: Vocabulary, sequences: Sequence[Sequence[str]]) -> PackedSequences:
     return PackedSequences.from_list(
         [torch.tensor(vocab.encode(seq), dtype=torch.int32) for seq in sequences],
@@ -90,19 +130,27 @@ def prepare_tts(
     valid: int,
     test: int,
     seed: int,
+    seconds: tuple[float, float] | None = None,
 ) -> dict:
-    """LJSpeech -> phoneme ids (src) and log-mel frames (tgt), split at random by `seed`."""
+    """LJSpeech -> phoneme ids (src) and log-mel frames (tgt), split at random by `seed`;
+    clips outside `seconds` = (min, max) are left out first (counted in the stats)."""
     ljspeech_root, out_dir = Path(ljspeech_root), Path(out_dir)
     metadata = ljspeech_root / METADATA
     utterances = read_ljspeech(ljspeech_root)
-    if valid < 1 or test < 1 or valid + test >= len(utterances):
-        raise InputError(
-            metadata,
-            f"{len(utterances)} utterances cannot be split into {valid} valid, {test} test "
-            "and a non-empty training set",
-        )
-    mels = load_corpus_mels(mels_path)
-    frames = mel_frames(mels, utterances, ljspeech_root)
+    for stage in ("listed", "within the duration bounds"):
+        if valid < 1 or test < 1 or valid + test >= len(utterances):
+            raise InputError(
+                metadata,
+                f"{len(utterances)} utterances ({stage}) cannot be split into {valid} valid, "
+                f"{test} test and a non-empty training set",
+            )
+        if stage == "listed":
+            mels = load_corpus_mels(mels_path)
+            frames = mel_frames(mels, utterances, ljspeech_root)
+            fps = mels.features()["frames_per_second"]
+            utterances, frames, duration = within_duration(
+                utterances, frames, fps, seconds, metadata
+            )
 
     phonemizer = Phonemizer()
     phonemes = []
@@ -132,6 +180,7 @@ def prepare_tts(
             name: unk_rate(vocab, [phonemes[k] for k in rows[name]]) for name in ("valid", "test")
         },
         "features": mels.features(),
+        "duration_filter": duration,
         "units": {"src": "ARPAbet phonemes (g2p_en, no word boundaries)", "tgt": "log-mel frames"},
     }
     for name, split in splits.items():
@@ -150,14 +199,16 @@ def prepare_asr(
     subsets: Mapping[str, str],
     lowercase: bool,
     bpe_merges: int,
+    seconds: tuple[float, float] | None = None,
 ) -> dict:
-    """LibriTTS subsets -> log-mel frames (src) and BPE ids of the transcripts (tgt)."""
+    """LibriTTS subsets -> log-mel frames (src) and BPE ids of the transcripts (tgt); clips
+    outside `seconds` = (min, max) are left out of every split (counted in the stats)."""
     libritts_root, out_dir = Path(libritts_root), Path(out_dir)
     for name, mapping in (("mels_paths", mels_paths), ("subsets", subsets)):
         if set(mapping) != set(SPLITS):
             raise ValueError(f"{name} must have exactly the keys {SPLITS}, got {sorted(mapping)}")
     pipeline = MosesPipeline("en", lowercase)
-    utterances, frames, tokens, features = {}, {}, {}, None
+    utterances, frames, tokens, features, duration = {}, {}, {}, None, {}
     for name in SPLITS:
         subset_dir = libritts_root / subsets[name]
         utterances[name] = read_libritts(subset_dir)
@@ -169,6 +220,9 @@ def prepare_asr(
                 mels.path, f"features {mels.features()} differ from the train split's {features}"
             )
         frames[name] = mel_frames(mels, utterances[name], subset_dir)
+        utterances[name], frames[name], duration[name] = within_duration(
+            utterances[name], frames[name], features["frames_per_second"], seconds, subset_dir
+        )
         tokens[name] = []
         for utt in tqdm(utterances[name], desc=f"tokenize {subsets[name]}", unit="utt"):
             seq = pipeline(utt.text)
@@ -197,6 +251,7 @@ def prepare_asr(
         "vocab": {"src": None, "tgt": len(vocab)},
         "unk_rate": {name: unk_rate(vocab, pieces[name]) for name in ("valid", "test")},
         "features": features,
+        "duration_filter": duration,
         "units": {"src": "log-mel frames", "tgt": "BPE pieces of Moses tokens"},
     }
     for name, split in splits.items():
