@@ -14,7 +14,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from comma.data.utterances import Utterance, check_wav, read_utf8_lines
+from comma.data.lines import read_lines
+from comma.data.utterances import Utterance, check_wav
 from comma.errors import InputError
 
 SAMPLE_RATE = 24000  # of the real corpus, which extract_corpus_mels expects
@@ -22,7 +23,7 @@ TRANSCRIPT_SUFFIX = ".normalized.txt"
 
 
 def read_transcript(path: Path) -> str:
-    lines = [line.strip() for line in read_utf8_lines(path)]
+    lines = [line.strip() for line in read_lines(path)]
     text_lines = [k for k, line in enumerate(lines, 1) if line]
     if not text_lines:
         raise InputError(path, "empty transcript")

@@ -13,7 +13,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from comma.data.utterances import Utterance, check_wav, read_utf8_lines
+from comma.data.lines import read_lines
+from comma.data.utterances import Utterance, check_wav
 from comma.errors import InputError
 
 METADATA = "metadata.csv"
@@ -30,7 +31,7 @@ def read_ljspeech(root: str | Path) -> list[Utterance]:
         raise InputError(root, "LJSpeech folder not found")
     utterances: list[Utterance] = []
     seen: dict[str, int] = {}
-    for lineno, line in enumerate(read_utf8_lines(metadata), 1):
+    for lineno, line in enumerate(read_lines(metadata), 1):
         fields = line.split("|")
         if len(fields) != FIELDS:
             raise InputError(
