@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -338,10 +339,24 @@ def teacher_forced_attention(model: ARTeacher, batch: Batch) -> TeacherForcedAtt
     return TeacherForcedAttention(attention, out.src_lengths, tgt_len)
 
 
-def _evaluation_batches(split: Split, batch_sentences: int) -> list:
-    """Batches of similar source length (less padding), shortest first."""
-    sizes = split.src.lengths.numpy()
-    return make_batches(sizes, max_sentences=batch_sentences, shuffle=False)
+def map_split(
+    split: Split,
+    batch_sentences: int,
+    per_batch: Callable[[Batch], Sequence[Any]],
+    *,
+    desc: str,
+    progress: bool = True,
+) -> tuple[list[Any], float]:
+    """`per_batch` over batches of similar source length (less padding, shortest first), its
+    per-sentence results put back in split order; and the seconds it took."""
+    results: list[Any] = [None] * len(split)
+    batches = make_batches(split.src.lengths.numpy(), max_sentences=batch_sentences, shuffle=False)
+    started = time.perf_counter()
+    for indices in tqdm(batches, desc=desc, unit="batch", disable=not progress):
+        outputs = per_batch(collate(split, indices))
+        for k, output in zip(indices.tolist(), outputs, strict=True):
+            results[k] = output
+    return results, time.perf_counter() - started
 
 
 def decode_split(
@@ -357,26 +372,15 @@ def decode_split(
 ) -> tuple[list[Hypothesis], float]:
     """The best hypothesis for every sentence of `split` (in split order) and the seconds the
     search took; beam 1 runs :func:`greedy_search`."""
-    hypotheses: list[Hypothesis | None] = [None] * len(split)
-    started = time.perf_counter()
-    for indices in tqdm(
-        _evaluation_batches(split, batch_sentences),
-        desc="decode",
-        unit="batch",
-        disable=not progress,
-    ):
-        batch = collate(split, indices)
-        limits = dict(max_len_a=max_len_a, max_len_b=max_len_b)
+    limits = dict(max_len_a=max_len_a, max_len_b=max_len_b)
+
+    def search(batch: Batch) -> list[Hypothesis]:
         if beam == 1:
-            best = greedy_search(model, batch.src, batch.src_lengths, lenpen=lenpen, **limits)
-        else:
-            found = beam_search(
-                model, batch.src, batch.src_lengths, beam=beam, lenpen=lenpen, **limits
-            )
-            best = [n[0] for n in found]
-        for k, hypothesis in zip(indices.tolist(), best, strict=True):
-            hypotheses[k] = hypothesis
-    return hypotheses, time.perf_counter() - started
+            return greedy_search(model, batch.src, batch.src_lengths, lenpen=lenpen, **limits)
+        found = beam_search(model, batch.src, batch.src_lengths, beam=beam, lenpen=lenpen, **limits)
+        return [n[0] for n in found]
+
+    return map_split(split, batch_sentences, search, desc="decode", progress=progress)
 
 
 def generate_split(
@@ -390,17 +394,9 @@ def generate_split(
     progress: bool = True,
 ) -> tuple[MelGeneration, float]:
     """Generated mels for every sentence of `split` (in split order) and the seconds taken."""
-    frames: list[torch.Tensor | None] = [None] * len(split)
-    stopped: list[bool] = [False] * len(split)
-    started = time.perf_counter()
-    for indices in tqdm(
-        _evaluation_batches(split, batch_sentences),
-        desc="generate",
-        unit="batch",
-        disable=not progress,
-    ):
-        batch = collate(split, indices)
-        generated = generate_mel(
+
+    def generate(batch: Batch) -> list[tuple[torch.Tensor, bool]]:
+        out = generate_mel(
             model,
             batch.src,
             batch.src_lengths,
@@ -408,6 +404,7 @@ def generate_split(
             max_len_b=max_len_b,
             stop_threshold=stop_threshold,
         )
-        for k, mel, stop in zip(indices.tolist(), generated.frames, generated.stopped, strict=True):
-            frames[k], stopped[k] = mel, stop
-    return MelGeneration(frames, stopped), time.perf_counter() - started
+        return list(zip(out.frames, out.stopped, strict=True))
+
+    pairs, seconds = map_split(split, batch_sentences, generate, desc="generate", progress=progress)
+    return MelGeneration([f for f, _ in pairs], [stop for _, stop in pairs]), seconds

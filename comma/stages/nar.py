@@ -17,17 +17,15 @@ Tables 2-4 are laid out by :mod:`comma.analysis.tables`.
 from __future__ import annotations
 
 import logging
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
-from tqdm import tqdm
 
-from comma.data.batching import collate, make_batches
 from comma.data.packed import Split, load_split
 from comma.data.vocab import Vocabulary
+from comma.engine.decode import map_split
 from comma.engine.trainer import bf16_autocast, pick_device
 from comma.io import read_json, write_json, write_lines
 from comma.models.registry import load_nar
@@ -118,16 +116,12 @@ class _Generated:
 def _generate_split(model: torch.nn.Module, split: Split, batch_sentences: int) -> _Generated:
     """The model's one-pass output for every sentence of `split`, in split order."""
     device = next(model.parameters()).device
-    batches = make_batches(split.src.lengths.numpy(), max_sentences=batch_sentences, shuffle=False)
-    outputs: list[Any] = [None] * len(split)
-    started = time.perf_counter()
-    for indices in tqdm(batches, desc="generate", unit="batch"):
-        batch = collate(split, indices).to(device)
-        generated = model.generate(batch.src, batch.src_lengths)
-        per_sentence = generated.tokens if generated.tokens is not None else generated.frames
-        for k, output in zip(indices.tolist(), per_sentence, strict=True):
-            outputs[k] = output
-    seconds = time.perf_counter() - started
+
+    def generate(batch):
+        generated = model.generate(batch.src.to(device), batch.src_lengths.to(device))
+        return generated.tokens if generated.tokens is not None else generated.frames
+
+    outputs, seconds = map_split(split, batch_sentences, generate, desc="generate")
     if model.config.task == "tts":
         return _Generated(None, [f.float().cpu() for f in outputs], seconds)
     return _Generated([list(map(int, t)) for t in outputs], None, seconds)
