@@ -126,20 +126,24 @@ def test_ratio_tables_and_figure2(tiny_run):
     counts = runs.pivot_table(index=["task", "p"], columns="seed", values="predicted")
     assert (counts[1] == counts[2]).all()
     # kd trains on the KD corpus, ac with the eq. 8 loss; all are measured on the raw test set
-    ac_metrics = tiny_run / "work" / "comma" / "asr" / "ac" / "seed1" / "metrics.jsonl"
+    ac_metrics = tiny_run / "work" / "comma" / "asr" / "raw_ac" / "seed1" / "metrics.jsonl"
     assert all("ac_kl" in json.loads(line) for line in ac_metrics.read_text().splitlines())
     sentences = runs.groupby(["task", "variant"]).sentences.max().unstack()
     assert (sentences["kd"] == sentences["raw"]).all() and (
         sentences["ac"] == sentences["raw"]
     ).all()
-    heads = pd.read_csv(tiny_run / "work" / "comma" / "tts" / "raw" / "seed1" / "ratio_heads.csv")
+    heads = pd.read_csv(
+        tiny_run / "work" / "comma" / "tts" / "raw_noac" / "seed1" / "ratio_heads.csv"
+    )
     assert len(heads) == 2 * 2 * 4  # p x layers x heads
     for name in ("fig2.pdf", "fig2.png", "fig3.pdf", "fig4.png", "training_curves.png"):
         assert (tiny_run / "results" / name).stat().st_size > 10_000
     assert "| asr | raw | 0.50 |" in (tiny_run / "results" / "ratio_summary.md").read_text()
     findings = (tiny_run / "results" / "findings.md").read_text()
     assert "R(p) ranks ASR > NMT > TTS at every p" in findings and "seeds [1, 2]" in findings
-    metrics = (tiny_run / "work" / "comma" / "nmt" / "raw" / "seed2" / "metrics.jsonl").read_text()
+    metrics = (
+        tiny_run / "work" / "comma" / "nmt" / "raw_noac" / "seed2" / "metrics.jsonl"
+    ).read_text()
     assert len(metrics.splitlines()) == 30  # one line per training step
 
 
