@@ -16,6 +16,9 @@ $(BIN)/snakemake: pyproject.toml
 setup: $(BIN)/snakemake
 
 study: setup
+	@echo "Building $(TARGET) on the mini preset. results/fig2.pdf needs the mini corpora and 9 raw"
+	@echo "CoMMA runs (3 tasks x 3 seeds) and their R(p); make study TARGET=all builds every figure,"
+	@echo "table and the findings (AR teachers, distillation, alignments and NAR models too)."
 	$(BIN)/snakemake --cores $(CORES) $(TARGET)
 
 test: setup
