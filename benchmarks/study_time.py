@@ -45,7 +45,7 @@ def planned_dag(workdir: Path, target: str) -> tuple[dict, list]:
     """Nodes (id -> (rule, wildcards)) and edges (parent, child) of `target`'s plan."""
     out = subprocess.run(
         [SNAKEMAKE, "--snakefile", str(REPO / "Snakefile"), "--directory", str(workdir)]
-        + ["-n", "--dag", target],
+        + [target, "-n", "--dag"],
         capture_output=True,
         text=True,
         check=True,
