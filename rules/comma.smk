@@ -7,7 +7,6 @@ rule train_comma:
     input:
         unpack(comma_inputs),
         vocab=vocab_files,
-        valid=prepared("{task}", "valid.pt"),
     output:
         model=comma_run("model.pt"),
         metrics=comma_run("metrics.jsonl"),

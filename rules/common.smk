@@ -155,6 +155,8 @@ def comma_inputs(wildcards):
         inputs["alignment"] = alignment_file(
             "alignment.pt", wildcards.task, wildcards.corpus
         )
+    if comma_probe() is not None:  # R(p) on validation sentences at every checkpoint
+        inputs["valid"] = prepared(wildcards.task, "valid.pt")
     return inputs
 
 

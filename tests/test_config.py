@@ -81,7 +81,7 @@ def test_config_on_the_command_line_takes_yaml_lists_and_nested_keys(tmp_path):
         "models={comma: {dropout: 0.3, layers: 2}}",
     )
     assert _planned(result.stdout)["train_comma"] == 6  # 3 tasks x 2 seeds
-    assert "nmt_raw_seed2" in result.stdout and "seed3" not in result.stdout
+    assert "nmt_raw_noac_seed2" in result.stdout and "seed3" not in result.stdout
 
 
 def test_yaml_values_are_typed_by_the_schema_only_where_it_expects_a_scalar():

@@ -359,7 +359,7 @@ def test_cancelled_training_job_resumes_from_its_checkpoint(slurm_ready, tmp_pat
     started = time.monotonic()
     snakemake(local, target, "--cores", "2", *configs)
     local_s = time.monotonic() - started
-    assert _first_progress((local / "logs/comma/train_comma/nmt_raw_seed1.log").read_text()) == (
+    assert _first_progress((local / "logs/comma/train_comma/nmt_raw_noac_seed1.log").read_text()) == (
         0,
         FAULT_STEPS,
     )
@@ -455,7 +455,7 @@ def test_cancelled_training_job_resumes_from_its_checkpoint(slurm_ready, tmp_pat
     assert len(re.findall(r"has been submitted with SLURM jobid", out)) == 2
 
     # The retry resumed from the cancelled job's checkpoint (the rule log is the retry's).
-    log = (remote / "logs/comma/train_comma/nmt_raw_seed1.log").read_text()
+    log = (remote / "logs/comma/train_comma/nmt_raw_noac_seed1.log").read_text()
     resumed_from, max_steps = _first_progress(log)
     assert max_steps == FAULT_STEPS
     assert CANCEL_AT_STEP <= seen <= resumed_from < FAULT_STEPS, (seen, resumed_from)
