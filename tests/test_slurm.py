@@ -359,7 +359,9 @@ def test_cancelled_training_job_resumes_from_its_checkpoint(slurm_ready, tmp_pat
     started = time.monotonic()
     snakemake(local, target, "--cores", "2", *configs)
     local_s = time.monotonic() - started
-    assert _first_progress((local / "logs/comma/train_comma/nmt_raw_noac_seed1.log").read_text()) == (
+    assert _first_progress(
+        (local / "logs/comma/train_comma/nmt_raw_noac_seed1.log").read_text()
+    ) == (
         0,
         FAULT_STEPS,
     )

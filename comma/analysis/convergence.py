@@ -15,6 +15,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from comma.analysis.curves import read_metrics  # noqa: E402
+from comma.analysis.plots import save_figure  # noqa: E402
 from comma.io import atomic_path  # noqa: E402
 from comma.tasks import TASK_COLORS, TASK_LABELS, TASK_NAMES  # noqa: E402
 
@@ -102,9 +103,7 @@ def ratio_convergence(
         ax.legend(fontsize=7)
     fig.suptitle("R(p) of CoMMA (raw) during training", fontsize=10)
     fig.tight_layout()
-    with atomic_path(plot_path) as tmp:
-        fig.savefig(tmp, format=Path(plot_path).suffix.lstrip(".") or "png", dpi=120)
-    plt.close(fig)
+    save_figure(fig, [plot_path], dpi=120)
     lines = [
         "# R(p) against training steps",
         "",

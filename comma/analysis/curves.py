@@ -16,7 +16,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from comma.io import atomic_path  # noqa: E402
+from comma.analysis.plots import save_figure  # noqa: E402
 from comma.tasks import TASK_NAMES  # noqa: E402
 
 FAMILY_LABELS = {"teacher": "AR teacher", "comma": "CoMMA", "nar": "NAR"}
@@ -113,6 +113,4 @@ def plot_training_curves(
     if title:
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format=Path(path).suffix.lstrip(".") or "png", dpi=120)
-    plt.close(fig)
+    save_figure(fig, [path], dpi=120)

@@ -32,6 +32,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from comma.analysis.plots import save_figure  # noqa: E402
 from comma.analysis.verdicts import (  # noqa: E402
     INCONCLUSIVE,
     NOT_MEASURED,
@@ -486,9 +487,7 @@ def plot_length_control(
     if title:
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format=Path(path).suffix.lstrip(".") or "png", dpi=150)
-    plt.close(fig)
+    save_figure(fig, [path], dpi=150)
 
 
 def length_control(

@@ -42,10 +42,17 @@ def require_curves(
         )
 
 
-def _save(fig, paths: Sequence[str | Path]) -> None:
+def save_figure(fig, paths: Sequence[str | Path], *, dpi: int = 150, tight: bool = False) -> None:
+    """Write `fig` to every path (the format from its suffix, PNG without one), each
+    atomically, then close it."""
     for path in paths:
         with atomic_path(path) as tmp:
-            fig.savefig(tmp, format=Path(path).suffix.lstrip("."), dpi=150, bbox_inches="tight")
+            fig.savefig(
+                tmp,
+                format=Path(path).suffix.lstrip(".") or "png",
+                dpi=dpi,
+                bbox_inches="tight" if tight else None,
+            )
     plt.close(fig)
 
 
@@ -91,7 +98,7 @@ def plot_ratio_curves(
     if title:
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()
-    _save(fig, paths)
+    save_figure(fig, paths, tight=True)
 
 
 def paired_differences(runs: pd.DataFrame, variant: str, baseline: str = "raw") -> pd.DataFrame:
@@ -165,4 +172,4 @@ def plot_variant_comparison(
     if title:
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()
-    _save(fig, paths)
+    save_figure(fig, paths, tight=True)

@@ -14,6 +14,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from comma.analysis.plots import save_figure  # noqa: E402
 from comma.io import atomic_path  # noqa: E402
 
 BENCHMARK_COLUMNS = ("s", "max_rss", "cpu_time")
@@ -115,7 +116,5 @@ def summarize_runtimes(
         ax.set_xlabel("total wall time of the rule's jobs (minutes)")
         ax.grid(axis="x", alpha=0.3)
         fig.tight_layout()
-        with atomic_path(out_png) as tmp:
-            fig.savefig(tmp, format=Path(out_png).suffix.lstrip(".") or "png", dpi=120)
-        plt.close(fig)
+        save_figure(fig, [out_png], dpi=120)
     return summary

@@ -9,6 +9,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from comma.analysis.plots import save_figure  # noqa: E402
 from comma.data.packed import SPLITS, load_split  # noqa: E402
 from comma.io import atomic_path, read_json  # noqa: E402
 
@@ -72,8 +73,6 @@ def summarize_prepared(task_dirs: dict[str, Path], table_path, plot_path, *, pre
             f"| {task} | {vocab.get('src') or 'mel'} | {vocab.get('tgt') or 'mel'} |"
         )
     fig.tight_layout()
-    with atomic_path(plot_path) as tmp:
-        fig.savefig(tmp, format=Path(plot_path).suffix.lstrip(".") or "png", dpi=120)
-    plt.close(fig)
+    save_figure(fig, [plot_path], dpi=120)
     with atomic_path(table_path) as tmp:
         tmp.write_text("\n".join(lines + vocab_lines) + "\n", encoding="utf-8")
