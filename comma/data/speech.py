@@ -72,8 +72,8 @@ def within_duration(
         return list(utterances), frames, {"left_out": 0}
     low, high = seconds
     durations = frames.lengths.double() / frames_per_second
-    keep = [k for k, d in enumerate(durations.tolist()) if low <= d <= high]
-    out = [k for k in range(len(utterances)) if k not in set(keep)]
+    inside = (durations >= low) & (durations <= high)
+    keep, out = inside.nonzero().squeeze(1).tolist(), (~inside).nonzero().squeeze(1).tolist()
     record = {
         "min_seconds": low,
         "max_seconds": high,
@@ -137,20 +137,21 @@ def prepare_tts(
     ljspeech_root, out_dir = Path(ljspeech_root), Path(out_dir)
     metadata = ljspeech_root / METADATA
     utterances = read_ljspeech(ljspeech_root)
-    for stage in ("listed", "within the duration bounds"):
+
+    def check_split_sizes(stage: str) -> None:
         if valid < 1 or test < 1 or valid + test >= len(utterances):
             raise InputError(
                 metadata,
                 f"{len(utterances)} utterances ({stage}) cannot be split into {valid} valid, "
                 f"{test} test and a non-empty training set",
             )
-        if stage == "listed":
-            mels = load_corpus_mels(mels_path)
-            frames = mel_frames(mels, utterances, ljspeech_root)
-            fps = mels.features()["frames_per_second"]
-            utterances, frames, duration = within_duration(
-                utterances, frames, fps, seconds, metadata
-            )
+
+    check_split_sizes("listed")  # before the features are read: the cheap error first
+    mels = load_corpus_mels(mels_path)
+    frames = mel_frames(mels, utterances, ljspeech_root)
+    fps = mels.features()["frames_per_second"]
+    utterances, frames, duration = within_duration(utterances, frames, fps, seconds, metadata)
+    check_split_sizes("within the duration bounds")
 
     phonemizer = Phonemizer()
     phonemes = []
