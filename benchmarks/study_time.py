@@ -13,7 +13,6 @@ the achieved FLOP/s as a fraction of torch.mm's peak measured in the same proces
 from __future__ import annotations
 
 import argparse
-import csv
 import re
 import subprocess
 import sys
@@ -29,6 +28,7 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from comma.analysis.runtimes import read_benchmarks  # noqa: E402
 from comma.data.batching import BatchPlan  # noqa: E402
 from comma.data.packed import load_split, prepared_corpus_sizes  # noqa: E402
 from comma.models.registry import FAMILIES  # noqa: E402
@@ -104,17 +104,12 @@ def critical_path(nodes: dict, edges: list, jobs: dict) -> tuple[float, list]:
 
 def rule_times(workdir: Path) -> dict:
     """rule -> [jobs, wall s, cpu s] from the benchmark records under logs/benchmarks."""
-    totals = defaultdict(lambda: [0, 0.0, 0.0])
     root = workdir / "logs" / "benchmarks"
-    for tsv in root.rglob("*.tsv"):
-        rule = tsv.relative_to(root).parts[0].removesuffix(".tsv")
-        with open(tsv, newline="") as f:
-            record = next(csv.DictReader(f, delimiter="\t"))
-        cpu = record.get("cpu_time", "NA")
-        totals[rule][0] += 1
-        totals[rule][1] += float(record["s"])
-        totals[rule][2] += float(cpu) if cpu not in ("NA", "") else 0.0
-    return totals
+    jobs = read_benchmarks(root.rglob("*.tsv"), root)
+    by_rule = jobs.groupby("rule").agg(
+        jobs=("job", "size"), s=("s", "sum"), cpu=("cpu_time", "sum")
+    )
+    return {rule: [int(r.jobs), float(r.s), float(r.cpu)] for rule, r in by_rule.iterrows()}
 
 
 def run_target(target: str, cores: str, workdir: Path) -> None:
