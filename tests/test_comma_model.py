@@ -168,3 +168,30 @@ def test_ac_loss_is_logged_and_needs_an_alignment():
     loss, logs = model.loss(_with_teacher(batch, teacher))
     assert logs["ac_kl"] > 0 and torch.isfinite(loss)
     loss.backward()
+
+
+@pytest.mark.parametrize("task", ["asr", "tts"])
+def test_log_mel_side_is_normalized_with_its_training_statistics(task):
+    """Global CMVN on the log-mel side: rescaling and shifting every bin of the features (and
+    recomputing the statistics) changes neither the predictions nor the loss."""
+    src, src_len, tgt, tgt_len = make_inputs(task)
+    mel, mel_len = (src, src_len) if task == "asr" else (tgt, tgt_len)
+    scale, shift = torch.linspace(0.5, 3.0, 80), torch.linspace(-4.0, 2.0, 80)
+    valid = torch.arange(mel.shape[1])[None, :, None] < mel_len[:, None, None]
+    moved = (mel * scale + shift) * valid
+    predicted = torch.zeros(tgt.shape[:2], dtype=torch.bool)
+    predicted[:, :2] = True
+    results = []
+    for frames in (mel, moved):
+        model = make_model(task)
+        assert model.feature_side == ("src" if task == "asr" else "tgt")
+        model.set_feature_statistics(frames[valid.expand_as(frames)].view(-1, 80))
+        if task == "asr":
+            inputs = (frames, src_len, tgt, tgt_len)
+        else:
+            inputs = (src, src_len, frames, tgt_len)
+        out = model(*inputs, predicted)
+        results.append((out.prediction, model.prediction_loss(out, inputs[2], predicted)))
+    torch.testing.assert_close(results[0][0], results[1][0], atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(results[0][1], results[1][1], atol=1e-4, rtol=1e-4)
+    assert make_model("nmt").feature_side is None

@@ -20,8 +20,11 @@ from comma.analysis.findings import (
 P_GRID = (0.1, 0.3, 0.5)
 
 
-def runs_table(level, slope, spread=0.01, variants=("raw",), variant_shift=0.0, share=None):
-    """R = level[task] + slope[task] * p + seed offset; T from `share` (default R).
+def runs_table(
+    level, slope, spread=0.01, variants=("raw",), variant_shift=0.0, share=None, dependency=None
+):
+    """R = level[task] + slope[task] * p + seed offset; T from `share` and D from
+    `dependency` (default R).
 
     `variant_shift` (a number or a dict variant -> number) is subtracted from R of the
     non-raw variants."""
@@ -32,6 +35,7 @@ def runs_table(level, slope, spread=0.01, variants=("raw",), variant_shift=0.0, 
             shift = variant_shift
             r -= shift[variant] if isinstance(shift, dict) else shift
         t = (share or {}).get(task, r)
+        d = (dependency or {}).get(task, r)
         rows.append(
             {
                 "task": task,
@@ -40,6 +44,7 @@ def runs_table(level, slope, spread=0.01, variants=("raw",), variant_shift=0.0, 
                 "p": p,
                 "R": r,
                 "T": t,
+                "D": d,
                 "M_over_N": 1.0,
             }
         )
@@ -243,7 +248,8 @@ def test_written_report_has_every_claim(tmp_path):
         tables.append(tmp_path / f"{name}.csv")
     findings = write_findings(csv, tmp_path / "findings.md", table_csvs=tables)
     text = (tmp_path / "findings.md").read_text()
-    assert text.count("| **") == len(findings) == 20
+    # 20 claims; the 9 about dependency are also judged by T and D (in the same table row)
+    assert text.count("| **") == 20 and len(findings) == 20 + 2 * 9
     assert "seeds [1, 2, 3]" in text and "`table4.csv`" in text
     assert "One training run per model" in text
     # without tables and length control, the same claims are listed as not measured
@@ -273,3 +279,25 @@ def test_one_seed_cannot_reproduce_a_ratio_claim():
     findings = {f.claim: f for f in check_claims(one)}
     ranking = next(f for claim, f in findings.items() if claim.startswith("R(p) ranks"))
     assert ranking.verdict == INCONCLUSIVE and "fewer than the 3" in ranking.evidence
+
+
+def test_each_dependency_claim_is_judged_by_r_t_and_d_side_by_side(tmp_path):
+    """R ranks ASR > NMT > TTS; the masked-loss dependency D ranks them the other way round
+    and T agrees with R: the table row of the ranking claim says so, one verdict per measure."""
+    runs = runs_table(LEVEL, SLOPE, dependency={"asr": 0.1, "nmt": 0.3, "tts": 0.6})
+    findings = check_claims(runs)
+    ranking = {f.measure: f for f in findings if f.topic.startswith("Target tokens depend")}
+    assert ranking["R"].verdict == REPRODUCED and ranking["T"].verdict == REPRODUCED
+    assert ranking["D"].verdict == NOT_REPRODUCED
+    assert "D, mean [min, max]" in ranking["D"].evidence
+    runs.to_csv(tmp_path / "ratio.csv", index=False)
+    write_findings(tmp_path / "ratio.csv", tmp_path / "f.md")
+    text = (tmp_path / "f.md").read_text()
+    assert (
+        "| Target tokens depend on each other most in ASR, then NMT, then TTS (Figure 2) "
+        "| **reproduced** | reproduced | not reproduced |" in text
+    )
+    # an older table without D: its claims by D are not measured, the others unchanged
+    older = runs.drop(columns="D")
+    by_d = [f for f in check_claims(older) if f.measure == "D"]
+    assert by_d and all(f.verdict == NOT_MEASURED for f in by_d)

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from comma.analysis.aggregate import aggregate_ratio
+from comma.data.batching import collate
 from comma.data.packed import PackedSequences, Split, save_split
 from comma.io import torch_save
 from comma.models.comma import MODEL_FORMAT, CoMMA, CoMMAConfig
@@ -98,6 +99,7 @@ def test_aggregate_over_seeds(tmp_path):
                 "R_ci_low": [r - 0.01],
                 "R_ci_high": [r + 0.03],
                 "T": [0.4],
+                "D": [r / 2],
                 "M": [10.0],
                 "N": [5.0],
                 "M_over_N": [2.0],
@@ -111,6 +113,7 @@ def test_aggregate_over_seeds(tmp_path):
     assert row.R_mean == pytest.approx(0.6) and row.R_min == 0.5 and row.R_max == 0.7
     assert row.R_std == pytest.approx(0.1) and row.seeds == 3
     assert row.CI_halfwidth == pytest.approx(0.02)
+    assert row.D_mean == pytest.approx(0.3) and row.D_std == pytest.approx(0.05)
     assert "| nmt | raw | 0.10 | 0.6000 |" in (tmp_path / "s.md").read_text()
     assert len(pd.read_csv(tmp_path / "runs.csv")) == 3
 
@@ -119,7 +122,7 @@ def test_per_sentence_table_matches_the_corpus_ratio(nmt_model_and_test, tmp_pat
     table = run(*nmt_model_and_test, tmp_path, sentences_csv=tmp_path / "s.csv")
     sentences = pd.read_csv(tmp_path / "s.csv")
     assert list(sentences.columns) == [
-        *("task", "variant", "seed", "p", "sentence", "M", "N", "predicted", "R", "T")
+        *("task", "variant", "seed", "p", "sentence", "M", "N", "predicted", "R", "T", "D")
     ]
     # every test sentence has a predicted token at every p (at least one is masked)
     assert len(sentences) == 2 * 5 and set(sentences.sentence) == set(range(5))
@@ -127,7 +130,61 @@ def test_per_sentence_table_matches_the_corpus_ratio(nmt_model_and_test, tmp_pat
     assert first.N.tolist() == [7, 4, 3, 10, 8] and first.M.tolist() == [5, 9, 3, 12, 6]
     assert first.predicted.sum() == table.predicted.iloc[0]
     # eq. 3: R(p) is the mean of the sentences' eq. 2 values (4 significant digits written)
-    per_p = sentences.groupby("p")[["R", "T"]].mean()
+    per_p = sentences.groupby("p")[["R", "T", "D"]].mean()
+    assert per_p.D.to_numpy() == pytest.approx(table.D.to_numpy(), abs=2e-4)
     assert per_p.R.to_numpy() == pytest.approx(table.R.to_numpy(), abs=2e-4)
     assert per_p["T"].to_numpy() == pytest.approx(table["T"].to_numpy(), abs=2e-4)
     assert (sentences.task == "nmt").all() and (sentences.seed == 1).all()
+
+
+def _trained_nmt(tmp_path, name: str, target_of):
+    """A tiny CoMMA trained to convergence on sentences whose target is `target_of(source,
+    generator)`, saved as a model file, with a test split of the same kind."""
+    torch.manual_seed(0)
+    g = torch.Generator().manual_seed(1)
+
+    def corpus(n):
+        src = [torch.randint(5, 20, (6,), generator=g) for _ in range(n)]
+        return Split(
+            PackedSequences.from_list(src),
+            PackedSequences.from_list([target_of(s, g) for s in src]),
+            [str(k) for k in range(n)],
+        )
+
+    config = CoMMAConfig(task="nmt", src_vocab=20, tgt_vocab=20, **ARCH)
+    model = CoMMA(config)
+    optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
+    train = corpus(256)
+    for step in range(300):
+        indices = torch.arange(32) + 32 * (step % 8)
+        loss, _ = model.loss(collate(train, indices.numpy()))
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    model_path, test_path = tmp_path / f"{name}.pt", tmp_path / f"{name}_test.pt"
+    saved = {"format": MODEL_FORMAT, "config": config.to_dict(), "model": model.state_dict()}
+    torch_save(saved, model_path)
+    save_split(test_path, corpus(64))
+    return model_path, test_path
+
+
+def test_masked_loss_dependency_separates_copying_from_independent_targets(tmp_path):
+    """D(p) = 1 - L(masked | rest of target) / L(masked | no target). Targets whose tokens all
+    copy one random token (not in the source): the visible target gives the masked ones away,
+    D near 1. Targets whose positions each copy their source token or, independently, draw
+    noise: the rest of the target tells nothing about a masked position, D near 0."""
+    copies = _trained_nmt(
+        tmp_path, "copies", lambda src, g: torch.randint(5, 20, (1,), generator=g).repeat(6)
+    )
+
+    def noisy_copy(src, g):  # each position: its source token or, independently, noise
+        noise = torch.randint(5, 20, src.shape, generator=g)
+        return torch.where(torch.rand(src.shape, generator=g) < 0.5, src, noise)
+
+    independent = _trained_nmt(tmp_path, "independent", noisy_copy)
+    high = run(*copies, tmp_path, p_grid=[0.2, 0.5])
+    low = run(*independent, tmp_path, p_grid=[0.2, 0.5])
+    assert (high.D > 0.8).all(), high[["p", "D", "loss_context", "loss_no_target"]]
+    assert (low.D.abs() < 0.1).all(), low[["p", "D", "loss_context", "loss_no_target"]]
+    assert (high.D_ci_low <= high.D).all() and (high.D_ci_high >= high.D).all()
+    assert (high.loss_context < high.loss_no_target).all()

@@ -44,6 +44,8 @@ def aggregate_ratio(
             CI_halfwidth=("R_ci_high", "mean"),
             CI_low=("R_ci_low", "mean"),
             T_mean=("T", "mean"),
+            D_mean=("D", "mean"),
+            D_std=("D", "std"),
             M_mean=("M", "mean"),
             N_mean=("N", "mean"),
             M_over_N=("M_over_N", "mean"),
@@ -58,17 +60,22 @@ def aggregate_ratio(
         "# Attention density ratio R(p)",
         "",
         "Mean over seeds, with the seed spread (std, min-max) next to the mean bootstrap 95 % "
-        "CI half-width over sentences. T: raw share of attention on the target side; M, N: "
-        "mean source and target lengths (positions CoMMA attends over).",
+        "CI half-width over sentences. T: raw share of attention on the target side; D: the "
+        "masked-loss dependency (1 - loss of the masked positions with the rest of the target "
+        "visible / their loss with the whole target masked; reads neither attention nor "
+        "lengths), mean and std over seeds; M, N: mean source and target lengths (positions "
+        "CoMMA attends over).",
         "",
-        "| task | variant | p | R mean | R std | R min | R max | seeds | CI ± | T | M | N | M/N |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| task | variant | p | R mean | R std | R min | R max | seeds | CI ± | T | D | D std "
+        "| M | N | M/N |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in summary.itertuples(index=False):
         lines.append(
             f"| {r.task} | {r.variant} | {r.p:.2f} | {r.R_mean:.4f} | {r.R_std:.4f} | "
             f"{r.R_min:.4f} | {r.R_max:.4f} | {r.seeds} | {r.CI_halfwidth:.4f} | {r.T_mean:.4f} "
-            f"| {r.M_mean:.1f} | {r.N_mean:.1f} | {r.M_over_N:.2f} |"
+            f"| {r.D_mean:.4f} | {r.D_std:.4f} | {r.M_mean:.1f} | {r.N_mean:.1f} "
+            f"| {r.M_over_N:.2f} |"
         )
     with atomic_path(summary_md) as tmp:
         tmp.write_text("\n".join(lines) + "\n", encoding="utf-8")

@@ -22,6 +22,7 @@ runs or tables this run lacks is "not measured".
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -55,6 +56,23 @@ __all__ = [
 
 VERDICT_ORDER = (REPRODUCED, INCONCLUSIVE, NOT_REPRODUCED, NOT_MEASURED)
 
+# The dependency claims are judged by three measures side by side, each a column of the R(p)
+# tables: the paper's attention density ratio R (eq. 1-3), the raw target share T of the same
+# attention (no division by the lengths), and the masked-loss dependency D
+# (comma.dependency: reads neither attention nor lengths).
+MEASURES = {"R": "R(p)", "T": "T(p)", "D": "D(p)"}
+MEASURE_NAMES = {
+    "R": "the attention density ratio R(p) (the paper's measure)",
+    "T": "the raw target share T(p) of the same attention",
+    "D": "the masked-loss dependency D(p), which reads neither attention nor lengths",
+}
+
+
+def _missing_measure(runs: pd.DataFrame, measure: str) -> str | None:
+    if measure not in runs.columns or runs[measure].isna().all():
+        return f"this run's R(p) tables have no {measure} column (measured by an older version)"
+    return None
+
 
 def _raw(runs: pd.DataFrame) -> pd.DataFrame:
     return runs[runs.variant == "raw"]
@@ -73,14 +91,19 @@ def _seed_note(seeds: int, min_seeds: int) -> str:
     )
 
 
-def check_ranking(runs: pd.DataFrame, min_seeds: int = MIN_SEEDS) -> Finding:
-    """ASR > NMT > TTS at every p: every seed of the higher task above every seed of the lower."""
-    claim = "R(p) ranks ASR > NMT > TTS at every p (Figure 2)"
+def check_ranking(runs: pd.DataFrame, min_seeds: int = MIN_SEEDS, measure: str = "R") -> Finding:
+    """ASR > NMT > TTS at every p: every seed of the higher task above every seed of the lower
+    (by `measure`, a column of the R(p) tables: R, T or D)."""
+    topic = "Target tokens depend on each other most in ASR, then NMT, then TTS (Figure 2)"
+    claim = f"{MEASURES[measure]} ranks ASR > NMT > TTS at every p (Figure 2)"
+    found = functools.partial(Finding, claim, measure=measure, topic=topic)
     raw = _raw(runs)
     tasks = [t for t in PAPER_RANKING if t in set(raw.task)]
     if len(tasks) < 2:
-        return Finding(claim, NOT_MEASURED, "fewer than two tasks in this run")
-    by = raw.groupby(["p", "task"]).R.agg(["mean", "min", "max"])
+        return found(NOT_MEASURED, "fewer than two tasks in this run")
+    if missing := _missing_measure(raw, measure):
+        return found(NOT_MEASURED, missing)
+    by = raw.groupby(["p", "task"])[measure].agg(["mean", "min", "max"])
     means_ordered, separated, lines = True, True, []
     for p in sorted(set(raw.p)):
         row = by.loc[p]
@@ -97,31 +120,45 @@ def check_ranking(runs: pd.DataFrame, min_seeds: int = MIN_SEEDS) -> Finding:
         )
     verdict = REPRODUCED if separated else INCONCLUSIVE if means_ordered else NOT_REPRODUCED
     seeds = raw.seed.nunique()
-    evidence = "mean [min, max] over seeds; " + "; ".join(lines) + _seed_note(seeds, min_seeds)
-    return Finding(claim, too_few_seeds(verdict, seeds, min_seeds), evidence)
+    evidence = (
+        f"{measure}, mean [min, max] over seeds; " + "; ".join(lines) + _seed_note(seeds, min_seeds)
+    )
+    return found(too_few_seeds(verdict, seeds, min_seeds), evidence)
 
 
-def _slopes(raw: pd.DataFrame) -> pd.DataFrame:
-    """Least-squares slope of R against p per task and seed."""
+def _slopes(raw: pd.DataFrame, measure: str = "R") -> pd.DataFrame:
+    """Least-squares slope of `measure` against p per task and seed."""
     rows = []
     for (task, seed), group in raw.groupby(["task", "seed"]):
-        slope = np.polyfit(group.p.to_numpy(), group.R.to_numpy(), 1)[0]
+        slope = np.polyfit(group.p.to_numpy(), group[measure].to_numpy(), 1)[0]
         rows.append({"task": task, "seed": seed, "slope": slope})
     return pd.DataFrame(rows)
 
 
-def check_falls_with_p(runs: pd.DataFrame, min_seeds: int = MIN_SEEDS) -> list[Finding]:
-    """R falls as p grows, for every task; fastest for NMT."""
+def check_falls_with_p(
+    runs: pd.DataFrame, min_seeds: int = MIN_SEEDS, measure: str = "R"
+) -> list[Finding]:
+    """`measure` (R, T or D) falls as p grows, for every task; fastest for NMT."""
+    label = MEASURES[measure]
+    falls_found = functools.partial(
+        Finding,
+        f"{label} falls as p grows, for every task (section 3.2)",
+        measure=measure,
+        topic="Dependency falls as more of the target is masked, for every task (section 3.2)",
+    )
+    fastest_found = functools.partial(
+        Finding,
+        f"{label} falls fastest for NMT (section 3.2)",
+        measure=measure,
+        topic="Dependency falls fastest with p for NMT (section 3.2)",
+    )
     raw = _raw(runs)
-    if raw.p.nunique() < 2:
-        reason = "a single p in the grid"
-        return [
-            Finding("R(p) falls as p grows, for every task", NOT_MEASURED, reason),
-            Finding("R(p) falls fastest for NMT", NOT_MEASURED, reason),
-        ]
-    slopes = _slopes(raw)
+    reason = "a single p in the grid" if raw.p.nunique() < 2 else _missing_measure(raw, measure)
+    if reason:
+        return [falls_found(NOT_MEASURED, reason), fastest_found(NOT_MEASURED, reason)]
+    slopes = _slopes(raw, measure)
     summary = slopes.groupby("task").slope.agg(["mean", "min", "max"])
-    evidence = "slope of R against p, mean [min, max] over seeds: " + ", ".join(
+    evidence = f"slope of {measure} against p, mean [min, max] over seeds: " + ", ".join(
         f"{t.upper()} {r['mean']:+.3f} [{r['min']:+.3f}, {r['max']:+.3f}]"
         for t, r in summary.iterrows()
     )
@@ -129,13 +166,11 @@ def check_falls_with_p(runs: pd.DataFrame, min_seeds: int = MIN_SEEDS) -> list[F
     evidence += _seed_note(seeds, min_seeds)
     every_seed = bool((slopes.slope < 0).all()) and seeds >= min_seeds
     every_mean = bool((summary["mean"] < 0).all())
-    falls = Finding(
-        "R(p) falls as p grows, for every task (section 3.2)",
-        REPRODUCED if every_seed else INCONCLUSIVE if every_mean else NOT_REPRODUCED,
-        evidence,
+    falls = falls_found(
+        REPRODUCED if every_seed else INCONCLUSIVE if every_mean else NOT_REPRODUCED, evidence
     )
     if "nmt" not in summary.index or len(summary) < 2:
-        fastest = Finding("R(p) falls fastest for NMT", NOT_MEASURED, "needs NMT and another task")
+        fastest = fastest_found(NOT_MEASURED, "needs NMT and another task")
     else:
         others = summary.drop(index="nmt")
         by_seed = slopes.pivot(index="seed", columns="task", values="slope")
@@ -144,8 +179,7 @@ def check_falls_with_p(runs: pd.DataFrame, min_seeds: int = MIN_SEEDS) -> list[F
             and seeds >= min_seeds
         )
         nmt_steepest_mean = bool(summary.loc["nmt", "mean"] < others["mean"].min())
-        fastest = Finding(
-            "R(p) falls fastest for NMT (section 3.2)",
+        fastest = fastest_found(
             REPRODUCED
             if nmt_steepest_each_seed
             else INCONCLUSIVE
@@ -193,17 +227,17 @@ def check_length_effect(runs: pd.DataFrame) -> Finding:
 
 # variant -> (what it does, figure, tasks the paper's figure shows)
 VARIANT_CLAIMS = {
-    "kd": ("Knowledge distillation lowers R(p)", "Figure 3", ("nmt", "tts")),
-    "ac": ("An alignment constraint lowers R(p)", "Figure 4", TASK_NAMES),
+    "kd": ("Knowledge distillation lowers", "Figure 3", ("nmt", "tts")),
+    "ac": ("An alignment constraint lowers", "Figure 4", TASK_NAMES),
 }
 
 
-def _variant_claim(variant: str, task: str) -> str:
-    what, figure, paper_tasks = VARIANT_CLAIMS[variant]
+def _variant_claim(variant: str, task: str, what: str = "R(p)") -> str:
+    lowers, figure, paper_tasks = VARIANT_CLAIMS[variant]
     where = (
         figure if task in paper_tasks else f"beyond the paper: its {figure} has no {task.upper()}"
     )
-    return f"{what} for {TASK_LABELS[task]} ({where})"
+    return f"{lowers} {what} for {TASK_LABELS[task]} ({where})"
 
 
 def check_variant(
@@ -212,32 +246,41 @@ def check_variant(
     task: str,
     claim: str | None = None,
     min_seeds: int = MIN_SEEDS,
+    measure: str = "R",
 ) -> Finding:
-    """`variant` (kd or ac) lowers R(p) of `task`: judged on the paired per-seed difference
-    R(raw) - R(variant), averaged over the p grid (seeds are the unit of replication)."""
-    claim = claim or _variant_claim(variant, task)
+    """`variant` (kd or ac) lowers `measure` (R, T or D) of `task`: judged on the paired
+    per-seed difference raw - variant, averaged over the p grid (seeds are the unit of
+    replication)."""
+    found = functools.partial(
+        Finding,
+        claim or _variant_claim(variant, task, MEASURES[measure]),
+        measure=measure,
+        topic=_variant_claim(variant, task, "target-token dependency"),
+    )
     sel = runs[(runs.task == task) & runs.variant.isin(["raw", variant])]
     if variant not in set(sel.variant):
-        return Finding(claim, NOT_MEASURED, f"this run has no '{variant}' CoMMA runs for {task}")
-    paired = sel.pivot_table(index=["seed", "p"], columns="variant", values="R")
+        return found(NOT_MEASURED, f"this run has no '{variant}' CoMMA runs for {task}")
+    if missing := _missing_measure(sel, measure):
+        return found(NOT_MEASURED, missing)
+    paired = sel.pivot_table(index=["seed", "p"], columns="variant", values=measure)
     if "raw" not in paired:
-        return Finding(claim, NOT_MEASURED, f"this run has no 'raw' CoMMA runs for {task}")
+        return found(NOT_MEASURED, f"this run has no 'raw' CoMMA runs for {task}")
     diff = (paired["raw"] - paired[variant]).dropna()
     if diff.empty:
-        return Finding(claim, NOT_MEASURED, f"no seed has both a raw and a {variant} run")
+        return found(NOT_MEASURED, f"no seed has both a raw and a {variant} run")
     per_seed = diff.groupby(level="seed").mean()
     n = len(per_seed)
     positive = int((diff > 0).sum())
     spread = per_seed.std(ddof=1) if n > 1 else float("nan")
     evidence = (
-        f"R(raw) - R({variant}) per seed, mean over p: "
+        f"{measure}(raw) - {measure}({variant}) per seed, mean over p: "
         + ", ".join(f"seed {seed} {d:+.3f}" for seed, d in per_seed.items())
         + f"; mean {per_seed.mean():+.3f}, std {spread:.3f}"
         f" over {n} seed(s) (mean / std {_ratio_text(per_seed.mean(), spread)}); positive at "
         f"{positive} of {len(diff)} (seed, p) pairs; exact sign test over seeds, one-sided: "
         f"p = {sign_test_p(per_seed):.3g}." + _seed_note(n, min_seeds)
     )
-    return Finding(claim, seed_verdict(per_seed, min_seeds=min_seeds), evidence)
+    return found(seed_verdict(per_seed, min_seeds=min_seeds), evidence)
 
 
 # --- accuracy of AR and NAR models (Tables 2-4): one training run per model -----------------
@@ -523,12 +566,16 @@ def check_claims_by_section(
 ) -> dict[str, list[Finding]]:
     ranking, kd, ac, gap, length = SECTIONS[0], SECTIONS[2], SECTIONS[3], SECTIONS[4], SECTIONS[1]
     return {
-        ranking: [check_ranking(runs, min_seeds), *check_falls_with_p(runs, min_seeds)],
+        ranking: [
+            *(check_ranking(runs, min_seeds, m) for m in MEASURES),
+            *(f for m in MEASURES for f in check_falls_with_p(runs, min_seeds, m)),
+        ],
         length: [check_length_effect(runs), check_length_control(length_bins, length_slopes)],
         kd: [
             *(
-                check_variant(runs, "kd", task, min_seeds=min_seeds)
+                check_variant(runs, "kd", task, min_seeds=min_seeds, measure=m)
                 for task in ("nmt", "tts", "asr")
+                for m in MEASURES
             ),
             *(
                 check_ablation(
@@ -543,7 +590,11 @@ def check_claims_by_section(
             ),
         ],
         ac: [
-            *(check_variant(runs, "ac", task, min_seeds=min_seeds) for task in TASK_NAMES),
+            *(
+                check_variant(runs, "ac", task, min_seeds=min_seeds, measure=m)
+                for task in TASK_NAMES
+                for m in MEASURES
+            ),
             *(
                 check_ablation(
                     table4,
@@ -597,7 +648,8 @@ def write_findings(
         min_seeds=min_seeds,
     )
     findings = [f for section in sections.values() for f in section]
-    counts = {v: sum(f.verdict == v for f in findings) for v in VERDICT_ORDER}
+    headline = [f for f in findings if f.measure in ("", "R")]
+    counts = {v: sum(f.verdict == v for f in headline) for v in VERDICT_ORDER}
     sources = [Path(runs_csv).name] + [
         Path(p).name for p in (length_bins_csv, length_slopes_csv, *table_csvs) if p is not None
     ]
@@ -616,17 +668,41 @@ def write_findings(
         "contradict it, inconclusive if the two disagree. Not measured: the run lacks what the "
         "claim needs.",
         "",
-        "Summary: " + ", ".join(f"{n} {v}" for v, n in counts.items() if n) + ".",
+        "Each claim about target-token dependency is judged three times, by the same rule: by "
+        + "; by ".join(f"{m}: {name}" for m, name in MEASURE_NAMES.items())
+        + ". Where they disagree, the verdict by R rests on how eq. 1 weighs the lengths.",
         "",
-        "| # | claim | verdict |",
-        "|---:|---|---|",
+        "Summary, by R and the accuracy tables: "
+        + ", ".join(f"{n} {v}" for v, n in counts.items() if n)
+        + "."
+        + "".join(
+            f" By {m}: "
+            + ", ".join(
+                f"{n} {v}"
+                for v in VERDICT_ORDER
+                if (n := sum(f.verdict == v and f.measure == m for f in findings))
+            )
+            + "."
+            for m in MEASURES
+            if m != "R"
+        ),
+        "",
+        "| # | claim | verdict (by R) | by T | by D |",
+        "|---:|---|---|---|---|",
     ]
     number = 0
     for section, items in sections.items():
-        lines.append(f"| | *{section}* | |")
+        lines.append(f"| | *{section}* | | | |")
         for f in items:
             number += 1
-            lines.append(f"| {number} | {f.claim} | **{f.verdict}** |")
+            if f.measure == "":
+                lines.append(f"| {number} | {f.claim} | **{f.verdict}** | | |")
+            elif f.measure == "R":
+                others = {g.measure: g.verdict for g in items if g.topic == f.topic}
+                lines.append(
+                    f"| {number} | {f.topic} | **{f.verdict}** | {others.get('T', '')} "
+                    f"| {others.get('D', '')} |"
+                )
     lines += ["", "## Evidence", ""]
     number = 0
     for section, items in sections.items():

@@ -23,6 +23,10 @@ class Finding:
     claim: str
     verdict: str
     evidence: str
+    # For a claim about target-token dependency, judged once per measure: which measure
+    # ("R", "T" or "D") and the claim in words that name none, shared by the three findings.
+    measure: str = ""
+    topic: str = ""
 
     def __post_init__(self) -> None:
         if self.verdict not in VERDICTS:

@@ -15,6 +15,10 @@ of the target is masked (tokens replaced by ``<mask>``, mel frames by a learned 
 after the pre-net, in chunks of `mel_chunk` frames), and the loss is taken on the masked
 positions only: cross-entropy for tokens, L1 for mel frames.
 
+Log-mel sides (the ASR source, the TTS target) are normalized per bin with the training set's
+mean and std (global CMVN, as the ASR teacher and NAR-ASR), so CoMMA predicts normalized TTS
+frames and its L1 is in units of each bin's std: the same for every bin and corpus.
+
 Attention constraint (the ``ac`` variant, paper section 5.2): with ``ac_weight > 0`` and a
 the teacher's attention maps in the batch (``batch.teacher``, see
 :class:`comma.data.batching.TeacherTargets`), the loss adds ``ac_weight``
@@ -39,11 +43,12 @@ from comma.data.vocab import MASK, SPECIALS
 from comma.models.config_checks import common_problems
 from comma.nn.attention import attention_kl_loss, normalize_source_attention
 from comma.nn.masking import chunk_mask, random_token_mask, sample_mask_ratio
-from comma.nn.prenets import Conv2dPrenet, DensePrenet, TokenEmbedding
+from comma.nn.prenets import Conv2dPrenet, DensePrenet, GlobalCMVN, TokenEmbedding
 from comma.nn.transformer import Encoder, SinusoidalPositions, padding_mask
 from comma.tasks import TASKS
 
-MODEL_FORMAT = "comma-model-v1"  # the saved model file (comma.models.registry)
+# The saved model file (comma.models.registry); v2: CMVN buffers of the log-mel side.
+MODEL_FORMAT = "comma-model-v2"
 MASK_ID = SPECIALS.index(MASK)
 SOURCE, TARGET = 0, 1
 # Which side of each task is a sequence of mel frames (the other sides are tokens).
@@ -119,7 +124,7 @@ def target_rows_paper_order(attention: torch.Tensor, src_max: int) -> torch.Tens
     return torch.cat([rows[..., src_max:], rows[..., :src_max]], dim=-1)  # [..., N, N + M]
 
 
-class CoMMA(nn.Module):
+class CoMMA(GlobalCMVN, nn.Module):
     TEACHER_TARGETS = ("attention",)  # what its AC loss (eq. 8) reads from the batch
 
     def __init__(self, config: CoMMAConfig):
@@ -127,6 +132,8 @@ class CoMMA(nn.Module):
         self.config = c = config
         self.src_is_mel = "src" in MEL_SIDES[c.task]
         self.tgt_is_mel = "tgt" in MEL_SIDES[c.task]
+        if self.src_is_mel or self.tgt_is_mel:
+            self.init_feature_statistics(c.n_mels, side="src" if self.src_is_mel else "tgt")
         if self.src_is_mel:
             self.src_prenet = Conv2dPrenet(c.n_mels, c.d_model, c.conv_channels, c.conv_strides)
         else:
@@ -169,9 +176,11 @@ class CoMMA(nn.Module):
         masked target positions, whose input is replaced by the mask token/vector."""
         if predicted.shape != tgt.shape[:2]:
             raise ValueError(f"predicted {tuple(predicted.shape)} != target {tuple(tgt.shape[:2])}")
+        if self.src_is_mel:
+            src = self.normalize_features(src, src_len)
         source, src_len = self.src_prenet(src, src_len)  # [B, M', d]
         if self.tgt_is_mel:
-            target, _ = self.tgt_prenet(tgt, tgt_len)  # [B, N, d]
+            target, _ = self.tgt_prenet(self.normalize_features(tgt, tgt_len), tgt_len)
             target = torch.where(predicted[..., None], self.mel_mask.to(target.dtype), target)
         else:
             target, _ = self.tgt_prenet(tgt.masked_fill(predicted, MASK_ID), tgt_len)
@@ -190,12 +199,20 @@ class CoMMA(nn.Module):
             return chunk_mask(tgt_len, p, self.config.mel_chunk, generator)
         return random_token_mask(tgt_len, p, generator)
 
-    def prediction_loss(self, out: CoMMAOutput, tgt: torch.Tensor, predicted: torch.Tensor):
-        """Mean loss over the predicted positions: cross-entropy (tokens) or L1 (frames)."""
-        pred = out.prediction[predicted]  # [P, V] or [P, n_mels]
+    def masked_losses(self, out: CoMMAOutput, tgt: torch.Tensor, predicted: torch.Tensor):
+        """``[P]`` the loss of each predicted position, in ``predicted.nonzero()`` order:
+        cross-entropy in nats (tokens) or the L1 over bins, averaged, of the CMVN-normalized
+        frame (mel)."""
+        pred = out.prediction[predicted].float()  # [P, V] or [P, n_mels]
         if self.tgt_is_mel:
-            return F.l1_loss(pred.float(), tgt[predicted].float())
-        return F.cross_entropy(pred.float(), tgt[predicted])
+            target = (tgt[predicted].float() - self.feature_mean) / self.feature_std  # [P, n_mels]
+            return (pred - target).abs().mean(dim=-1)
+        return F.cross_entropy(pred, tgt[predicted], reduction="none")
+
+    def prediction_loss(self, out: CoMMAOutput, tgt: torch.Tensor, predicted: torch.Tensor):
+        """Mean loss over the predicted positions: cross-entropy (tokens) or L1 (frames, against
+        the CMVN-normalized target)."""
+        return self.masked_losses(out, tgt, predicted).mean()
 
     def loss(self, batch: Batch) -> tuple[torch.Tensor, dict[str, float]]:
         """The trainer's entry point: mask ratios and masks come from torch's global CPU

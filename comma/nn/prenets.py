@@ -115,9 +115,15 @@ class GlobalCMVN:
     """Mixin for a model with a log-mel input: per-bin mean and std of its training frames
     (ESPnet's global CMVN) as the buffers ``feature_mean`` / ``feature_std``, so they travel
     with the weights. Call :meth:`init_feature_statistics` in ``__init__`` and
-    :meth:`set_feature_statistics` before training (``comma.stages.training`` does)."""
+    :meth:`set_feature_statistics` before training (``comma.stages.training`` does, with the
+    frames of the split side named by ``feature_side``: "src" for ASR, "tgt" for TTS)."""
 
-    def init_feature_statistics(self, n_mels: int) -> None:
+    feature_side: str | None = None  # the log-mel side of a batch, None: no log-mel side
+
+    def init_feature_statistics(self, n_mels: int, side: str = "src") -> None:
+        if side not in ("src", "tgt"):
+            raise ValueError(f"feature side must be 'src' or 'tgt', got {side!r}")
+        self.feature_side = side
         self.register_buffer("feature_mean", torch.zeros(n_mels))
         self.register_buffer("feature_std", torch.ones(n_mels))
 

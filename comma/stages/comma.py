@@ -9,7 +9,8 @@ Python as well:
 * :func:`measure_ratio` masks the test set at each p of a grid (a fixed mask seed, so every
   seed and variant sees the same masks), runs CoMMA with explicit attention weights, and writes
   per-run tables: R(p) (eq. 3) with a bootstrap CI over sentences, T (the raw target share of
-  attention), the mean source and target lengths M and N, and per layer and head.
+  attention), D(p) (the masked-loss dependency of :mod:`comma.dependency`, from the same
+  masks), the mean source and target lengths M and N, and R per layer and head.
 """
 
 from __future__ import annotations
@@ -25,9 +26,11 @@ import torch
 
 from comma.data.batching import Batch, collate, make_batches, sentence_sizes
 from comma.data.packed import Split, load_split
+from comma.dependency import loss_dependency
 from comma.io import write_csv
 from comma.models.comma import CoMMA, target_rows_paper_order
 from comma.models.registry import load_comma
+from comma.nn.transformer import padding_mask
 from comma.ratio import (
     attention_density_ratio,
     bootstrap_ci,
@@ -90,6 +93,7 @@ class RatioPass:
     share: torch.Tensor  # [B] T, the raw target share of that attention
     per_head: torch.Tensor  # [B, layers, heads] eq. 2 for every single head
     src_lengths: torch.Tensor  # [B] M_b, source positions after the pre-net
+    context_loss: torch.Tensor  # [B] summed loss of the predicted positions, target visible
 
 
 @torch.no_grad()
@@ -100,10 +104,12 @@ def ratio_pass(
     layers: Sequence[int],
     heads: Sequence[int],
 ) -> RatioPass:
-    """One forward with attention weights and eq. 1-2 on its mix-attention."""
+    """One forward with attention weights: eq. 1-2 on its mix-attention, and the loss of the
+    predicted positions (for the masked-loss dependency, :mod:`comma.dependency`)."""
     out = model(
         batch.src, batch.src_lengths, batch.tgt, batch.tgt_lengths, predicted, need_weights=True
     )
+    context_loss = sum_per_sentence(model.masked_losses(out, batch.tgt, predicted), predicted)
     lengths = (out.src_lengths, batch.tgt_lengths)
     heads = list(heads)
     summed, per_head = None, []
@@ -129,7 +135,27 @@ def ratio_pass(
         target_attention_share(averaged, *lengths, predicted),
         per_head,
         out.src_lengths,
+        context_loss,
     )
+
+
+def sum_per_sentence(losses: torch.Tensor, predicted: torch.Tensor) -> torch.Tensor:
+    """``[B]`` sums of the per-position `losses` ``[P]`` (``predicted.nonzero()`` order)."""
+    rows = predicted.nonzero()[:, 0]
+    return torch.zeros(len(predicted), dtype=losses.dtype, device=losses.device).index_add_(
+        0, rows, losses
+    )
+
+
+@torch.no_grad()
+def no_target_losses(model: CoMMA, batch: Batch) -> torch.Tensor:
+    """``[B, N_max]`` the loss of every target position with the whole target masked (p = 1):
+    CoMMA predicts from the source alone. Zero on padding."""
+    everything = padding_mask(batch.tgt_lengths, batch.tgt.shape[1])  # [B, N]
+    out = model(batch.src, batch.src_lengths, batch.tgt, batch.tgt_lengths, everything)
+    losses = torch.zeros(everything.shape, dtype=torch.float32, device=everything.device)
+    losses[everything] = model.masked_losses(out, batch.tgt, everything)
+    return losses
 
 
 def ratio_probe(
@@ -198,16 +224,21 @@ def measure_ratio(
     chosen_layers = _selection(layers, n_layers, "layers")
     chosen_heads = _selection(heads, n_heads, "heads")
     batches = make_batches(sentence_sizes(split), max_sentences=batch_sentences, shuffle=False)
+    # The p = 1 losses do not depend on p: one forward per batch, kept for the whole grid.
+    without_target = [no_target_losses(model, collate(split, indices)) for indices in batches]
     rows, head_rows, sentence_tables = [], [], []
     for p_index, p in enumerate(p_grid):
         generator = torch.Generator().manual_seed(mask_seed * 1000 + p_index)
         ratio, share, src_lengths, tgt_lengths, n_predicted = [], [], [], [], []
+        context_loss, no_target_loss = [], []  # [B] per batch: summed over predicted positions
         per_head = []  # [B, layers, heads] per batch
         sentence_ids = []  # [B] test-split index of each sentence, per batch
-        for indices in batches:
+        for indices, losses in zip(batches, without_target, strict=True):
             batch = collate(split, indices)
             predicted = model.mask_targets(batch.tgt_lengths, float(p), generator)
             result = ratio_pass(model, batch, predicted, chosen_layers, chosen_heads)
+            context_loss.append(result.context_loss)
+            no_target_loss.append((losses * predicted).sum(dim=1))
             ratio.append(result.ratio)
             share.append(result.share)
             per_head.append(result.per_head)
@@ -218,6 +249,10 @@ def measure_ratio(
         ratio, share = torch.cat(ratio), torch.cat(share)
         src_len, tgt_len = torch.cat(src_lengths).double(), torch.cat(tgt_lengths).double()
         low, high = bootstrap_ci(ratio, n_boot=bootstrap, seed=mask_seed)
+        n_predicted = torch.cat(n_predicted)
+        context_loss, no_target_loss = torch.cat(context_loss), torch.cat(no_target_loss)
+        dependency = loss_dependency(context_loss, no_target_loss, n_predicted)
+        d_low, d_high = bootstrap_ci(dependency, n_boot=bootstrap, seed=mask_seed)
         measured = ~ratio.isnan()
         if sentences_csv is not None:
             sentence_tables.append(
@@ -228,9 +263,10 @@ def measure_ratio(
                         "sentence": torch.cat(sentence_ids)[measured].numpy(),
                         "M": src_len[measured].long().numpy(),
                         "N": tgt_len[measured].long().numpy(),
-                        "predicted": torch.cat(n_predicted)[measured].numpy(),
+                        "predicted": n_predicted[measured].numpy(),
                         "R": ratio[measured].double().numpy(),
                         "T": share[measured].double().numpy(),
+                        "D": dependency[measured].numpy(),
                     }
                 ).sort_values("sentence", kind="stable")
             )
@@ -242,11 +278,17 @@ def measure_ratio(
                 "R_ci_low": low,
                 "R_ci_high": high,
                 "T": ratio_over_corpus(share),
+                "D": ratio_over_corpus(dependency),
+                "D_ci_low": d_low,
+                "D_ci_high": d_high,
+                # Mean loss per predicted position, with and without the visible target.
+                "loss_context": float(context_loss.sum() / n_predicted.sum()),
+                "loss_no_target": float(no_target_loss.sum() / n_predicted.sum()),
                 "M": float(src_len[measured].mean()),
                 "N": float(tgt_len[measured].mean()),
                 "M_over_N": float((src_len / tgt_len)[measured].mean()),
                 "sentences": int(measured.sum()),
-                "predicted": int(torch.cat(n_predicted).sum()),
+                "predicted": int(n_predicted.sum()),
             }
         )
         per_head = torch.cat(per_head)  # [S, layers, heads]
@@ -261,7 +303,15 @@ def measure_ratio(
                         "R": ratio_over_corpus(per_head[:, k, h]),
                     }
                 )
-        log.info("p=%.2f: R=%.4f [%.4f, %.4f], T=%.4f", p, rows[-1]["R"], low, high, rows[-1]["T"])
+        log.info(
+            "p=%.2f: R=%.4f [%.4f, %.4f], T=%.4f, D=%.4f",
+            p,
+            rows[-1]["R"],
+            low,
+            high,
+            rows[-1]["T"],
+            rows[-1]["D"],
+        )
     table = pd.DataFrame(rows)
     write_csv(table, ratio_csv)
     write_csv(pd.DataFrame(head_rows), heads_csv)

@@ -77,8 +77,9 @@ def train_model(
     train_config = TrainConfig.from_dict({**training, "seed": seed, "threads": threads})
     torch.manual_seed(seed)  # initialization; the trainer reseeds data order and dropout
     model = kind.build(config)
-    if hasattr(model, "set_feature_statistics"):  # a log-mel source: global CMVN
-        model.set_feature_statistics(split.src.values)
+    side = getattr(model, "feature_side", None)
+    if side is not None:  # a log-mel side: global CMVN from the training frames
+        model.set_feature_statistics(getattr(split, side).values)
     targets = None
     if alignment is not None:  # the teacher's targets of each batch travel in the batch
         targets = functools.partial(alignment.batch_targets, kinds=model.TEACHER_TARGETS)
