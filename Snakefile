@@ -40,6 +40,7 @@ rule all:
         "results/fig2.pdf",
         "results/fig3.pdf",
         "results/fig4.pdf",
+        "results/dependency.pdf",
         "results/ratio_summary.md",
         "results/length_control.md",
         "results/table2.md",

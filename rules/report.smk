@@ -52,6 +52,28 @@ rule figure2:
         "../workflow_scripts/figure2.py"
 
 
+rule figure_dependency:
+    input:
+        comma_files("ratio.csv", ["raw"]),
+    output:
+        pdf=report(
+            "results/dependency.pdf",
+            caption="../report/dependency.rst",
+            category="Figures",
+        ),
+        png="results/dependency.png",
+    log:
+        "logs/report/figure_dependency.log",
+    benchmark:
+        "logs/benchmarks/figure_dependency.tsv"
+    conda:
+        "../envs/comma.yaml"
+    params:
+        tasks=TASKS,
+    script:
+        "../workflow_scripts/figure_dependency.py"
+
+
 rule figure3:
     input:
         comma_files("ratio.csv", ["raw", "kd"]),

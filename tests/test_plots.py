@@ -7,7 +7,12 @@ import itertools
 import pandas as pd
 import pytest
 
-from comma.analysis.plots import paired_differences, plot_ratio_curves, plot_variant_comparison
+from comma.analysis.plots import (
+    paired_differences,
+    plot_dependency_measures,
+    plot_ratio_curves,
+    plot_variant_comparison,
+)
 
 LEVEL = {"nmt": 0.45, "asr": 0.8, "tts": 0.2}
 SHIFT = {"raw": 0.0, "kd": 0.05, "ac": 0.08}
@@ -55,3 +60,13 @@ def test_missing_variant_fails_naming_the_file_and_what_is_there(runs, tmp_path)
 def test_figure2_still_draws(runs, tmp_path):
     plot_ratio_curves(runs, [(t, "raw") for t in LEVEL], [tmp_path / "fig2.png"])
     assert (tmp_path / "fig2.png").stat().st_size > 10_000
+
+
+def test_dependency_figure_draws_r_t_and_d_and_names_a_missing_column(runs, tmp_path):
+    runs = runs.assign(D=1 - runs.R)
+    paths = [tmp_path / "dependency.pdf", tmp_path / "dependency.png"]
+    plot_dependency_measures(runs, ["asr", "nmt", "tts"], paths)
+    assert all(path.stat().st_size > 1000 for path in paths)
+    with pytest.raises(ValueError, match="no D column"):
+        plot_dependency_measures(runs.drop(columns="D"), ["nmt"], [tmp_path / "x.png"])
+    assert not (tmp_path / "x.png").exists()

@@ -101,6 +101,49 @@ def plot_ratio_curves(
     save_figure(fig, paths, tight=True)
 
 
+# The three measures of target-token dependency, as columns of the per-run ratio tables.
+MEASURE_AXES = {
+    "R": "attention density ratio R(p)",
+    "T": "raw target share of attention T(p)",
+    "D": "masked-loss dependency D(p)",
+}
+
+
+def plot_dependency_measures(
+    runs: pd.DataFrame, tasks: Sequence[str], paths: Sequence[str | Path], *, variant="raw"
+) -> None:
+    """R(p), T(p) and D(p) (:mod:`comma.dependency`) side by side, one panel each, every task
+    of `tasks` in its colour: mean over seeds, seed min-max band, thin single seeds. Whether
+    the three rank the tasks alike is what the findings judge."""
+    require_curves(runs, [(task, variant) for task in tasks])
+    missing = [m for m in MEASURE_AXES if m not in runs.columns]
+    if missing:
+        raise ValueError(
+            f"the ratio tables have no {', '.join(missing)} column(s): measured by an older "
+            "version; re-run measure_ratio"
+        )
+    fig, axes = plt.subplots(1, len(MEASURE_AXES), figsize=(13.5, 3.6), squeeze=False)
+    for ax, (measure, axis_label) in zip(axes[0], MEASURE_AXES.items(), strict=True):
+        for task in tasks:
+            sel = runs[(runs.task == task) & (runs.variant == variant)]
+            by_p = sel.groupby("p")[measure].agg(["mean", "min", "max"]).reset_index()
+            color = TASK_COLORS[task]
+            ax.plot(by_p.p, by_p["mean"], "-o", color=color, label=TASK_LABELS[task])
+            ax.fill_between(by_p.p, by_p["min"], by_p["max"], color=color, alpha=0.18, lw=0)
+            for _, one_seed in sel.groupby("seed"):
+                ax.plot(one_seed.p, one_seed[measure], color=color, lw=0.6, alpha=0.5)
+        ax.set_xlabel("mask ratio p")
+        ax.set_ylabel(axis_label)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.suptitle(
+        f"Target-token dependency by three measures (CoMMA, {VARIANT_LABELS[variant]} data)",
+        fontsize=10,
+    )
+    fig.tight_layout()
+    save_figure(fig, paths, tight=True)
+
+
 def paired_differences(runs: pd.DataFrame, variant: str, baseline: str = "raw") -> pd.DataFrame:
     """R(variant) - R(baseline) per task, seed and p, for the seeds that have both runs."""
     paired = runs[runs.variant.isin([variant, baseline])].pivot_table(
