@@ -35,7 +35,7 @@ if config["data"]["source"] == "download":
 wildcard_constraints:
     task=TASK_WILDCARD,
     split="train|valid|test",
-    corpus="raw|kd",
+    corpus="raw|kd|rawkept",
     constraint="ac|noac",
     seed=r"\d+",
     subset="|".join(sorted(set(LIBRITTS_SUBSETS.values()))),
@@ -82,17 +82,23 @@ SEEDS = config["seeds"]
 # prepared corpus (raw) or the teacher's distillation of it (kd, rules/distill.smk), without
 # (noac) or with (ac) the teacher's alignment constraint. CoMMA's runs of Figures 2-4 are raw,
 # kd (section 4.2) and ac (section 5.2), the `variant` column of the R(p) tables.
-CORPORA = ["raw", "kd"]
-COMMA_VARIANTS = {"raw": "raw_noac", "kd": "kd_noac", "ac": "raw_ac"}
+CORPORA = ["raw", "kd", "rawkept"]
+# rawkept: the raw targets of exactly the sentences the KD corpus keeps (the teacher's output
+# of the others hit the length limit or never stopped), so that kd is compared paired.
+COMMA_VARIANTS = {
+    "raw": "raw_noac",
+    "kd": "kd_noac",
+    "ac": "raw_ac",
+    "rawkept": "rawkept_noac",
+}
 DISTILL_SHARDS = list(range(config["distill"]["shards"]))
 
 
 def corpus_train(task, corpus):
-    """The training split of a corpus: raw (work/data/{task}/train.pt) or kd (the teacher's
-    outputs for the same sources, in the same format: work/data/{task}/kd/train.pt)."""
-    return (
-        prepared(task, "train.pt") if corpus == "raw" else prepared(task, "kd/train.pt")
-    )
+    """The training split of a corpus: raw (work/data/{task}/train.pt), kd (the teacher's
+    outputs for the same sources, in the same format: work/data/{task}/kd/train.pt) or rawkept
+    (the raw pairs of the sentences kd keeps: work/data/{task}/rawkept/train.pt)."""
+    return prepared(task, "train.pt" if corpus == "raw" else f"{corpus}/train.pt")
 
 
 def distill_file(name, task="{task}"):

@@ -2,7 +2,9 @@
 # NMT and ASR: beam search, TTS: greedy mel generation, with decoding.{task} of the config, in
 # distill.shards jobs per task (contiguous blocks of the training split; GPU jobs on a cluster).
 # Outputs that hit the maximum length or never stop are left out of the KD corpus and counted.
-# The KD corpus, work/data/{task}/kd/train.pt, has the raw training split's exact format.
+# The KD corpus, work/data/{task}/kd/train.pt, has the raw training split's exact format;
+# work/data/{task}/rawkept/train.pt holds the raw pairs of the same sentences (for a paired
+# raw-vs-KD comparison).
 
 
 rule distill:
@@ -34,8 +36,10 @@ rule merge_distilled:
         shards=expand(
             distill_file("shard{shard}.pt"), shard=DISTILL_SHARDS, allow_missing=True
         ),
+        raw=prepared("{task}", "train.pt"),
     output:
         train=corpus_train("{task}", "kd"),
+        raw_kept=corpus_train("{task}", "rawkept"),
         report=report(
             "results/distill/{task}.json",
             caption="../report/distill.rst",

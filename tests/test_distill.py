@@ -171,9 +171,18 @@ def test_kd_corpus_has_the_raw_corpus_format_and_sizes(task, corpus, tmp_path, m
     teacher, train, raw = corpus(task)
     paths = distill_all(teacher, train, tmp_path, task, shards=2)
     out, report_path = tmp_path / "kd" / "train.pt", tmp_path / "report.json"
-    report = merge_distilled(paths, out, report_path)
+    raw_kept_path = tmp_path / "rawkept" / "train.pt"
+    report = merge_distilled(
+        paths, out, report_path, raw_train_path=train, raw_kept_path=raw_kept_path
+    )
     kd = load_split(out)
     assert 0 < len(kd) <= len(raw)
+    # the paired raw corpus: the raw pairs of exactly the kept sentences, in the KD order
+    raw_kept = load_split(raw_kept_path)
+    assert raw_kept.ids == kd.ids
+    for k, sentence_id in enumerate(kd.ids):
+        assert torch.equal(raw_kept.src[k], kd.src[k])
+        assert torch.equal(raw_kept.tgt[k], raw.tgt[raw.ids.index(sentence_id)])
     for kd_side, raw_side in ((kd.src, raw.src), (kd.tgt, raw.tgt)):
         assert kd_side.is_tokens == raw_side.is_tokens
         assert kd_side.values.dtype == raw_side.values.dtype

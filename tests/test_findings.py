@@ -301,3 +301,38 @@ def test_each_dependency_claim_is_judged_by_r_t_and_d_side_by_side(tmp_path):
     older = runs.drop(columns="D")
     by_d = [f for f in check_claims(older) if f.measure == "D"]
     assert by_d and all(f.verdict == NOT_MEASURED for f in by_d)
+
+
+def test_kd_is_judged_paired_on_the_kept_sentences_with_the_drop_rate():
+    """kd against rawkept (raw targets of the sentences KD keeps): lower there, though higher
+    than raw trained on every sentence. Without rawkept runs, against raw, said unpaired."""
+    runs = runs_table(
+        LEVEL, SLOPE, variants=("raw", "kd", "rawkept"), variant_shift={"kd": 0.05, "rawkept": 0.10}
+    )
+    # kd is 0.05 below raw but 0.05 above rawkept: paired, KD does not lower R.
+    distill = {
+        "tts": {
+            "kept": 687,
+            "sentences": 700,
+            "dropped_total": 13,
+            "dropped": {"max_length": 13, "no_stop": 0},
+        }
+    }
+    findings = {
+        f.claim: f
+        for f in check_claims(runs, distill=distill)
+        if f.claim.startswith("Knowledge distillation lowers R(p) for TTS")
+    }
+    (kd,) = findings.values()
+    assert kd.verdict == NOT_REPRODUCED
+    assert "R(rawkept) - R(kd)" in kd.evidence
+    assert "keeps 687 of 700 training sentences (1.9% dropped: 13 max_length)" in kd.evidence
+    unpaired = runs[runs.variant != "rawkept"]
+    kd = next(
+        f
+        for f in check_claims(unpaired)
+        if f.claim.startswith("Knowledge distillation lowers R(p) for TTS")
+    )
+    assert (
+        kd.verdict == REPRODUCED and "Unpaired" in kd.evidence and "R(raw) - R(kd)" in kd.evidence
+    )

@@ -1,5 +1,5 @@
-"""rules figure3 and figure4: R(p) of raw against a variant (kd, ac), one panel per task, from
-the raw and variant runs."""
+"""rules figure3 and figure4: R(p) of a baseline (rawkept, raw) against a variant (kd, ac), one
+panel per task, from the baseline and variant runs."""
 
 from _workflow import rule_log
 from comma.analysis.aggregate import read_runs
@@ -14,5 +14,6 @@ with rule_log(snakemake):
         [snakemake.output.pdf, snakemake.output.png],
         panel_notes=dict(p.notes),
         title=p.title,
+        baseline=p.baseline,
         source="the runs' ratio.csv files",
     )

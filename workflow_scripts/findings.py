@@ -11,5 +11,6 @@ with rule_log(snakemake):
         length_bins_csv=i.length_bins,
         length_slopes_csv=i.length_slopes,
         table_csvs=list(i.tables),  # Tables 2, 3 and 4
+        distill_jsons=list(i.distill),
         min_seeds=snakemake.params.min_seeds,
     )

@@ -41,7 +41,7 @@ from comma.analysis.verdicts import (
     sign_test_p,
     too_few_seeds,
 )
-from comma.io import atomic_path
+from comma.io import atomic_path, read_json
 from comma.tasks import PAPER_RANKING, TASK_LABELS, TASK_NAMES
 
 __all__ = [
@@ -247,40 +247,81 @@ def check_variant(
     claim: str | None = None,
     min_seeds: int = MIN_SEEDS,
     measure: str = "R",
+    baseline: str = "raw",
+    note: str = "",
 ) -> Finding:
     """`variant` (kd or ac) lowers `measure` (R, T or D) of `task`: judged on the paired
-    per-seed difference raw - variant, averaged over the p grid (seeds are the unit of
-    replication)."""
+    per-seed difference baseline - variant, averaged over the p grid (seeds are the unit of
+    replication). `baseline`: the runs it is compared with (raw; for kd, rawkept: raw targets
+    of the same sentences); `note` ends the evidence."""
     found = functools.partial(
         Finding,
         claim or _variant_claim(variant, task, MEASURES[measure]),
         measure=measure,
         topic=_variant_claim(variant, task, "target-token dependency"),
     )
-    sel = runs[(runs.task == task) & runs.variant.isin(["raw", variant])]
+    sel = runs[(runs.task == task) & runs.variant.isin([baseline, variant])]
     if variant not in set(sel.variant):
         return found(NOT_MEASURED, f"this run has no '{variant}' CoMMA runs for {task}")
     if missing := _missing_measure(sel, measure):
         return found(NOT_MEASURED, missing)
     paired = sel.pivot_table(index=["seed", "p"], columns="variant", values=measure)
-    if "raw" not in paired:
-        return found(NOT_MEASURED, f"this run has no 'raw' CoMMA runs for {task}")
-    diff = (paired["raw"] - paired[variant]).dropna()
+    if baseline not in paired:
+        return found(NOT_MEASURED, f"this run has no '{baseline}' CoMMA runs for {task}")
+    diff = (paired[baseline] - paired[variant]).dropna()
     if diff.empty:
-        return found(NOT_MEASURED, f"no seed has both a raw and a {variant} run")
+        return found(NOT_MEASURED, f"no seed has both a {baseline} and a {variant} run")
     per_seed = diff.groupby(level="seed").mean()
     n = len(per_seed)
     positive = int((diff > 0).sum())
     spread = per_seed.std(ddof=1) if n > 1 else float("nan")
     evidence = (
-        f"{measure}(raw) - {measure}({variant}) per seed, mean over p: "
+        f"{measure}({baseline}) - {measure}({variant}) per seed, mean over p: "
         + ", ".join(f"seed {seed} {d:+.3f}" for seed, d in per_seed.items())
         + f"; mean {per_seed.mean():+.3f}, std {spread:.3f}"
         f" over {n} seed(s) (mean / std {_ratio_text(per_seed.mean(), spread)}); positive at "
         f"{positive} of {len(diff)} (seed, p) pairs; exact sign test over seeds, one-sided: "
-        f"p = {sign_test_p(per_seed):.3g}." + _seed_note(n, min_seeds)
+        f"p = {sign_test_p(per_seed):.3g}." + _seed_note(n, min_seeds) + note
     )
     return found(seed_verdict(per_seed, min_seeds=min_seeds), evidence)
+
+
+def check_kd(
+    runs: pd.DataFrame,
+    task: str,
+    distill: dict | None = None,
+    min_seeds: int = MIN_SEEDS,
+    measure: str = "R",
+) -> Finding:
+    """Knowledge distillation lowers `measure` of `task`, judged against rawkept (the raw
+    targets of exactly the sentences the KD corpus keeps), or against raw when this run has no
+    rawkept runs (then unpaired in sentences, and said so). `distill`: the task's KD report
+    (merge_distilled), whose drop rate the evidence quotes."""
+    paired = bool(((runs.task == task) & (runs.variant == "rawkept")).any())
+    note = ""
+    if distill is not None:
+        dropped = distill["dropped_total"]
+        causes = ", ".join(f"{n} {cause}" for cause, n in distill["dropped"].items() if n)
+        note = (
+            f" The KD corpus keeps {distill['kept']} of {distill['sentences']} training "
+            f"sentences ({dropped / distill['sentences']:.1%} dropped"
+            + (f": {causes}" if causes else "")
+            + ")."
+        )
+    if not paired:
+        note += (
+            " Unpaired: raw was trained on every sentence, KD only on those the teacher's "
+            "output kept (no rawkept runs in this run)."
+        )
+    return check_variant(
+        runs,
+        "kd",
+        task,
+        min_seeds=min_seeds,
+        measure=measure,
+        baseline="rawkept" if paired else "raw",
+        note=note,
+    )
 
 
 # --- accuracy of AR and NAR models (Tables 2-4): one training run per model -----------------
@@ -562,6 +603,7 @@ def check_claims_by_section(
     table2: pd.DataFrame | None = None,
     table3: pd.DataFrame | None = None,
     table4: pd.DataFrame | None = None,
+    distill: dict[str, dict] | None = None,
     min_seeds: int = MIN_SEEDS,
 ) -> dict[str, list[Finding]]:
     ranking, kd, ac, gap, length = SECTIONS[0], SECTIONS[2], SECTIONS[3], SECTIONS[4], SECTIONS[1]
@@ -573,7 +615,7 @@ def check_claims_by_section(
         length: [check_length_effect(runs), check_length_control(length_bins, length_slopes)],
         kd: [
             *(
-                check_variant(runs, "kd", task, min_seeds=min_seeds, measure=m)
+                check_kd(runs, task, (distill or {}).get(task), min_seeds, m)
                 for task in ("nmt", "tts", "asr")
                 for m in MEASURES
             ),
@@ -632,11 +674,17 @@ def write_findings(
     length_bins_csv: str | Path | None = None,
     length_slopes_csv: str | Path | None = None,
     table_csvs: Sequence[str | Path | None] = (None, None, None),
+    distill_jsons: Sequence[str | Path] = (),
     min_seeds: int = MIN_SEEDS,
 ) -> list[Finding]:
     """Check every claim and write the Markdown report. `table_csvs`: Tables 2, 3 and 4
-    (None: not in this run, its claims are "not measured")."""
+    (None: not in this run, its claims are "not measured"); `distill_jsons`: the KD reports
+    (results/distill/{task}.json), whose drop rates the KD findings quote."""
     runs = pd.read_csv(runs_csv)
+    distill = {}
+    for path in distill_jsons:
+        report = read_json(path)
+        distill[report["task"]] = report
     table2, table3, table4 = (read_table(path) for path in table_csvs)
     sections = check_claims_by_section(
         runs,
@@ -645,6 +693,7 @@ def write_findings(
         table2=table2,
         table3=table3,
         table4=table4,
+        distill=distill,
         min_seeds=min_seeds,
     )
     findings = [f for section in sections.values() for f in section]

@@ -23,8 +23,8 @@ from comma.analysis.aggregate import seed_summary  # noqa: E402
 from comma.io import atomic_path  # noqa: E402
 from comma.tasks import TASK_COLORS, TASK_LABELS  # noqa: E402
 
-VARIANT_LABELS = {"raw": "raw", "kd": "KD", "ac": "AC"}
-VARIANT_STYLES = {"raw": "-", "kd": "--", "ac": ":"}
+VARIANT_LABELS = {"raw": "raw", "kd": "KD", "ac": "AC", "rawkept": "raw (KD's sentences)"}
+VARIANT_STYLES = {"raw": "-", "kd": "--", "ac": ":", "rawkept": "-"}
 
 
 def require_curves(

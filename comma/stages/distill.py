@@ -354,11 +354,38 @@ def _length_stats(lengths: torch.Tensor) -> dict[str, float | int] | None:
     return stats
 
 
+def _raw_pairs_of(kd: Split, raw_train_path: str | Path, sentences: int) -> Split:
+    """The raw training pairs of the KD corpus's sentences, in its order."""
+    raw = load_split(raw_train_path)
+    if len(raw) != sentences:
+        raise InputError(
+            raw_train_path,
+            f"has {len(raw)} sentences, but the distillation shards decoded {sentences}: "
+            "shards of another training split?",
+        )
+    position = {sentence_id: k for k, sentence_id in enumerate(raw.ids)}
+    unknown = [i for i in kd.ids if i not in position]
+    if unknown:
+        raise InputError(
+            raw_train_path, f"lacks {len(unknown)} KD sentence id(s), e.g. {unknown[0]!r}"
+        )
+    return raw.select([position[i] for i in kd.ids])
+
+
 def merge_distilled(
-    shard_paths: Sequence[str | Path], out_path: str | Path, report_path: str | Path
+    shard_paths: Sequence[str | Path],
+    out_path: str | Path,
+    report_path: str | Path,
+    *,
+    raw_train_path: str | Path | None = None,
+    raw_kept_path: str | Path | None = None,
 ) -> dict:
     """Concatenate the shards of one task, in order, into the KD training split `out_path`
     (``save_split``, atomic) and write the JSON report `report_path`; return the report.
+
+    With `raw_train_path` and `raw_kept_path`, also write the raw training pairs of exactly
+    the kept sentences (in the KD corpus's order) to `raw_kept_path`: training on it and on
+    the KD corpus compares raw and KD targets on the same sources (a paired comparison).
 
     Report keys: task, teacher, decoding, shards, sentences, kept, kept_fraction, dropped
     (per cause), dropped_total, unit, generated_units, decode_seconds (summed over shards),
@@ -447,7 +474,14 @@ def merge_distilled(
         "exact_match_fraction": exact,
         "per_shard": stats,
     }
+    if (raw_train_path is None) != (raw_kept_path is None):
+        raise ValueError("give both raw_train_path and raw_kept_path, or neither")
+    raw_kept_split = None
+    if raw_train_path is not None:
+        raw_kept_split = _raw_pairs_of(merged, raw_train_path, sentences)
     save_split(out_path, merged)
+    if raw_kept_split is not None:
+        save_split(raw_kept_path, raw_kept_split)
     write_json(report_path, report)
     log.info(
         "%s KD corpus: %d of %d sentences kept (%s dropped), mean target length %.2f -> %.2f "
