@@ -22,7 +22,7 @@ rule train_comma:
     params:
         architecture=comma_architecture(),
         training=comma_training,
-        ac_weight=config["models"]["comma"]["ac_weight"],
+        constraint=comma_constraint,
         probe=comma_probe(),
     script:
         "../workflow_scripts/train_comma.py"

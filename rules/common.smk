@@ -145,12 +145,21 @@ def vocab_files(wildcards):
 
 def comma_architecture():
     """models.comma without the optimization keys (batch size and lr go to training) and the
-    attention constraint's weight (the ac variant's)."""
+    attention constraint's settings (the ac variant's: comma_constraint)."""
     return {
         k: v
         for k, v in config["models"]["comma"].items()
-        if k not in ("batch_size", "lr", "ac_weight")
+        if k not in ("batch_size", "lr", "ac_weight", "ac_mode")
     }
+
+
+def comma_constraint(wildcards):
+    """The attention constraint of an ac run (weight and mode); nothing for the others, so
+    that changing it retrains only the ac runs."""
+    if wildcards.constraint != "ac":
+        return {}
+    comma = config["models"]["comma"]
+    return {"ac_weight": comma["ac_weight"], "ac_mode": comma["ac_mode"]}
 
 
 def comma_inputs(wildcards):

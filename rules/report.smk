@@ -127,7 +127,10 @@ rule figure4:
         baseline="raw",
         tasks=[task for task in TASK_NAMES if task in TASKS],
         notes={},
-        title="Figure 4: R(p) of CoMMA trained without vs with the alignment constraint (AC)",
+        title=(
+            "Figure 4: R(p) of CoMMA trained without vs with the alignment constraint "
+            f"(AC: {AC_MODE_TEXT[COMMA_AC_MODE]})"
+        ),
     script:
         "../workflow_scripts/figure_variant.py"
 
@@ -188,6 +191,7 @@ rule findings:
         "../envs/comma.yaml"
     params:
         min_seeds=config["findings"]["min_seeds"],
+        ac_mode=COMMA_AC_MODE,
     script:
         "../workflow_scripts/findings.py"
 

@@ -6,6 +6,13 @@
 # log2(M/N) of this width, compared only where two tasks each have this many test sentences.
 LENGTH_CONTROL = config["ratio"]["length_control"]
 
+# Which attention constraint made the ac runs, for figure titles and the findings.
+COMMA_AC_MODE = config["models"]["comma"]["ac_mode"]
+AC_MODE_TEXT = {
+    "head": "each layer and head against the teacher's, soft maps",
+    "broadcast": "one teacher map for every layer and head",
+}
+
 
 def nar_variant_wildcards(task, variant):
     """The wildcards of a NAR model's files: {corpus}_{constraint} (and the whole variant)."""

@@ -11,10 +11,11 @@ from comma.models.comma import CoMMA, CoMMAConfig, target_rows_paper_order
 TINY = dict(d_model=32, layers=2, heads=4, ffn_dim=64, dropout=0.1, conv_channels=4)
 
 
-def make_model(task: str) -> CoMMA:
+def make_model(task: str, **settings) -> CoMMA:
     torch.manual_seed(0)
     vocab = {"src_vocab": 30 if task != "asr" else None, "tgt_vocab": 40 if task != "tts" else None}
-    return CoMMA(CoMMAConfig(task=task, prenet_hidden=32, **TINY, **vocab)).eval()
+    config = CoMMAConfig(task=task, prenet_hidden=32, **{**TINY, **settings}, **vocab)
+    return CoMMA(config).eval()
 
 
 def make_inputs(task: str, batch: int = 3):
@@ -110,7 +111,7 @@ def test_attention_constraint_matches_eq_7_and_8_by_hand():
 
     from comma.models.comma import CoMMAOutput
 
-    model = make_model("nmt")
+    model = make_model("nmt", ac_mode="broadcast")
     # One layer, one head; our column order is [source (M=2); target (N=2)].
     mix = torch.zeros(1, 1, 4, 4)
     mix[0, 0, 2] = torch.tensor([0.2, 0.2, 0.3, 0.3])  # target 0: source part 0.5 / 0.5
@@ -143,6 +144,7 @@ def test_attention_constraint_is_zero_when_comma_matches_its_teacher():
         src_vocab=30,
         tgt_vocab=40,
         ac_weight=1.0,
+        ac_mode="broadcast",
     )
     model = CoMMA(config).eval()
     src, src_len, tgt, tgt_len = make_inputs("nmt")
@@ -157,8 +159,58 @@ def test_attention_constraint_is_zero_when_comma_matches_its_teacher():
     assert model.attention_constraint(out, other).item() > 0.01
 
 
+def test_per_head_constraint_matches_eq_8_head_by_head_by_hand():
+    """ac_mode head: student head h is pulled to teacher head h, not to one shared map."""
+    import math
+
+    from comma.models.comma import CoMMAOutput
+
+    model = make_model("nmt", layers=1, heads=2)
+    assert model.TEACHER_TARGETS == ("head_attention",)
+    # columns [source (M=2); target (N=2)]; both target rows of head 0 put 0.5 / 0.5 on the
+    # source, head 1 puts 0.25 / 0.75
+    mix = torch.zeros(1, 2, 4, 4)
+    mix[0, 0, 2:] = torch.tensor([0.2, 0.2, 0.3, 0.3])
+    mix[0, 1, 2:] = torch.tensor([0.1, 0.3, 0.6, 0.0])
+    # teacher [B, L=1, H=2, N, M]: head 0 one-hot on source 0, head 1 = head 1 of the student
+    teacher = torch.zeros(1, 1, 2, 2, 2)
+    teacher[0, 0, 0] = torch.tensor([1.0, 0.0])
+    teacher[0, 0, 1] = torch.tensor([0.25, 0.75])
+    out = CoMMAOutput(torch.zeros(1, 2, 40), torch.tensor([2]), 2, [mix], torch.zeros(1, 4, 32))
+    lengths = torch.tensor([2])
+    batch = Batch(torch.zeros(1, 2), lengths, torch.zeros(1, 2), lengths, torch.tensor([0]))
+    batch = batch.with_teacher(
+        TeacherTargets(lengths, lengths, batch.indices, head_attention=teacher)
+    )
+    # head 0: KL(1, 0 || 0.5, 0.5) = log 2 per row; head 1: 0; mean over the two heads
+    expected = (math.log(2) + 0.0) / 2
+    assert model.attention_constraint(out, batch).item() == pytest.approx(expected, rel=1e-5)
+    # broadcast would pull both heads to one map: a different value
+    swapped = teacher.flip(2)
+    batch = batch.with_teacher(
+        TeacherTargets(lengths, lengths, batch.indices, head_attention=swapped)
+    )
+    assert model.attention_constraint(out, batch).item() != pytest.approx(expected, rel=1e-3)
+
+
+def test_head_pairing_spreads_layers_and_refuses_other_head_counts():
+    from comma.nn.attention import head_to_head_targets, teacher_layers_for
+
+    assert teacher_layers_for(6, 6) == [0, 1, 2, 3, 4, 5]
+    assert teacher_layers_for(3, 6) == [0, 3, 5]
+    assert teacher_layers_for(1, 4) == [3]
+    teacher = torch.softmax(torch.randn(2, 6, 4, 3, 5), -1)
+    picked = head_to_head_targets(teacher, 3, 4)
+    assert picked.shape == (2, 3, 4, 3, 5)
+    assert torch.equal(picked[:, 0], teacher[:, 0]) and torch.equal(picked[:, 2], teacher[:, 5])
+    with pytest.raises(ValueError, match="4 heads and the student 2.*ac_mode: broadcast"):
+        head_to_head_targets(teacher, 3, 2)
+
+
 def test_ac_loss_is_logged_and_needs_an_alignment():
-    config = CoMMAConfig(task="nmt", **TINY, src_vocab=30, tgt_vocab=40, ac_weight=0.5)
+    config = CoMMAConfig(
+        task="nmt", **TINY, src_vocab=30, tgt_vocab=40, ac_weight=0.5, ac_mode="broadcast"
+    )
     model = CoMMA(config)
     src, src_len, tgt, tgt_len = make_inputs("nmt")
     batch = Batch(src, src_len, tgt, tgt_len, torch.arange(3))

@@ -48,6 +48,10 @@ class RecordingTargets(TeacherTargets):
         self.calls.append("attention")
         return super().attention_map(tgt_max, src_max)
 
+    def head_attention_maps(self, tgt_max, src_max):
+        self.calls.append("head_attention")
+        return super().head_attention_maps(tgt_max, src_max)
+
     def window(self, tgt_max, src_max):
         self.calls.append("window")
         return super().window(tgt_max, src_max)
@@ -96,11 +100,19 @@ class FakeAlignment:
     def batch_targets(self, indices) -> RecordingTargets:
         lengths = torch.tensor([self.lengths(k) for k in indices.tolist()])  # [B, 2]
         m_max, t_max = (int(v) for v in lengths.max(0).values)
+        attention = None if self.maps is None else self.attention(indices, t_max, m_max)
+        # per head: every teacher layer and head holds the sentence's one map
+        layers, heads = TINY["decoder_layers"], TINY["heads"]
         targets = RecordingTargets(
             lengths[:, 0],
             lengths[:, 1],
             indices,
-            attention=None if self.maps is None else self.attention(indices, t_max, m_max),
+            attention=attention,
+            head_attention=(
+                None
+                if attention is None
+                else attention[:, None, None].expand(-1, layers, heads, -1, -1).clone()
+            ),
             windows=None if self.windows is None else self.window(indices, t_max, m_max),
             token_durations=(
                 None if self.token_durations is None else self.durations(indices, m_max)
@@ -508,3 +520,26 @@ def test_fastspeech_without_ac_attends_and_predicts_its_length():
     expected = torch.round(torch.exp(free.log_length)).long().clamp(min=1)
     assert torch.equal(free.tgt_lengths, expected)
     assert isinstance(make_model("asr", True), NARASR)
+
+
+def test_nat_per_head_constraint_equals_broadcast_when_every_teacher_head_agrees():
+    """With every teacher layer and head holding the same map, head to head (eq. 6 per head)
+    and broadcast give the same KL; with distinct teacher heads they differ."""
+    head_model, batch, _ = attach("nmt", True, dropout=0.0)
+    broadcast = make_model("nmt", True, dropout=0.0, ac_mode="broadcast")
+    broadcast.load_state_dict(head_model.state_dict())
+    assert head_model.TEACHER_TARGETS == ("head_attention",)
+    assert broadcast.TEACHER_TARGETS == ("attention",)
+    _, head_logs = head_model.loss(batch)
+    _, broadcast_logs = broadcast.loss(batch)
+    assert head_logs["ac_kl"] == pytest.approx(broadcast_logs["ac_kl"], rel=1e-5)
+    targets = batch.teacher
+    distinct = targets.head_attention.roll(1, dims=-1)  # every head elsewhere on the source
+    distinct[:, :, 0] = targets.head_attention[:, :, 0]  # head 0 keeps the shared map
+    moved = batch.with_teacher(
+        TeacherTargets(
+            targets.src_lengths, targets.tgt_lengths, targets.indices, head_attention=distinct
+        )
+    )
+    _, moved_logs = head_model.loss(moved)
+    assert moved_logs["ac_kl"] != pytest.approx(head_logs["ac_kl"], rel=1e-3)

@@ -77,8 +77,8 @@ def test_rerun_is_a_no_op_and_forcerun_redoes_only_dependents(tiny_run):
         "prepare_nmt",
     )
     # NMT's corpus changed: its teacher, KD corpus (2 shards), alignments (raw, kd), CoMMA
-    # runs (raw, kd, ac x 2 seeds), NAR models (3 rows) and everything downstream; no other
-    # task's job
+    # runs (raw, kd, ac, rawkept x 2 seeds), NAR models (3 rows) and everything downstream; no
+    # other task's job
     assert planned_jobs(forced) == {
         "prepare_nmt": 1,
         "summarize_data": 1,
@@ -87,8 +87,8 @@ def test_rerun_is_a_no_op_and_forcerun_redoes_only_dependents(tiny_run):
         "distill": 2,
         "merge_distilled": 1,
         "extract_alignment": 2,
-        "train_comma": 6,
-        "measure_ratio": 6,
+        "train_comma": 8,
+        "measure_ratio": 8,
         "train_nar": 3,
         "evaluate_nar": 3,
         "aggregate_ratio": 1,
@@ -96,6 +96,7 @@ def test_rerun_is_a_no_op_and_forcerun_redoes_only_dependents(tiny_run):
         "figure2": 1,
         "figure3": 1,
         "figure4": 1,
+        "figure_dependency": 1,
         "tables": 1,
         "findings": 1,
         "training_curves": 1,
@@ -110,15 +111,15 @@ def test_every_job_logged_and_benchmarked(tiny_run):
     benchmarks = list((tiny_run / "logs" / "benchmarks").rglob("*.tsv"))
     # 3 generators, 4 log-mel parts, 3 preparations, 1 summary; 3 teachers trained and
     # evaluated; 6 KD shards and 3 merges; 5 alignments; 8 NAR models trained and evaluated;
-    # 3 tasks x 3 variants x 2 seeds x (train + measure); aggregation, length control, 3
-    # figures, tables, findings, training curves, R(p) convergence, runtimes
-    assert len(logs) == len(benchmarks) == 11 + 6 + 9 + 5 + 16 + 36 + 10
+    # 3 tasks x 4 variants (raw, kd, ac, rawkept) x 2 seeds x (train + measure); aggregation,
+    # length control, 4 figures, tables, findings, training curves, R(p) convergence, runtimes
+    assert len(logs) == len(benchmarks) == 11 + 6 + 9 + 5 + 16 + 48 + 11
 
 
 def test_ratio_tables_and_figure2(tiny_run):
     runs = pd.read_csv(tiny_run / "results" / "ratio.csv")
-    assert len(runs) == 3 * 3 * 2 * 2  # tasks x variants x seeds x p
-    assert set(runs.variant) == {"raw", "kd", "ac"}
+    assert len(runs) == 3 * 4 * 2 * 2  # tasks x variants x seeds x p
+    assert set(runs.variant) == {"raw", "kd", "ac", "rawkept"}
     assert set(runs.task) == {"nmt", "asr", "tts"} and set(runs.seed) == {1, 2}
     assert ((runs.R > 0) & (runs.R < 1) & (runs["T"] > 0) & (runs["T"] < 1)).all()
     assert (runs.sentences > 0).all()
@@ -136,7 +137,11 @@ def test_ratio_tables_and_figure2(tiny_run):
         tiny_run / "work" / "comma" / "tts" / "raw_noac" / "seed1" / "ratio_heads.csv"
     )
     assert len(heads) == 2 * 2 * 4  # p x layers x heads
-    for name in ("fig2.pdf", "fig2.png", "fig3.pdf", "fig4.png", "training_curves.png"):
+    assert runs.D.notna().all() and (runs.D < 1).all()  # the masked-loss dependency
+    for name in (
+        *("fig2.pdf", "fig2.png", "fig3.pdf", "fig4.png", "dependency.png"),
+        "training_curves.png",
+    ):
         assert (tiny_run / "results" / name).stat().st_size > 10_000
     assert "| asr | raw | 0.50 |" in (tiny_run / "results" / "ratio_summary.md").read_text()
     findings = (tiny_run / "results" / "findings.md").read_text()
@@ -156,11 +161,18 @@ def test_kd_corpora_alignments_and_tables(tiny_run):
         assert report["sentences"] == len(raw)
         assert set(kd.ids) <= set(raw.ids)
         assert kd.tgt.is_tokens == raw.tgt.is_tokens and kd.src.values.dtype == raw.src.values.dtype
+        raw_kept = load_split(tiny_run / "work" / "data" / task / "rawkept" / "train.pt")
+        assert raw_kept.ids == kd.ids  # the paired raw corpus of Figure 3
     alignment = TeacherAlignment.load(tiny_run / "work" / "align" / "tts" / "kd" / "alignment.pt")
     kd_tts = load_split(tiny_run / "work" / "data" / "tts" / "kd" / "train.pt")
     every = torch.arange(len(kd_tts))
     sums = alignment.durations(every, int(kd_tts.src.lengths.max())).sum(1).tolist()
     assert sums == kd_tts.tgt.lengths.tolist()  # durations sum to each KD mel length
+    # per-head soft maps for the per-head constraint, TTS included: [B, L, H, T, M], rows sum 1
+    maps = alignment.head_attention(every[:3], int(kd_tts.tgt.lengths.max()), 64)
+    assert maps.shape[1:3] == (2, 4)
+    row_sums = maps.sum(-1)[0, :, :, : int(kd_tts.tgt.lengths[0])]
+    assert torch.allclose(row_sums, torch.ones_like(row_sums), atol=1e-3)
     table4 = pd.read_csv(tiny_run / "results" / "table4.csv")
     assert list(table4.model) == [
         "Transformer",

@@ -13,4 +13,5 @@ with rule_log(snakemake):
         table_csvs=list(i.tables),  # Tables 2, 3 and 4
         distill_jsons=list(i.distill),
         min_seeds=snakemake.params.min_seeds,
+        ac_mode=snakemake.params.ac_mode,
     )

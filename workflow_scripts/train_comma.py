@@ -17,7 +17,7 @@ with rule_log(snakemake):
             data_dir=str(Path(snakemake.input.vocab[0]).parent),
             train_path=str(snakemake.input.train),
             alignment_path=snakemake.input.get("alignment"),
-            ac_weight=float(snakemake.params.ac_weight),
+            **dict(snakemake.params.constraint),  # ac runs: ac_weight, ac_mode
             probe=snakemake.params.probe,
             model_path=str(snakemake.output.model),
             metrics_path=str(snakemake.output.metrics),

@@ -18,9 +18,10 @@ from comma.io import torch_load, torch_save
 __all__ = ["ALIGNMENT_FORMAT", "ATTENTION_CHOICES", "TeacherAlignment"]
 
 
-ALIGNMENT_FORMAT = "comma-alignment-v1"
+# v2: every decoder layer's and head's map (head_maps), for the per-head constraint
+ALIGNMENT_FORMAT = "comma-alignment-v2"
 ATTENTION_CHOICES = ("diagonal_head", "last_layer")
-TARGET_KINDS = ("attention", "window", "durations")
+TARGET_KINDS = ("attention", "window", "durations", "head_attention")
 
 
 def _gather_padded(packed: PackedSequences, indices: torch.Tensor, max_len: int) -> torch.Tensor:
@@ -41,12 +42,13 @@ class TeacherAlignment:
     batch's targets travel in the batch (:meth:`batch_targets`, attached by the trainer); the
     student's own lengths must match the teacher's, or its loss raises.
 
-    Storage: `maps` holds each sentence's AC target ``[T_b, M_b]`` flattened, in float16
-    (NMT, ASR: 2 bytes a cell; the soft maps are what eq. 6 and 8 pull towards). TTS stores
-    no map: its AC target is the hard alignment FastSpeech trains on, rebuilt from the
-    durations (frame t -> the phoneme it belongs to), since LJSpeech's soft maps would take
-    about 2 GB. Durations are int32 per phoneme, expected positions int32 per target token
-    (1-based, section 5.1)."""
+    Storage: `head_maps` holds each sentence's maps of every teacher decoder layer and head,
+    ``[L, H, T_b, M_b]`` flattened in float16 (2 bytes a cell; `head_shape` = (L, H)): the
+    per-head targets of eq. 6 and 8 (CoMMA's and NAT's ``ac_mode: head``). `maps` holds the
+    one chosen map ``[T_b, M_b]`` (NMT, ASR; the broadcast mode's target). TTS stores no
+    chosen map: its broadcast target is the hard alignment FastSpeech trains on, rebuilt from
+    the durations (frame t -> the phoneme it belongs to). Durations are int32 per phoneme,
+    expected positions int32 per target token (1-based, section 5.1)."""
 
     task: str
     src_lengths: torch.Tensor  # [n] int64
@@ -56,6 +58,8 @@ class TeacherAlignment:
     maps: PackedSequences | None = None  # float16 [T_b * M_b] per sentence (nmt, asr)
     token_durations: PackedSequences | None = None  # int32 [M_b] (tts)
     expected: PackedSequences | None = None  # int32 [T_b] (asr)
+    head_maps: PackedSequences | None = None  # float16 [L * H * T_b * M_b] per sentence
+    head_shape: tuple[int, int] | None = None  # (L, H) of head_maps
 
     def __len__(self) -> int:
         return len(self.src_lengths)
@@ -92,7 +96,27 @@ class TeacherAlignment:
             attention=self.attention(indices, t_max, m_max) if "attention" in kinds else None,
             windows=self.window(indices, t_max, m_max) if "window" in kinds else None,
             token_durations=self.durations(indices, m_max) if "durations" in kinds else None,
+            head_attention=(
+                self.head_attention(indices, t_max, m_max) if "head_attention" in kinds else None
+            ),
         )
+
+    def head_attention(self, indices: torch.Tensor, tgt_max: int, src_max: int) -> torch.Tensor:
+        """float32 ``[B, L, H, tgt_max, src_max]``: every teacher layer's and head's map of
+        sentences `indices`, rows summing to 1 over the valid source, zero padding."""
+        if self.head_maps is None or self.head_shape is None:
+            raise ValueError(
+                f"the {self.task} alignment stores no per-head maps (made by an older "
+                "version): re-run extract_alignment, or set ac_mode: broadcast"
+            )
+        indices = self._rows(indices, tgt_max, src_max)
+        layers, heads = self.head_shape
+        out = torch.zeros(len(indices), layers, heads, tgt_max, src_max)
+        for row, k in enumerate(indices.tolist()):
+            t, m = int(self.tgt_lengths[k]), int(self.src_lengths[k])
+            cell = self.head_maps[k].float().view(layers, heads, t, m)
+            out[row, :, :, :t, :m] = cell / cell.sum(-1, keepdim=True).clamp_min(1e-12)
+        return out
 
     def attention(self, indices: torch.Tensor, tgt_max: int, src_max: int) -> torch.Tensor:
         """float32 ``[B, tgt_max, src_max]``: each sentence's teacher map, rows summing to 1
@@ -141,8 +165,9 @@ class TeacherAlignment:
             self.source,
             *(
                 None if packed is None else packed.select(indices)
-                for packed in (self.maps, self.token_durations, self.expected)
+                for packed in (self.maps, self.token_durations, self.expected, self.head_maps)
             ),
+            head_shape=self.head_shape,
         )
 
     def save(self, path: str | Path) -> None:
@@ -152,6 +177,7 @@ class TeacherAlignment:
                 ("maps", self.maps),
                 ("token_durations", self.token_durations),
                 ("expected", self.expected),
+                ("head_maps", self.head_maps),
             )
         }
         torch_save(
@@ -162,6 +188,7 @@ class TeacherAlignment:
                 "src_lengths": self.src_lengths,
                 "tgt_lengths": self.tgt_lengths,
                 "focus_rate": self.focus_rate,
+                "head_shape": None if self.head_shape is None else list(self.head_shape),
                 **packed,
             },
             path,
@@ -174,8 +201,9 @@ class TeacherAlignment:
             raise InputError(path, f"not a teacher alignment file (expected {ALIGNMENT_FORMAT})")
         packed = {
             name: None if saved.get(name) is None else PackedSequences.from_dict(saved[name], path)
-            for name in ("maps", "token_durations", "expected")
+            for name in ("maps", "token_durations", "expected", "head_maps")
         }
+        head_shape = saved.get("head_shape")
         return cls(
             saved["task"],
             saved["src_lengths"],
@@ -183,4 +211,5 @@ class TeacherAlignment:
             saved["focus_rate"],
             saved["source"],
             **packed,
+            head_shape=None if head_shape is None else tuple(int(n) for n in head_shape),
         )

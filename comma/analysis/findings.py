@@ -605,7 +605,15 @@ def check_claims_by_section(
     table4: pd.DataFrame | None = None,
     distill: dict[str, dict] | None = None,
     min_seeds: int = MIN_SEEDS,
+    ac_mode: str | None = None,
 ) -> dict[str, list[Finding]]:
+    """Every finding by report section. `ac_mode`: the attention constraint that made the ac
+    runs (models.comma.ac_mode), said in their evidence."""
+    ac_note = {
+        "head": " AC: each CoMMA layer and head against the teacher's (soft maps, ac_mode head).",
+        "broadcast": " AC: one teacher map for every CoMMA layer and head (ac_mode broadcast).",
+        None: "",
+    }[ac_mode]
     ranking, kd, ac, gap, length = SECTIONS[0], SECTIONS[2], SECTIONS[3], SECTIONS[4], SECTIONS[1]
     return {
         ranking: [
@@ -633,7 +641,7 @@ def check_claims_by_section(
         ],
         ac: [
             *(
-                check_variant(runs, "ac", task, min_seeds=min_seeds, measure=m)
+                check_variant(runs, "ac", task, min_seeds=min_seeds, measure=m, note=ac_note)
                 for task in TASK_NAMES
                 for m in MEASURES
             ),
@@ -676,6 +684,7 @@ def write_findings(
     table_csvs: Sequence[str | Path | None] = (None, None, None),
     distill_jsons: Sequence[str | Path] = (),
     min_seeds: int = MIN_SEEDS,
+    ac_mode: str | None = None,
 ) -> list[Finding]:
     """Check every claim and write the Markdown report. `table_csvs`: Tables 2, 3 and 4
     (None: not in this run, its claims are "not measured"); `distill_jsons`: the KD reports
@@ -695,6 +704,7 @@ def write_findings(
         table4=table4,
         distill=distill,
         min_seeds=min_seeds,
+        ac_mode=ac_mode,
     )
     findings = [f for section in sections.values() for f in section]
     headline = [f for f in findings if f.measure in ("", "R")]

@@ -61,6 +61,9 @@ class TeacherTargets:
     attention: torch.Tensor | None = None  # [B, T, M] float32, rows sum to 1 (eq. 6-8 targets)
     windows: torch.Tensor | None = None  # [B, T, M] bool, the ASR window (section 5.1)
     token_durations: torch.Tensor | None = None  # [B, M] int64, frames per phoneme (TTS)
+    # [B, L, H, T, M] float32: every decoder layer and head of the teacher, rows sum to 1
+    # (the per-head targets of eq. 6 and 8)
+    head_attention: torch.Tensor | None = None
 
     def to(self, device: torch.device | str, non_blocking: bool = False) -> TeacherTargets:
         return TeacherTargets(
@@ -73,6 +76,7 @@ class TeacherTargets:
                     self.attention,
                     self.windows,
                     self.token_durations,
+                    self.head_attention,
                 )
             )
         )
@@ -108,6 +112,16 @@ class TeacherTargets:
     def attention_map(self, tgt_max: int, src_max: int) -> torch.Tensor:
         """float32 ``[B, tgt_max, src_max]``: each sentence's teacher map, zero padding."""
         return self._padded("attention", self.attention, (tgt_max, src_max))
+
+    def head_attention_maps(self, tgt_max: int, src_max: int) -> torch.Tensor:
+        """float32 ``[B, L, H, tgt_max, src_max]``: every teacher layer's and head's map, zero
+        padding."""
+        if self.head_attention is None:
+            raise ValueError("the batch's teacher targets hold no head_attention")
+        layers_heads = tuple(self.head_attention.shape[1:3])
+        return self._padded(
+            "head_attention", self.head_attention, (*layers_heads, tgt_max, src_max)
+        )
 
     def window(self, tgt_max: int, src_max: int) -> torch.Tensor:
         """bool ``[B, tgt_max, src_max]``: the ASR attention window, False padding."""

@@ -19,12 +19,15 @@ Log-mel sides (the ASR source, the TTS target) are normalized per bin with the t
 mean and std (global CMVN, as the ASR teacher and NAR-ASR), so CoMMA predicts normalized TTS
 frames and its L1 is in units of each bin's std: the same for every bin and corpus.
 
-Attention constraint (the ``ac`` variant, paper section 5.2): with ``ac_weight > 0`` and a
+Attention constraint (the ``ac`` variant, paper section 5.2): with ``ac_weight > 0`` and
 the teacher's attention maps in the batch (``batch.teacher``, see
-:class:`comma.data.batching.TeacherTargets`), the loss adds ``ac_weight``
-times eq. 8: each head's target-to-source attention renormalized over the source (eq. 7), its
-KL from the AR teacher's encoder-decoder attention, averaged over target rows, heads and
-layers.
+:class:`comma.data.batching.TeacherTargets`), the loss adds ``ac_weight`` times eq. 8: each
+head's target-to-source attention renormalized over the source (eq. 7), its KL from the AR
+teacher's encoder-decoder attention, averaged over target rows, heads and layers. With
+``ac_mode: head`` (default, the paper's per-head wording) layer l, head h matches the teacher's
+decoder layer l, head h (:func:`comma.nn.attention.head_to_head_targets`; soft maps for every
+task, TTS included); ``broadcast`` gives the alignment's one chosen map (TTS: the hard
+alignment from durations) to every layer and head.
 
 Attention is fused (``scaled_dot_product_attention``) unless weights are asked for
 (``need_weights=True``), as when measuring R(p).
@@ -41,7 +44,12 @@ from torch import nn
 from comma.data.batching import Batch, teacher_targets_of
 from comma.data.vocab import MASK, SPECIALS
 from comma.models.config_checks import common_problems
-from comma.nn.attention import attention_kl_loss, normalize_source_attention
+from comma.nn.attention import (
+    AC_MODES,
+    attention_kl_loss,
+    head_to_head_targets,
+    normalize_source_attention,
+)
 from comma.nn.masking import chunk_mask, random_token_mask, sample_mask_ratio
 from comma.nn.prenets import Conv2dPrenet, DensePrenet, GlobalCMVN, TokenEmbedding
 from comma.nn.transformer import Encoder, SinusoidalPositions, padding_mask
@@ -78,6 +86,9 @@ class CoMMAConfig:
     prenet_dropout: float = 0.5
     mel_chunk: int = 10  # mel frames are masked in chunks of this many (paper footnote 1)
     ac_weight: float = 0.0  # weight of the eq. 8 attention constraint; 0 = off (raw, kd)
+    # "head": each layer's head h matches the teacher's head h (eq. 8 per head, the paper's);
+    # "broadcast": the alignment's one chosen map for every layer and head.
+    ac_mode: str = "head"
 
     def __post_init__(self):
         problems = common_problems(self, "CoMMA")
@@ -85,6 +96,8 @@ class CoMMAConfig:
             problems.append(f"layers must be >= 1, got {self.layers}")
         if self.ac_weight < 0:
             problems.append(f"ac_weight must be >= 0, got {self.ac_weight}")
+        if self.ac_mode not in AC_MODES:
+            problems.append(f"ac_mode must be one of {AC_MODES}, got {self.ac_mode!r}")
         if problems:
             raise ValueError("invalid CoMMA config: " + "; ".join(problems))
 
@@ -125,11 +138,11 @@ def target_rows_paper_order(attention: torch.Tensor, src_max: int) -> torch.Tens
 
 
 class CoMMA(GlobalCMVN, nn.Module):
-    TEACHER_TARGETS = ("attention",)  # what its AC loss (eq. 8) reads from the batch
-
     def __init__(self, config: CoMMAConfig):
         super().__init__()
         self.config = c = config
+        # What its AC loss (eq. 8) reads from the batch.
+        self.TEACHER_TARGETS = ("head_attention",) if c.ac_mode == "head" else ("attention",)
         self.src_is_mel = "src" in MEL_SIDES[c.task]
         self.tgt_is_mel = "tgt" in MEL_SIDES[c.task]
         if self.src_is_mel or self.tgt_is_mel:
@@ -246,5 +259,12 @@ class CoMMA(GlobalCMVN, nn.Module):
             [target_rows_paper_order(layer, out.src_max) for layer in out.attention], dim=1
         )  # [B, layers, H, N, N + M]
         student = normalize_source_attention(rows, src_len, tgt_len)  # [B, layers, H, N, M]
-        teacher = targets.attention_map(rows.shape[-2], out.src_max)
+        if self.config.ac_mode == "head":
+            teacher = head_to_head_targets(
+                targets.head_attention_maps(rows.shape[-2], out.src_max),
+                self.config.layers,
+                self.config.heads,
+            )  # [B, layers, H, N, M]
+        else:
+            teacher = targets.attention_map(rows.shape[-2], out.src_max)  # [B, N, M]
         return attention_kl_loss(teacher.to(student.device), student, src_len, tgt_len)

@@ -30,7 +30,7 @@ from torch import nn
 from comma.data.batching import Batch, teacher_targets_of
 from comma.data.vocab import BOS, EOS, MASK, PAD, SPECIALS
 from comma.models.config_checks import common_problems
-from comma.nn.attention import softmax_safe_mask
+from comma.nn.attention import AC_MODES, softmax_safe_mask
 from comma.nn.transformer import (
     Decoder,
     Encoder,
@@ -69,6 +69,9 @@ class NARConfig:
     max_target_positions: int = 256
     length_loss_weight: float = 0.1  # NAT/NAR-ASR length CE; FastSpeech w/o AC log-length MSE
     ac_weight: float = 1.0  # NAT: weight of the eq. 6 KL
+    # NAT: "head" pairs decoder layer l, head h with the teacher's (eq. 6 per head, Li et al.
+    # 2019); "broadcast" gives the alignment's one chosen map to every layer and head.
+    ac_mode: str = "head"
     # ASR encoder pre-net (must subsample as the teacher's for the AC windows)
     conv_channels: int = 256
     conv_strides: tuple[int, ...] = (2, 2, 1)
@@ -101,6 +104,8 @@ class NARConfig:
             problems.append("duration_predictor_filter and conv_channels must be >= 1")
         if not self.conv_strides or min(self.conv_strides) < 1:
             problems.append(f"conv_strides must be positive, got {list(self.conv_strides)}")
+        if self.ac_mode not in AC_MODES:
+            problems.append(f"ac_mode must be one of {AC_MODES}, got {self.ac_mode!r}")
         if self.max_output_frames < 1:
             problems.append(f"max_output_frames must be >= 1, got {self.max_output_frames}")
         if problems:

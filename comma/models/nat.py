@@ -9,9 +9,11 @@ uniformly, target position ``i`` taking source position ``round(i * M / N)`` (ha
 clamped to ``M - 1``; Gu et al.'s "uniform copy", :func:`uniform_copy_indices`), plus
 sinusoidal positions; a non-causal decoder with cross-attention over the encoder; token
 cross-entropy (label smoothing ``label_smoothing``, default 0) over the N target positions.
-AC (Li et al. 2019, paper eq. 6): ``ac_weight`` times the KL from the teacher's attention map
-(``alignment.attention``) to the student's cross-attention of every decoder layer and head,
-``comma.nn.attention.attention_kl_loss`` on ``[B, layers, heads, N, M]`` (:func:`nat_attention_kl`).
+AC (Li et al. 2019, paper eq. 6): ``ac_weight`` times the KL from the teacher's attention to
+the student's cross-attention of every decoder layer and head, ``attention_kl_loss`` on
+``[B, layers, heads, N, M]`` (:func:`nat_attention_kl`): head to head with the teacher's
+decoder layers and heads (``ac_mode: head``, default) or one chosen map for all
+(``broadcast``).
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from comma.models.nar_base import (
     NARConfig,
     TokenNAR,
 )
-from comma.nn.attention import attention_kl_loss
+from comma.nn.attention import attention_kl_loss, head_to_head_targets
 from comma.nn.prenets import TokenEmbedding
 from comma.nn.transformer import (
     padding_mask,
@@ -53,9 +55,13 @@ def nat_attention_kl(
     tgt_len: torch.Tensor,
 ) -> torch.Tensor:
     """NAT's AC term (eq. 6): the student's cross-attention of every layer ``[B, H, N, M]``
-    stacked to ``[B, L, H, N, M]`` against the teacher map ``[B, N, M]``, averaged over
-    sentences, layers and heads (``comma.nn.attention.attention_kl_loss``)."""
+    stacked to ``[B, L, H, N, M]`` against the teacher's: per head ``[B, L_t, H, N, M]``
+    (layer l, head h with the teacher's, :func:`comma.nn.attention.head_to_head_targets`) or
+    one map ``[B, N, M]`` for every head; averaged over sentences, layers and heads
+    (``comma.nn.attention.attention_kl_loss``)."""
     student = torch.stack(list(cross_attention), dim=1)  # [B, L, H, N, M]
+    if teacher.dim() == 5:
+        teacher = head_to_head_targets(teacher, student.shape[1], student.shape[2])
     return attention_kl_loss(teacher.to(student.device), student, src_len, tgt_len)
 
 
@@ -63,10 +69,10 @@ class NAT(TokenNAR):
     """Non-autoregressive Transformer NMT (Gu et al. 2017 without fertility; see the module
     docstring): uniform copy of the source embeddings, one parallel pass, optional eq. 6 AC."""
 
-    TEACHER_TARGETS = ("attention",)  # what its AC loss reads from the batch
-
     def __init__(self, config: NARConfig):
         super().__init__(config, "nmt")
+        # What its AC loss reads from the batch.
+        self.TEACHER_TARGETS = ("head_attention",) if config.ac_mode == "head" else ("attention",)
         self.src_prenet = TokenEmbedding(config.src_vocab, config.d_model, PAD_ID)
 
     def encode(self, src, src_len):
@@ -86,9 +92,12 @@ class NAT(TokenNAR):
         out = self(batch.src, batch.src_lengths, batch.tgt_lengths, need_weights=constrained)
         loss, logs = self._token_losses(out, batch)
         if constrained:
-            teacher = self._teacher(batch, out.src_lengths, out.tgt_lengths).attention_map(
-                out.prediction.shape[1], batch.src.shape[1]
-            )  # [B, N, M]
+            targets = self._teacher(batch, out.src_lengths, out.tgt_lengths)
+            n_max, m_max = out.prediction.shape[1], batch.src.shape[1]
+            if c.ac_mode == "head":
+                teacher = targets.head_attention_maps(n_max, m_max)  # [B, L_t, H, N, M]
+            else:
+                teacher = targets.attention_map(n_max, m_max)  # [B, N, M]
             kl = nat_attention_kl(out.cross_attention, teacher, out.src_lengths, out.tgt_lengths)
             loss = loss + c.ac_weight * kl
             logs["ac_kl"] = float(kl.detach())

@@ -4,7 +4,9 @@
   pulled towards the teacher's;
 * :func:`normalize_source_attention`: eq. 7, the source part of CoMMA's mix-attention
   renormalized per target row;
-* :func:`softmax_safe_mask`: opens all-False rows of an attention mask (NAR-ASR's window).
+* :func:`softmax_safe_mask`: opens all-False rows of an attention mask (NAR-ASR's window);
+* :func:`head_to_head_targets`: the teacher's per-head maps paired with a student's layers and
+  heads (``ac_mode: head``; ``broadcast`` gives one teacher map to every student head).
 
 Conventions: an attention tensor ends in ``[..., T, M]`` (T target positions: tokens or mel
 frames; M source positions); lengths are int ``[B]``; positions at or beyond a length are
@@ -17,7 +19,14 @@ import torch
 
 from comma.nn.masking import check_lengths, valid_positions
 
-__all__ = ["softmax_safe_mask", "attention_kl_loss", "normalize_source_attention"]
+__all__ = [
+    "AC_MODES",
+    "attention_kl_loss",
+    "head_to_head_targets",
+    "normalize_source_attention",
+    "softmax_safe_mask",
+    "teacher_layers_for",
+]
 
 
 def check_attention(
@@ -158,3 +167,36 @@ def normalize_source_attention(
     source = torch.where(valid, mix_attn[..., n_max:], mix_attn.new_zeros(()))  # [B,*D,N,M]
     total = source.sum(-1, keepdim=True).clamp_min(torch.finfo(mix_attn.dtype).tiny)
     return source / total
+
+
+AC_MODES = ("head", "broadcast")
+
+
+def teacher_layers_for(student_layers: int, teacher_layers: int) -> list[int]:
+    """The teacher decoder layer whose heads each student layer matches in the per-head
+    constraint: the identity for equal depths (the paper preset's), otherwise spread evenly
+    from the first to the last teacher layer (``l * (L_t - 1) / (L_s - 1)`` rounded, halves up;
+    one student layer takes the last teacher layer)."""
+    if student_layers < 1 or teacher_layers < 1:
+        raise ValueError(f"need >= 1 layer, got {student_layers} and {teacher_layers}")
+    if student_layers == 1:
+        return [teacher_layers - 1]
+    step = (teacher_layers - 1) / (student_layers - 1)
+    return [int(k * step + 0.5) for k in range(student_layers)]  # halves round up
+
+
+def head_to_head_targets(teacher: torch.Tensor, student_layers: int, student_heads: int):
+    """Teacher maps ``[B, L_t, H, N, M]`` -> the per-head targets ``[B, L_s, H, N, M]`` of a
+    student with `student_layers` layers of `student_heads` heads: student layer l, head h
+    matches teacher layer :func:`teacher_layers_for`\\ (l), head h (eq. 6 and 8 per head). The
+    head counts must be equal (there is no faithful way to pair heads otherwise)."""
+    check_attention(teacher, "teacher", "[B, L, H, N_max, M_max]", ndim=5)
+    teacher_layers, teacher_heads = teacher.shape[1], teacher.shape[2]
+    if teacher_heads != student_heads:
+        raise ValueError(
+            f"the per-head attention constraint pairs head h with head h, but the teacher has "
+            f"{teacher_heads} heads and the student {student_heads}: give the student the "
+            "teacher's head count, or set ac_mode: broadcast"
+        )
+    index = torch.tensor(teacher_layers_for(student_layers, teacher_layers), device=teacher.device)
+    return teacher.index_select(1, index)  # [B, L_s, H, N, M]

@@ -1,6 +1,7 @@
 """The alignment stage (rule ``extract_alignment``): run each AR teacher teacher-forced over a
 training corpus and store one :class:`comma.alignment.store.TeacherAlignment` per corpus: per
-sentence the teacher's attention map (NMT, ASR), durations (TTS) and expected positions (ASR)."""
+sentence the teacher's attention maps of every decoder layer and head (float16), the chosen map
+(NMT, ASR), durations (TTS) and expected positions (ASR)."""
 
 from __future__ import annotations
 
@@ -88,7 +89,9 @@ def extract_alignment(
     maps: list[torch.Tensor | None] = [None] * n
     durations: list[torch.Tensor | None] = [None] * n
     expected: list[torch.Tensor | None] = [None] * n
+    head_maps: list[torch.Tensor | None] = [None] * n  # [L * H * T * M] float16 each
     for batch, forced in _teacher_attention_passes(model, split, batch_sentences, seed, progress):
+        every_head = forced.attention.float().cpu()  # [B, L, H, T, S]
         chosen = forced.attention[:, layer]  # [B, H, T, S]
         chosen = chosen.mean(1) if head is None else chosen[:, head]  # [B, T, S]
         s_len, t_len = forced.src_lengths.cpu(), forced.tgt_lengths.cpu()
@@ -99,6 +102,7 @@ def extract_alignment(
         for row, k in enumerate(batch.indices.tolist()):
             t, m = int(t_len[row]), int(s_len[row])
             src_lengths[k], tgt_lengths[k], rates[k] = m, t, batch_rates[row]
+            head_maps[k] = every_head[row, :, :, :t, :m].reshape(-1).half()
             if task == "tts":
                 durations[k] = batch_durations[row, :m].int()
             else:
@@ -115,6 +119,8 @@ def extract_alignment(
         maps=PackedSequences.from_list(maps) if task != "tts" else None,
         token_durations=PackedSequences.from_list(durations) if task == "tts" else None,
         expected=PackedSequences.from_list(expected) if task == "asr" else None,
+        head_maps=PackedSequences.from_list(head_maps),
+        head_shape=(layers, heads),
     )
     low_focus = (rates < min_focus_rate).nonzero().squeeze(1).tolist() if task == "tts" else []
     summary = {
@@ -129,6 +135,9 @@ def extract_alignment(
         },
         "min_focus_rate": min_focus_rate,
         "low_focus": low_focus,
+        # Size of the per-head maps (float16) against the one chosen map per sentence.
+        "head_maps_bytes": int(alignment.head_maps.values.numel() * 2),
+        "chosen_map_bytes": int((src_lengths * tgt_lengths).sum() * 2),
     }
     if task == "tts":
         zero = sum(int((d == 0).sum()) for d in durations)

@@ -52,6 +52,7 @@ def train_comma(
     train_path: str | Path | None = None,
     alignment_path: str | Path | None = None,
     ac_weight: float = 0.0,
+    ac_mode: str = "head",
     probe: dict | None = None,
     **settings,
 ) -> None:
@@ -60,7 +61,8 @@ def train_comma(
     The training split is `train_path` (default `data_dir`/train.pt; the KD corpus for the
     kd variant); vocabularies come from `data_dir`. With `alignment_path` (the teacher's
     :class:`~comma.alignment.store.TeacherAlignment` of that training split) the eq. 8 attention
-    constraint is added with weight `ac_weight` (the ac variant). `architecture`: CoMMAConfig
+    constraint is added with weight `ac_weight` (the ac variant), per head or broadcast by
+    `ac_mode` (:class:`~comma.models.comma.CoMMAConfig`). `architecture`: CoMMAConfig
     fields other than task, sizes and ac_weight; `settings`: training, seed, resume_path,
     threads, as :func:`train_model` takes them. `probe` (``sentences``, ``p_grid``,
     ``mask_seed``): R(p) on the first sentences of `data_dir`/valid.pt at every checkpoint,
@@ -78,7 +80,10 @@ def train_comma(
         data_dir,
         model_path,
         metrics_path,
-        architecture={**architecture, "ac_weight": ac_weight if alignment_path else 0.0},
+        architecture={
+            **architecture,
+            **({"ac_weight": ac_weight, "ac_mode": ac_mode} if alignment_path else {}),
+        },
         split=split,
         alignment=alignment,
         inputs={"train": train_path, **({"alignment": alignment_path} if alignment_path else {})},
