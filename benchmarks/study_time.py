@@ -8,6 +8,7 @@ FLOPs per step (torch's FlopCounterMode, forward and backward), its time on one 
 the achieved FLOP/s as a fraction of torch.mm's peak measured in the same process.
 
     .venv/bin/python benchmarks/study_time.py [--cores 2] [--targets results/fig2.pdf all]
+        [--keep DIR]   # run in DIR (must not exist) and keep the study's results there
 """
 
 from __future__ import annotations
@@ -197,8 +198,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cores", default="2")
     parser.add_argument("--targets", nargs="+", default=["results/fig2.pdf", "all"])
+    parser.add_argument("--keep", type=Path, help="run in this new directory and keep it")
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory(prefix="comma-study-time-") as tmp:
+    if args.keep is not None:
+        args.keep.mkdir(parents=True)  # fails if it exists: every run starts empty
+    with tempfile.TemporaryDirectory(prefix="comma-study-time-") as scratch:
+        tmp = args.keep or Path(scratch)
         for k, target in enumerate(args.targets):
             workdir = Path(tmp) / f"run{k}"
             workdir.mkdir()
