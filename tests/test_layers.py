@@ -15,7 +15,7 @@ LAYERS = (
     ("comma.errors", "comma.io", "comma.tasks", "comma.workflow_config"),
     ("comma.data",),
     ("comma.mini",),
-    ("comma.nn", "comma.ratio"),
+    ("comma.nn", "comma.ratio", "comma.dependency"),
     ("comma.alignment",),
     ("comma.models",),
     ("comma.engine",),
