@@ -113,6 +113,16 @@ class TeacherTargets:
         """float32 ``[B, tgt_max, src_max]``: each sentence's teacher map, zero padding."""
         return self._padded("attention", self.attention, (tgt_max, src_max))
 
+    def constraint_maps(self, kind: str, tgt_max: int, src_max: int) -> torch.Tensor:
+        """The attention constraint's targets of `kind`: "head_attention", every teacher
+        layer's and head's map ``[B, L, H, tgt_max, src_max]``, or "attention", the one map
+        ``[B, tgt_max, src_max]``."""
+        if kind == "head_attention":
+            return self.head_attention_maps(tgt_max, src_max)
+        if kind == "attention":
+            return self.attention_map(tgt_max, src_max)
+        raise ValueError(f"unknown attention target {kind!r}: head_attention or attention")
+
     def head_attention_maps(self, tgt_max: int, src_max: int) -> torch.Tensor:
         """float32 ``[B, L, H, tgt_max, src_max]``: every teacher layer's and head's map, zero
         padding."""

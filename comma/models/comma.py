@@ -46,8 +46,9 @@ from comma.data.vocab import MASK, SPECIALS
 from comma.models.config_checks import common_problems
 from comma.nn.attention import (
     AC_MODES,
+    AC_TEACHER_TARGETS,
     attention_kl_loss,
-    head_to_head_targets,
+    constraint_targets,
     normalize_source_attention,
 )
 from comma.nn.masking import chunk_mask, random_token_mask, sample_mask_ratio
@@ -142,7 +143,7 @@ class CoMMA(GlobalCMVN, nn.Module):
         super().__init__()
         self.config = c = config
         # What its AC loss (eq. 8) reads from the batch.
-        self.TEACHER_TARGETS = ("head_attention",) if c.ac_mode == "head" else ("attention",)
+        self.TEACHER_TARGETS = (AC_TEACHER_TARGETS[c.ac_mode],)
         self.src_is_mel = "src" in MEL_SIDES[c.task]
         self.tgt_is_mel = "tgt" in MEL_SIDES[c.task]
         if self.src_is_mel or self.tgt_is_mel:
@@ -259,12 +260,11 @@ class CoMMA(GlobalCMVN, nn.Module):
             [target_rows_paper_order(layer, out.src_max) for layer in out.attention], dim=1
         )  # [B, layers, H, N, N + M]
         student = normalize_source_attention(rows, src_len, tgt_len)  # [B, layers, H, N, M]
-        if self.config.ac_mode == "head":
-            teacher = head_to_head_targets(
-                targets.head_attention_maps(rows.shape[-2], out.src_max),
-                self.config.layers,
-                self.config.heads,
-            )  # [B, layers, H, N, M]
-        else:
-            teacher = targets.attention_map(rows.shape[-2], out.src_max)  # [B, N, M]
+        teacher = constraint_targets(
+            targets.constraint_maps(
+                AC_TEACHER_TARGETS[self.config.ac_mode], rows.shape[-2], out.src_max
+            ),
+            self.config.layers,
+            self.config.heads,
+        )  # [B, layers, H, N, M] per head, or [B, N, M] broadcast
         return attention_kl_loss(teacher.to(student.device), student, src_len, tgt_len)

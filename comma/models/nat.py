@@ -28,7 +28,7 @@ from comma.models.nar_base import (
     NARConfig,
     TokenNAR,
 )
-from comma.nn.attention import attention_kl_loss, head_to_head_targets
+from comma.nn.attention import AC_TEACHER_TARGETS, attention_kl_loss, constraint_targets
 from comma.nn.prenets import TokenEmbedding
 from comma.nn.transformer import (
     padding_mask,
@@ -60,8 +60,7 @@ def nat_attention_kl(
     one map ``[B, N, M]`` for every head; averaged over sentences, layers and heads
     (``comma.nn.attention.attention_kl_loss``)."""
     student = torch.stack(list(cross_attention), dim=1)  # [B, L, H, N, M]
-    if teacher.dim() == 5:
-        teacher = head_to_head_targets(teacher, student.shape[1], student.shape[2])
+    teacher = constraint_targets(teacher, student.shape[1], student.shape[2])
     return attention_kl_loss(teacher.to(student.device), student, src_len, tgt_len)
 
 
@@ -72,7 +71,7 @@ class NAT(TokenNAR):
     def __init__(self, config: NARConfig):
         super().__init__(config, "nmt")
         # What its AC loss reads from the batch.
-        self.TEACHER_TARGETS = ("head_attention",) if config.ac_mode == "head" else ("attention",)
+        self.TEACHER_TARGETS = (AC_TEACHER_TARGETS[config.ac_mode],)
         self.src_prenet = TokenEmbedding(config.src_vocab, config.d_model, PAD_ID)
 
     def encode(self, src, src_len):
@@ -92,12 +91,9 @@ class NAT(TokenNAR):
         out = self(batch.src, batch.src_lengths, batch.tgt_lengths, need_weights=constrained)
         loss, logs = self._token_losses(out, batch)
         if constrained:
-            targets = self._teacher(batch, out.src_lengths, out.tgt_lengths)
-            n_max, m_max = out.prediction.shape[1], batch.src.shape[1]
-            if c.ac_mode == "head":
-                teacher = targets.head_attention_maps(n_max, m_max)  # [B, L_t, H, N, M]
-            else:
-                teacher = targets.attention_map(n_max, m_max)  # [B, N, M]
+            teacher = self._teacher(batch, out.src_lengths, out.tgt_lengths).constraint_maps(
+                AC_TEACHER_TARGETS[c.ac_mode], out.prediction.shape[1], batch.src.shape[1]
+            )  # [B, L_t, H, N, M] per head, or [B, N, M] broadcast
             kl = nat_attention_kl(out.cross_attention, teacher, out.src_lengths, out.tgt_lengths)
             loss = loss + c.ac_weight * kl
             logs["ac_kl"] = float(kl.detach())

@@ -21,7 +21,9 @@ from comma.nn.masking import check_lengths, valid_positions
 
 __all__ = [
     "AC_MODES",
+    "AC_TEACHER_TARGETS",
     "attention_kl_loss",
+    "constraint_targets",
     "head_to_head_targets",
     "normalize_source_attention",
     "softmax_safe_mask",
@@ -169,7 +171,10 @@ def normalize_source_attention(
     return source / total
 
 
-AC_MODES = ("head", "broadcast")
+# The attention constraint's modes and the teacher target each reads from the batch
+# (comma.data.batching.TeacherTargets): every layer's and head's map, or one chosen map.
+AC_TEACHER_TARGETS = {"head": "head_attention", "broadcast": "attention"}
+AC_MODES = tuple(AC_TEACHER_TARGETS)
 
 
 def teacher_layers_for(student_layers: int, teacher_layers: int) -> list[int]:
@@ -200,3 +205,13 @@ def head_to_head_targets(teacher: torch.Tensor, student_layers: int, student_hea
         )
     index = torch.tensor(teacher_layers_for(student_layers, teacher_layers), device=teacher.device)
     return teacher.index_select(1, index)  # [B, L_s, H, N, M]
+
+
+def constraint_targets(teacher: torch.Tensor, student_layers: int, student_heads: int):
+    """The teacher side of eq. 6 / 8 for a student of `student_layers` x `student_heads`:
+    per-head maps ``[B, L_t, H, N, M]`` paired head to head (:func:`head_to_head_targets`),
+    or one map ``[B, N, M]`` as it is (broadcast to every head by
+    :func:`attention_kl_loss`)."""
+    if teacher.dim() == 5:
+        return head_to_head_targets(teacher, student_layers, student_heads)
+    return teacher

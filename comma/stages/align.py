@@ -92,10 +92,9 @@ def extract_alignment(
     head_maps: list[torch.Tensor | None] = [None] * n  # [L * H * T * M] float16 each
     for batch, forced in _teacher_attention_passes(model, split, batch_sentences, seed, progress):
         every_head = forced.attention.float().cpu()  # [B, L, H, T, S]
-        chosen = forced.attention[:, layer]  # [B, H, T, S]
+        chosen = every_head[:, layer]  # [B, H, T, S]
         chosen = chosen.mean(1) if head is None else chosen[:, head]  # [B, T, S]
         s_len, t_len = forced.src_lengths.cpu(), forced.tgt_lengths.cpu()
-        chosen = chosen.float().cpu()
         batch_rates = focus_rate(chosen[:, None], s_len, t_len)[:, 0]
         batch_durations = durations_from_attention(chosen, s_len, t_len) if task == "tts" else None
         batch_expected = expected_positions(chosen, s_len, t_len) if task == "asr" else None
