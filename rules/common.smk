@@ -245,8 +245,13 @@ NAR_VARIANTS = nar_variants_of_tables(TASKS)
 
 
 def nar_run(name):
-    """A file of one NAR model: work/nar/{task}/{corpus}_{constraint}/<name>."""
-    return f"work/nar/{{task}}/{{corpus}}_{{constraint}}/{name}"
+    """A file of one NAR model: work/nar/{task}/{corpus}_{constraint}/seed{seed}/<name>."""
+    return f"work/nar/{{task}}/{{corpus}}_{{constraint}}/seed{{seed}}/{name}"
+
+
+def nar_result(name):
+    """A result of one NAR model: results/nar/{task}/{corpus}_{constraint}/seed{seed}/<name>."""
+    return f"results/nar/{{task}}/{{corpus}}_{{constraint}}/seed{{seed}}/{name}"
 
 
 def nar_inputs(wildcards):
@@ -283,10 +288,14 @@ def nar_training(wildcards):
 
 
 def nar_metrics_files(wildcards=None):
-    """Every NAR model's test metrics, task -> variant -> path (what the tables read)."""
+    """Every NAR model's test metrics, task -> variant -> seed -> path (what the tables
+    read): each variant is trained once per seed of `seeds`, as CoMMA is."""
     return {
         task: {
-            variant: f"results/nar/{task}/{variant}/metrics.json"
+            variant: {
+                seed: f"results/nar/{task}/{variant}/seed{seed}/metrics.json"
+                for seed in SEEDS
+            }
             for variant in NAR_VARIANTS[task]
         }
         for task in TASKS

@@ -1,6 +1,7 @@
 # NAR models (paper Tables 2-4): NAT, NAR-ASR and FastSpeech, each variant of the tables
 # ({corpus}_{constraint}: raw or KD corpus, with or without the alignment constraint) trained
-# once with the run's seed, evaluated with the teachers' metrics, and laid out as the tables.
+# once per seed of `seeds` (initialization, data order and dropout), evaluated with the
+# teachers' metrics, and laid out as the tables (mean and spread over seeds).
 
 
 rule train_nar:
@@ -11,12 +12,13 @@ rule train_nar:
         model=nar_run("model.pt"),
         metrics=nar_run("metrics.jsonl"),
     log:
-        "logs/nar/train_nar/{task}_{corpus}_{constraint}.log",
+        "logs/nar/train_nar/{task}_{corpus}_{constraint}_seed{seed}.log",
     benchmark:
-        "logs/benchmarks/train_nar/{task}_{corpus}_{constraint}.tsv"
+        "logs/benchmarks/train_nar/{task}_{corpus}_{constraint}_seed{seed}.tsv"
     wildcard_constraints:
         corpus="raw|kd",
         constraint="ac|noac",
+        seed=r"\d+",
     conda:
         "../envs/comma.yaml"
     threads: 1
@@ -25,7 +27,7 @@ rule train_nar:
     params:
         architecture=nar_architecture,
         training=nar_training,
-        seed=config["seed"],
+        seed=lambda wildcards: int(wildcards.seed),
     script:
         "../workflow_scripts/train_nar.py"
 
@@ -38,20 +40,21 @@ rule evaluate_nar:
         vocab=vocab_files,
     output:
         metrics=report(
-            "results/nar/{task}/{corpus}_{constraint}/metrics.json",
+            nar_result("metrics.json"),
             caption="../report/nar_metrics.rst",
             category="NAR models",
             subcategory="{task}",
         ),
         hypotheses=nar_run("test.hyp.txt"),
     log:
-        "logs/nar/evaluate_nar/{task}_{corpus}_{constraint}.log",
+        "logs/nar/evaluate_nar/{task}_{corpus}_{constraint}_seed{seed}.log",
     benchmark:
-        "logs/benchmarks/evaluate_nar/{task}_{corpus}_{constraint}.tsv"
+        "logs/benchmarks/evaluate_nar/{task}_{corpus}_{constraint}_seed{seed}.tsv"
     wildcard_constraints:
         task="nmt|asr",
         corpus="raw|kd",
         constraint="ac|noac",
+        seed=r"\d+",
     conda:
         "../envs/comma.yaml"
     threads: 1
@@ -59,7 +62,7 @@ rule evaluate_nar:
         batch_sentences=lambda wildcards: config["decoding"][wildcards.task][
             "batch_sentences"
         ],
-        seed=config["seed"],
+        seed=lambda wildcards: int(wildcards.seed),
     script:
         "../workflow_scripts/evaluate_nar.py"
 
@@ -71,27 +74,28 @@ rule evaluate_nar_tts:
         stats=prepared("{task}", "stats.json"),
     output:
         metrics=report(
-            "results/nar/{task}/{corpus}_{constraint}/metrics.json",
+            nar_result("metrics.json"),
             caption="../report/nar_metrics.rst",
             category="NAR models",
             subcategory="{task}",
         ),
         hypotheses=nar_run("test.hyp.pt"),
         samples=report(
-            directory("results/nar/{task}/{corpus}_{constraint}/samples"),
+            directory(nar_result("samples")),
             patterns=["{utterance}.{kind}.wav"],
             caption="../report/nar_samples.rst",
             category="NAR models",
             subcategory="{task}",
         ),
     log:
-        "logs/nar/evaluate_nar/{task}_{corpus}_{constraint}.log",
+        "logs/nar/evaluate_nar/{task}_{corpus}_{constraint}_seed{seed}.log",
     benchmark:
-        "logs/benchmarks/evaluate_nar/{task}_{corpus}_{constraint}.tsv"
+        "logs/benchmarks/evaluate_nar/{task}_{corpus}_{constraint}_seed{seed}.tsv"
     wildcard_constraints:
         task="tts",
         corpus="raw|kd",
         constraint="ac|noac",
+        seed=r"\d+",
     conda:
         "../envs/comma.yaml"
     threads: 1
@@ -99,6 +103,6 @@ rule evaluate_nar_tts:
         batch_sentences=config["decoding"]["tts"]["batch_sentences"],
         evaluation=config["evaluation"]["tts"],
         features=feature_params(),
-        seed=config["seed"],
+        seed=lambda wildcards: int(wildcards.seed),
     script:
         "../workflow_scripts/evaluate_nar.py"

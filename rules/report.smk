@@ -288,7 +288,8 @@ rule tables:
         nar=[
             path
             for per_task in nar_metrics_files().values()
-            for path in per_task.values()
+            for per_seed in per_task.values()
+            for path in per_seed.values()
         ],
     output:
         **{

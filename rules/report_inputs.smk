@@ -47,12 +47,14 @@ def training_curve_runs(wildcards):
         dict(
             family="nar",
             task=task,
-            label=variant,
+            label=f"{variant} seed{seed}",
+            group=variant,
             path=nar_run("metrics.jsonl").format(
-                **nar_variant_wildcards(task, variant)
+                **nar_variant_wildcards(task, variant), seed=seed
             ),
         )
         for task in TASKS
         for variant in NAR_VARIANTS[task]
+        for seed in SEEDS
     ]
     return runs

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pandas as pd
 import pytest
 import torch
@@ -9,6 +11,7 @@ import torch
 from comma.analysis.aggregate import aggregate_ratio
 from comma.data.batching import collate
 from comma.data.packed import PackedSequences, Split, save_split
+from comma.dependency import corpus_dependency, dependency_ci, loss_dependency
 from comma.io import torch_save
 from comma.models.comma import MODEL_FORMAT, CoMMA, CoMMAConfig
 from comma.models.registry import load_comma
@@ -122,7 +125,8 @@ def test_per_sentence_table_matches_the_corpus_ratio(nmt_model_and_test, tmp_pat
     table = run(*nmt_model_and_test, tmp_path, sentences_csv=tmp_path / "s.csv")
     sentences = pd.read_csv(tmp_path / "s.csv")
     assert list(sentences.columns) == [
-        *("task", "variant", "seed", "p", "sentence", "M", "N", "predicted", "R", "T", "D")
+        *("task", "variant", "seed", "p", "sentence", "M", "N", "predicted", "R", "T", "D"),
+        *("loss_context", "loss_no_target"),
     ]
     # every test sentence has a predicted token at every p (at least one is masked)
     assert len(sentences) == 2 * 5 and set(sentences.sentence) == set(range(5))
@@ -130,8 +134,11 @@ def test_per_sentence_table_matches_the_corpus_ratio(nmt_model_and_test, tmp_pat
     assert first.N.tolist() == [7, 4, 3, 10, 8] and first.M.tolist() == [5, 9, 3, 12, 6]
     assert first.predicted.sum() == table.predicted.iloc[0]
     # eq. 3: R(p) is the mean of the sentences' eq. 2 values (4 significant digits written)
-    per_p = sentences.groupby("p")[["R", "T", "D"]].mean()
-    assert per_p.D.to_numpy() == pytest.approx(table.D.to_numpy(), abs=2e-4)
+    per_p = sentences.groupby("p")[["R", "T"]].mean()
+    # D(p): a ratio of the losses summed over every sentence's masked tokens
+    sums = sentences.groupby("p")[["loss_context", "loss_no_target"]].sum()
+    from_sums = 1 - sums.loss_context / sums.loss_no_target
+    assert from_sums.to_numpy() == pytest.approx(table.D.to_numpy(), abs=2e-3)
     assert per_p.R.to_numpy() == pytest.approx(table.R.to_numpy(), abs=2e-4)
     assert per_p["T"].to_numpy() == pytest.approx(table["T"].to_numpy(), abs=2e-4)
     assert (sentences.task == "nmt").all() and (sentences.seed == 1).all()
@@ -188,3 +195,19 @@ def test_masked_loss_dependency_separates_copying_from_independent_targets(tmp_p
     assert (low.D.abs() < 0.1).all(), low[["p", "D", "loss_context", "loss_no_target"]]
     assert (high.D_ci_low <= high.D).all() and (high.D_ci_high >= high.D).all()
     assert (high.loss_context < high.loss_no_target).all()
+
+
+def test_corpus_dependency_is_a_ratio_of_summed_losses_not_a_mean_of_ratios():
+    """One sentence whose masked token the source alone predicts almost for free (L_none
+    0.001) would push a mean of per-sentence ratios to -99; summed, every token weighs the
+    same and D stays the fraction of the loss that the visible target removes."""
+    context = torch.tensor([1.0, 2.0, 0.1])
+    no_target = torch.tensor([2.0, 4.0, 0.001])
+    per_sentence = loss_dependency(context, no_target, torch.tensor([1, 2, 1]))
+    assert per_sentence.mean() < -30
+    assert corpus_dependency(context, no_target) == pytest.approx(1 - 3.1 / 6.001)
+    low, high = dependency_ci(context, no_target, n_boot=200, seed=0)
+    assert low <= corpus_dependency(context, no_target) <= high
+    with pytest.raises(ValueError, match=">= 0"):
+        corpus_dependency(torch.tensor([-1.0]), torch.tensor([1.0]))
+    assert math.isnan(corpus_dependency(torch.zeros(2), torch.zeros(2)))

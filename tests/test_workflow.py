@@ -77,8 +77,8 @@ def test_rerun_is_a_no_op_and_forcerun_redoes_only_dependents(tiny_run):
         "prepare_nmt",
     )
     # NMT's corpus changed: its teacher, KD corpus (2 shards), alignments (raw, kd), CoMMA
-    # runs (raw, kd, ac, rawkept x 2 seeds), NAR models (3 rows) and everything downstream; no
-    # other task's job
+    # runs (raw, kd, ac, rawkept x 2 seeds), NAR models (3 rows x 2 seeds) and everything
+    # downstream; no other task's job
     assert planned_jobs(forced) == {
         "prepare_nmt": 1,
         "summarize_data": 1,
@@ -89,8 +89,8 @@ def test_rerun_is_a_no_op_and_forcerun_redoes_only_dependents(tiny_run):
         "extract_alignment": 2,
         "train_comma": 8,
         "measure_ratio": 8,
-        "train_nar": 3,
-        "evaluate_nar": 3,
+        "train_nar": 6,
+        "evaluate_nar": 6,
         "aggregate_ratio": 1,
         "length_control": 1,
         "figure2": 1,
@@ -174,7 +174,8 @@ def test_kd_corpora_alignments_and_tables(tiny_run):
     row_sums = maps.sum(-1)[0, :, :, : int(kd_tts.tgt.lengths[0])]
     assert torch.allclose(row_sums, torch.ones_like(row_sums), atol=1e-3)
     table4 = pd.read_csv(tiny_run / "results" / "table4.csv")
-    assert list(table4.model) == [
+    # one row per NAR model and seed (2 in tiny), the teachers once
+    assert list(table4.drop_duplicates("model").model) == [
         "Transformer",
         "NAT",
         "NAT w/o AC",
@@ -185,10 +186,13 @@ def test_kd_corpora_alignments_and_tables(tiny_run):
         "FastSpeech",
         "FastSpeech w/o AC",
     ]
+    assert (table4[table4.kind == "NAR"].groupby("model").seed.apply(sorted) == [[1, 2]] * 6).all()
+    assert table4[table4.kind == "AR"].seed.isna().all()
     assert table4.loc[table4.task != "tts", ["bleu", "wer"]].notna().all().all()
     assert table4.loc[table4.task == "tts", ["mcd", "mel_l1"]].notna().all().all()
     assert "MOS" in (tiny_run / "results" / "table2.md").read_text()
-    samples = list((tiny_run / "results" / "nar" / "tts" / "kd_ac" / "samples").glob("*.wav"))
+    nar_tts = tiny_run / "results" / "nar" / "tts" / "kd_ac"
+    samples = list((nar_tts / "seed1" / "samples").glob("*.wav"))
     assert samples
     findings = (tiny_run / "results" / "findings.md").read_text()
     assert "KD" in findings and "AC" in findings

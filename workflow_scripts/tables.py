@@ -8,7 +8,10 @@ from comma.analysis.tables import write_tables
 with rule_log(snakemake):
     write_tables(
         dict(snakemake.params.teachers),
-        {task: dict(variants) for task, variants in snakemake.params.nar.items()},
+        {
+            task: {variant: dict(seeds) for variant, seeds in variants.items()}
+            for task, variants in snakemake.params.nar.items()
+        },
         Path(snakemake.output.table2_csv).parent,
         preset=snakemake.params.preset,
     )

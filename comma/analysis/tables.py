@@ -3,7 +3,9 @@
 Light on purpose (no torch): the workflow reads :data:`TABLE_ROWS` when it is parsed, to know
 which NAR models to train (:func:`nar_variants_of_tables`). A NAR variant is
 ``{corpus}_{constraint}``: trained on the raw corpus or the teacher's distillation of it (kd),
-with or without the alignment constraint (ac / noac). TTS has no MOS here: mel-cepstral
+with or without the alignment constraint (ac / noac), once per seed; the AR teachers once. The
+CSV tables hold one row per model and seed (``seed`` empty for the teacher), the Markdown
+tables the mean and standard deviation over seeds. TTS has no MOS here: mel-cepstral
 distortion and log-mel L1 against the recordings are the objective proxy (lower is better).
 """
 
@@ -54,7 +56,8 @@ TASK_HEADINGS = {
     "asr": "ASR (BLEU / WER)",
     "tts": "TTS (MCD dB / mel L1; MOS proxy, lower is better)",
 }
-COLUMNS = ["task", "model", "kind", "corpus", "constraint", "bleu", "wer", "mcd", "mel_l1"]
+COLUMNS = ["task", "model", "kind", "corpus", "constraint", "seed"]
+METRICS = ["bleu", "wer", "mcd", "mel_l1"]
 
 
 def nar_variants_of_tables(tasks: Iterable[str]) -> dict[str, list[str]]:
@@ -68,7 +71,7 @@ def nar_variants_of_tables(tasks: Iterable[str]) -> dict[str, list[str]]:
     return variants
 
 
-def _row(task: str, model: str, variant: str | None, metrics: dict) -> dict[str, Any]:
+def _row(task: str, model: str, variant: str | None, seed, metrics: dict) -> dict[str, Any]:
     corpus, constraint = ("raw", "") if variant is None else variant.split("_")
     return {
         "task": task,
@@ -76,6 +79,7 @@ def _row(task: str, model: str, variant: str | None, metrics: dict) -> dict[str,
         "kind": "AR" if variant is None else "NAR",
         "corpus": corpus,
         "constraint": constraint,
+        "seed": seed,
         "bleu": metrics.get("bleu", math.nan),
         "wer": metrics.get("wer", math.nan),
         "mcd": metrics.get("mcd", math.nan),
@@ -83,22 +87,35 @@ def _row(task: str, model: str, variant: str | None, metrics: dict) -> dict[str,
     }
 
 
-def _accuracy(row: Mapping[str, Any]) -> str:
-    if row["task"] == "tts":
-        return f"{row['mcd']:.2f} / {row['mel_l1']:.3f}"
-    return f"{row['bleu']:.2f} / {row['wer']:.2f}"
+def _spread(values, digits: int) -> str:
+    """Mean, and ``± std`` over seeds when there are several."""
+    values = [v for v in values if not math.isnan(v)]
+    if not values:
+        return "n/a"
+    mean = sum(values) / len(values)
+    if len(values) == 1:
+        return f"{mean:.{digits}f}"
+    std = math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1))
+    return f"{mean:.{digits}f} ± {std:.{digits}f}"
+
+
+def _accuracy(task: str, rows: list[Mapping[str, Any]]) -> str:
+    if task == "tts":
+        return f"{_spread([r['mcd'] for r in rows], 2)} / {_spread([r['mel_l1'] for r in rows], 3)}"
+    return f"{_spread([r['bleu'] for r in rows], 2)} / {_spread([r['wer'] for r in rows], 2)}"
 
 
 def write_tables(
     teacher_metrics: Mapping[str, str | Path],
-    nar_metrics: Mapping[str, Mapping[str, str | Path]],
+    nar_metrics: Mapping[str, Mapping[str, Mapping[int, str | Path]]],
     out_dir: str | Path,
     preset: str = "",
 ) -> dict[str, Any]:
     """Tables 2-4 from the metrics files: `teacher_metrics` task -> metrics.json of the AR
-    teacher; `nar_metrics` task -> variant -> metrics.json of a NAR model. Writes
-    ``table{2,3,4}.csv`` (columns :data:`COLUMNS`) and ``.md`` to `out_dir`, with the rows of the
-    tasks given; every number comes from those files."""
+    teacher; `nar_metrics` task -> variant -> seed -> metrics.json of a NAR model. Writes
+    ``table{2,3,4}.csv`` (columns :data:`COLUMNS` and :data:`METRICS`, one row per model and
+    seed) and ``.md`` (mean ± std over seeds) to `out_dir`, with the rows of the tasks given;
+    every number comes from those files."""
     import pandas as pd
 
     from comma.io import atomic_path, read_json
@@ -106,34 +123,44 @@ def write_tables(
     out_dir = Path(out_dir)
     tables = {}
     for name, per_task in TABLE_ROWS.items():
-        rows = []
+        rows, lines = [], []
         for task, models in per_task.items():
             if task not in teacher_metrics:
                 continue
             for model, variant in models:
-                path = teacher_metrics[task] if variant is None else nar_metrics[task][variant]
-                rows.append(_row(task, model, variant, read_json(path)))
-        table = pd.DataFrame(rows, columns=COLUMNS)
+                if variant is None:
+                    runs = {None: teacher_metrics[task]}
+                else:
+                    runs = nar_metrics[task][variant]
+                    if not runs:
+                        raise ValueError(f"no seed of the {task} NAR model {variant}")
+                model_rows = [
+                    _row(task, model, variant, seed, read_json(path))
+                    for seed, path in sorted(runs.items(), key=lambda item: item[0] or 0)
+                ]
+                rows += model_rows
+                constraint = {"ac": "yes", "noac": "no", "": ""}[model_rows[0]["constraint"]]
+                seeds = "" if variant is None else str(len(model_rows))
+                lines.append(
+                    f"| {TASK_HEADINGS[task]} | {model} | {model_rows[0]['corpus']} | "
+                    f"{constraint} | {seeds} | {_accuracy(task, model_rows)} |"
+                )
+        table = pd.DataFrame(rows, columns=COLUMNS + METRICS).astype({"seed": "Int64"})
         with atomic_path(out_dir / f"{name}.csv") as tmp:
             table.to_csv(tmp, index=False, float_format="%.4f")
-        lines = [
+        header = [
             f"# {TABLE_CAPTIONS[name]}",
             "",
             f"Computed by this run ({preset} preset) from the models' test-set metrics. "
             "BLEU: sacrebleu on tokenized, BPE-removed text; WER: jiwer; TTS: mel-cepstral "
             "distortion and log-mel L1 against the recordings after DTW, the objective proxy "
-            "that replaces the paper's MOS (lower is better).",
+            "that replaces the paper's MOS (lower is better). NAR models: mean ± standard "
+            "deviation over the seeds (one row per seed in the CSV); AR teachers: one run.",
             "",
-            "| Task | Model | Corpus | AC | Accuracy |",
-            "|---|---|---|---|---:|",
+            "| Task | Model | Corpus | AC | Seeds | Accuracy |",
+            "|---|---|---|---|---:|---:|",
         ]
-        for row in rows:
-            constraint = {"ac": "yes", "noac": "no", "": ""}[row["constraint"]]
-            lines.append(
-                f"| {TASK_HEADINGS[row['task']]} | {row['model']} | {row['corpus']} | "
-                f"{constraint} | {_accuracy(row)} |"
-            )
         with atomic_path(out_dir / f"{name}.md") as tmp:
-            tmp.write_text("\n".join(lines) + "\n", encoding="utf-8")
+            tmp.write_text("\n".join(header + lines) + "\n", encoding="utf-8")
         tables[name] = table
     return tables

@@ -26,7 +26,7 @@ import torch
 
 from comma.data.batching import Batch, collate, make_batches, sentence_sizes
 from comma.data.packed import Split, load_split
-from comma.dependency import loss_dependency
+from comma.dependency import corpus_dependency, dependency_ci, loss_dependency
 from comma.io import write_csv
 from comma.models.comma import CoMMA, target_rows_paper_order
 from comma.models.registry import load_comma
@@ -166,24 +166,31 @@ def no_target_losses(model: CoMMA, batch: Batch) -> torch.Tensor:
 def ratio_probe(
     split: Split, *, sentences: int, p_grid: Sequence[float], mask_seed: int, batch_sentences=32
 ):
-    """A trainer probe: R(p) (eq. 3, every layer and head) of the model on the first
-    `sentences` of `split`, at each p of `p_grid`, with fixed masks -> ``{"R@p": value}``."""
+    """A trainer probe on the first `sentences` of `split`, at each p of `p_grid`, with fixed
+    masks -> ``{"R@p": R(p), "D@p": D(p)}``: R(p) (eq. 3, every layer and head) and the
+    masked-loss dependency D(p) (:mod:`comma.dependency`), the convergence curves behind the
+    step counts."""
     subset = split.select(range(min(sentences, len(split))))
     batches = make_batches(sentence_sizes(subset), max_sentences=batch_sentences, shuffle=False)
 
     def probe(model: CoMMA) -> dict[str, float]:
         device = next(model.parameters()).device
         layers, heads = range(model.config.layers), range(model.config.heads)
+        collated = [collate(subset, indices).to(device) for indices in batches]
+        without_target = [no_target_losses(model, batch) for batch in collated]
         values = {}
         for k, p in enumerate(p_grid):
             generator = torch.Generator().manual_seed(mask_seed * 1000 + k)
-            ratios = []
-            for indices in batches:
-                batch = collate(subset, indices).to(device)
+            ratios, context, no_target = [], [], []
+            for batch, losses in zip(collated, without_target, strict=True):
                 predicted = model.mask_targets(batch.tgt_lengths.cpu(), float(p), generator)
-                result = ratio_pass(model, batch, predicted.to(device), layers, heads)
+                predicted = predicted.to(device)
+                result = ratio_pass(model, batch, predicted, layers, heads)
                 ratios.append(result.ratio.float().cpu())
+                context.append(result.context_loss.cpu())
+                no_target.append((losses * predicted).sum(dim=1).cpu())
             values[f"R@{p:g}"] = ratio_over_corpus(torch.cat(ratios))
+            values[f"D@{p:g}"] = corpus_dependency(torch.cat(context), torch.cat(no_target))
         return values
 
     return probe
@@ -222,7 +229,9 @@ def measure_ratio(
     With `sentences_csv`, also writes one row per (p, test sentence with a predicted token):
     the labels, p, ``sentence`` (index in the test split), ``M`` and ``N`` (the positions CoMMA
     attends over), ``predicted`` (masked tokens), ``R`` (eq. 2: the mean alpha_i of the
-    sentence) and ``T`` (its raw target share), for length-matched comparisons."""
+    sentence), ``T`` (its raw target share), ``D`` (its own D_s) and the summed losses of its
+    masked tokens with and without the visible target (``loss_context``, ``loss_no_target``),
+    for length-matched comparisons."""
     model = load_comma(model_path)
     split = load_split(test_path)
     n_layers, n_heads = model.config.layers, model.config.heads
@@ -257,7 +266,9 @@ def measure_ratio(
         n_predicted = torch.cat(n_predicted)
         context_loss, no_target_loss = torch.cat(context_loss), torch.cat(no_target_loss)
         dependency = loss_dependency(context_loss, no_target_loss, n_predicted)
-        d_low, d_high = bootstrap_ci(dependency, n_boot=bootstrap, seed=mask_seed)
+        d_low, d_high = dependency_ci(
+            context_loss, no_target_loss, n_boot=bootstrap, seed=mask_seed
+        )
         measured = ~ratio.isnan()
         if sentences_csv is not None:
             sentence_tables.append(
@@ -272,6 +283,10 @@ def measure_ratio(
                         "R": ratio[measured].double().numpy(),
                         "T": share[measured].double().numpy(),
                         "D": dependency[measured].numpy(),
+                        # Summed over the sentence's masked tokens: D(p) of any subset of
+                        # sentences is 1 - sum(loss_context) / sum(loss_no_target).
+                        "loss_context": context_loss[measured].numpy(),
+                        "loss_no_target": no_target_loss[measured].numpy(),
                     }
                 ).sort_values("sentence", kind="stable")
             )
@@ -283,7 +298,7 @@ def measure_ratio(
                 "R_ci_low": low,
                 "R_ci_high": high,
                 "T": ratio_over_corpus(share),
-                "D": ratio_over_corpus(dependency),
+                "D": corpus_dependency(context_loss, no_target_loss),
                 "D_ci_low": d_low,
                 "D_ci_high": d_high,
                 # Mean loss per predicted position, with and without the visible target.
