@@ -10,8 +10,10 @@ import pytest
 from comma.analysis.convergence import converged_steps, ratio_convergence
 
 
-def _metrics(path, values):
+def _metrics(path, values, dependency=None):
     lines = [{"step": s, "loss": 1.0, "R@0.1": r - 0.01, "R@0.5": r + 0.01} for s, r in values]
+    for line, d in zip(lines, dependency or [], strict=False):
+        line.update({"D@0.1": d + 0.02, "D@0.5": d - 0.02})
     lines.insert(1, {"step": 1, "loss": 2.0})  # an unprobed step
     path.write_text("".join(json.dumps(line) + "\n" for line in lines))
     return path
@@ -39,14 +41,34 @@ def test_converged_step_is_where_the_seed_mean_stays_within_the_seed_spread():
 
 
 def test_figure_and_table_from_metrics_files(tmp_path):
+    # R settles at once while D still climbs: D converges only at the last checkpoint
     runs = [
-        ("tts", 1, _metrics(tmp_path / "a.jsonl", [(50, 0.2), (100, 0.25), (150, 0.25)])),
-        ("tts", 2, _metrics(tmp_path / "b.jsonl", [(50, 0.3), (100, 0.27), (150, 0.27)])),
+        (
+            "tts",
+            1,
+            _metrics(
+                tmp_path / "a.jsonl", [(50, 0.2), (100, 0.25), (150, 0.25)], [0.0, 0.05, 0.20]
+            ),
+        ),
+        (
+            "tts",
+            2,
+            _metrics(
+                tmp_path / "b.jsonl", [(50, 0.3), (100, 0.27), (150, 0.27)], [0.0, 0.07, 0.22]
+            ),
+        ),
+        ("nmt", 1, _metrics(tmp_path / "n.jsonl", [(50, 0.5), (100, 0.4)])),  # probed before D
     ]
-    summary = ratio_convergence(runs, tmp_path / "c.png", tmp_path / "c.md")
-    assert summary.iloc[0].final_R == pytest.approx(0.26)
+    summary = ratio_convergence(runs, tmp_path / "c.png", tmp_path / "c.md").set_index("task")
+    assert summary.loc["tts"].final_R == pytest.approx(0.26)
+    assert summary.loc["tts"].converged_step == 50  # the seeds' mean is 0.25 from step 50 on
+    assert summary.loc["tts"].final_D == pytest.approx(0.21)
+    assert summary.loc["tts"].converged_step_D == 150
+    assert pd.isna(summary.loc["nmt"].final_D)
     assert (tmp_path / "c.png").stat().st_size > 1000
-    assert "| TTS | 2 | 3 | 150 |" in (tmp_path / "c.md").read_text()
+    text = (tmp_path / "c.md").read_text()
+    assert "| TTS | 2 | 3 | 150 | 0.2600 | 0.0141 | 50 | 0.2100 | 0.0141 | 150 |" in text
+    assert "| NMT | 1 | 2 | 100 | 0.4000 | 0.0000 | 100 | n/a | n/a | n/a |" in text
     bare = tmp_path / "bare.jsonl"
     bare.write_text(json.dumps({"step": 1, "loss": 1.0}) + "\n")
     with pytest.raises(ValueError, match="bare.jsonl: no R\\(p\\) at checkpoints"):
