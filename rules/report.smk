@@ -191,6 +191,7 @@ rule findings:
         "../envs/comma.yaml"
     params:
         min_seeds=config["findings"]["min_seeds"],
+        min_dependency=config["findings"]["min_dependency"],
         ac_mode=COMMA_AC_MODE,
     script:
         "../workflow_scripts/findings.py"

@@ -208,7 +208,11 @@ def test_paper_like_tables_reproduce_the_accuracy_claims():
     )
     # ... and the claim fails when TTS's R under AC is not the lowest
     swapped = runs_table(
-        {"asr": 0.8, "nmt": 0.1, "tts": 0.3}, SLOPE, variants=("raw", "ac"), variant_shift=0.05
+        {"asr": 0.8, "nmt": 0.1, "tts": 0.3},
+        SLOPE,
+        variants=("raw", "ac"),
+        variant_shift=0.05,
+        dependency={"asr": 0.3, "nmt": 0.3, "tts": 0.3},  # every CoMMA uses the target
     )
     v = verdicts(swapped, table4=table4())
     assert v["TTS, the task with the lowest R(p) under AC, gains the most accuracy from AC"] == (
@@ -281,15 +285,16 @@ def test_written_report_has_every_claim(tmp_path):
         tables.append(tmp_path / f"{name}.csv")
     findings = write_findings(csv, tmp_path / "findings.md", table_csvs=tables)
     text = (tmp_path / "findings.md").read_text()
-    # 20 claims; the 9 about dependency are also judged by T and D (in the same table row)
-    assert text.count("| **") == 20 and len(findings) == 20 + 2 * 9
+    # 21 claims (the first: CoMMA uses the target); the 9 about dependency are also judged by
+    # T and D (in the same table row)
+    assert text.count("| **") == 21 and len(findings) == 21 + 2 * 9
     assert "seeds [1, 2, 3]" in text and "`table4.csv`" in text
     assert "trained once per seed" in text
     assert "NAT vs NAT w/o KD, relative BLEU improvement per seed: seed 1 +24.3%" in text
     # without tables and length control, the same claims are listed as not measured
     findings = write_findings(csv, tmp_path / "bare.md")
     bare = (tmp_path / "bare.md").read_text()
-    assert bare.count("| **") == 20 and bare.count("**not measured**") == 10
+    assert bare.count("| **") == 21 and bare.count("**not measured**") == 10
 
 
 def test_seed_verdict_needs_enough_seeds_and_reports_an_exact_sign_test():
@@ -417,3 +422,38 @@ def test_asr_gap_above_nmt_is_judged_per_seed_in_each_metric():
     finding = next(f for f in check_claims(runs, table2=table) if f.claim.startswith(claim))
     assert finding.verdict == INCONCLUSIVE
     assert "BLEU: ASR gap - NMT gap per seed" in finding.evidence
+
+
+def test_attention_verdicts_are_inconclusive_where_comma_does_not_use_the_target():
+    """TTS's raw CoMMA predicts its masked frames as well without the target (D 0.01): the
+    claims read from its attention (the ranking by R and T, R falls with p, AC lowers R for
+    TTS) are inconclusive whatever R says; the same claims by D, and those about other tasks
+    only, keep their verdicts."""
+    used = {"asr": 0.3, "nmt": 0.2, "tts": 0.1}
+    runs = runs_table(LEVEL, SLOPE, variants=("raw", "ac"), variant_shift=0.05, dependency=used)
+    findings = {(f.claim.split(" (")[0]): f for f in check_claims(runs)}
+    premise = "Every raw CoMMA uses the target: D, mean over p, is at least 0.05 in every seed of every task"
+    assert findings[premise].verdict == REPRODUCED
+    assert findings["R(p) ranks ASR > NMT > TTS at every p"].verdict == REPRODUCED
+
+    unused = runs_table(
+        LEVEL,
+        SLOPE,
+        variants=("raw", "ac"),
+        variant_shift=0.05,
+        dependency={**used, "tts": 0.01},
+    )
+    findings = {(f.claim.split(" (")[0]): f for f in check_claims(unused)}
+    assert findings[premise].verdict == NOT_REPRODUCED
+    assert "Below 0.05 (findings.min_dependency): TTS" in findings[premise].evidence
+    ranking = findings["R(p) ranks ASR > NMT > TTS at every p"]
+    assert ranking.verdict == INCONCLUSIVE and "(reproduced as computed)" in ranking.evidence
+    assert findings["T(p) ranks ASR > NMT > TTS at every p"].verdict == INCONCLUSIVE
+    assert findings["An alignment constraint lowers R(p) for TTS"].verdict == INCONCLUSIVE
+    # about NMT only: untouched
+    assert findings["An alignment constraint lowers R(p) for NMT"].verdict == REPRODUCED
+    # by D: the measure that found the problem keeps its verdict (D ranks TTS lowest)
+    assert findings["D(p) ranks ASR > NMT > TTS at every p"].verdict != INCONCLUSIVE
+    # a stricter or looser bar moves the premise
+    loose = {f.claim.split(" (")[0]: f.verdict for f in check_claims(unused, min_dependency=0.005)}
+    assert loose["R(p) ranks ASR > NMT > TTS at every p"] == REPRODUCED

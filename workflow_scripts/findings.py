@@ -13,5 +13,6 @@ with rule_log(snakemake):
         table_csvs=list(i.tables),  # Tables 2, 3 and 4
         distill_jsons=list(i.distill),
         min_seeds=snakemake.params.min_seeds,
+        min_dependency=snakemake.params.min_dependency,
         ac_mode=snakemake.params.ac_mode,
     )

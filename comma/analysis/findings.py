@@ -25,6 +25,7 @@ measured".
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from collections.abc import Sequence
 from pathlib import Path
@@ -35,6 +36,7 @@ import pandas as pd
 from comma.analysis.length_control import check_length_control
 from comma.analysis.verdicts import (
     INCONCLUSIVE,
+    MIN_DEPENDENCY,
     MIN_SEEDS,
     NOT_MEASURED,
     NOT_REPRODUCED,
@@ -86,6 +88,11 @@ def _ratio_text(mean: float, spread: float) -> str:
     return f"{mean / spread:+.2f}" if spread > 1e-9 * max(1.0, abs(mean)) else "n/a"
 
 
+def _attention(measure: str, tasks) -> tuple[str, ...]:
+    """The tasks whose CoMMA attention a verdict by `measure` reads (none for D)."""
+    return tuple(tasks) if measure in ("R", "T") else ()
+
+
 def _seed_note(seeds: int, min_seeds: int) -> str:
     if seeds >= min_seeds:
         return ""
@@ -100,9 +107,11 @@ def check_ranking(runs: pd.DataFrame, min_seeds: int = MIN_SEEDS, measure: str =
     (by `measure`, a column of the R(p) tables: R, T or D)."""
     topic = "Target tokens depend on each other most in ASR, then NMT, then TTS (Figure 2)"
     claim = f"{MEASURES[measure]} ranks ASR > NMT > TTS at every p (Figure 2)"
-    found = functools.partial(Finding, claim, measure=measure, topic=topic)
     raw = _raw(runs)
     tasks = [t for t in PAPER_RANKING if t in set(raw.task)]
+    found = functools.partial(
+        Finding, claim, measure=measure, topic=topic, attention_tasks=_attention(measure, tasks)
+    )
     if len(tasks) < 2:
         return found(NOT_MEASURED, "fewer than two tasks in this run")
     if missing := _missing_measure(raw, measure):
@@ -144,19 +153,22 @@ def check_falls_with_p(
 ) -> list[Finding]:
     """`measure` (R, T or D) falls as p grows, for every task; fastest for NMT."""
     label = MEASURES[measure]
+    raw = _raw(runs)
+    tasks = _attention(measure, [t for t in TASK_NAMES if t in set(raw.task)])
     falls_found = functools.partial(
         Finding,
         f"{label} falls as p grows, for every task (section 3.2)",
         measure=measure,
         topic="Dependency falls as more of the target is masked, for every task (section 3.2)",
+        attention_tasks=tasks,
     )
     fastest_found = functools.partial(
         Finding,
         f"{label} falls fastest for NMT (section 3.2)",
         measure=measure,
         topic="Dependency falls fastest with p for NMT (section 3.2)",
+        attention_tasks=tasks,
     )
-    raw = _raw(runs)
     reason = "a single p in the grid" if raw.p.nunique() < 2 else _missing_measure(raw, measure)
     if reason:
         return [falls_found(NOT_MEASURED, reason), fastest_found(NOT_MEASURED, reason)]
@@ -263,6 +275,7 @@ def check_variant(
         claim or _variant_claim(variant, task, MEASURES[measure]),
         measure=measure,
         topic=_variant_claim(variant, task, "target-token dependency"),
+        attention_tasks=_attention(measure, [task]),
     )
     sel = runs[(runs.task == task) & runs.variant.isin([baseline, variant])]
     if variant not in set(sel.variant):
@@ -567,6 +580,7 @@ def check_gap_matches_ratio(table2: pd.DataFrame | None, runs: pd.DataFrame) -> 
         )
         + ". Compared in one metric at a time, so among the token tasks only: TTS's MCD has no "
         "common scale with BLEU and WER. " + TEACHER_ONE_RUN,
+        attention_tasks=tuple(tasks),
     )
 
 
@@ -689,6 +703,81 @@ def check_ac_helps_low_ratio_most(table4: pd.DataFrame | None, runs: pd.DataFram
         + f" (mean over seeds; TTS's the largest number: {'yes' if most_gain else 'no'}); not "
         "comparable: TTS's gain is in MCD, the others' in BLEU and WER, on no common scale, so "
         "this half cannot reproduce the claim.",
+        attention_tasks=tuple(ac.index),
+    )
+
+
+# --- the instrument: does CoMMA use the target at all? ----------------------------------------
+
+
+def target_use(runs: pd.DataFrame) -> pd.DataFrame | None:
+    """D of each raw run (task, seed), the mean over p; None when the runs have no D."""
+    raw = _raw(runs)
+    if "D" not in raw or raw.D.isna().all():
+        return None
+    return raw.groupby(["task", "seed"]).D.mean().unstack("seed")
+
+
+def check_uses_target(
+    runs: pd.DataFrame, min_dependency: float = MIN_DEPENDENCY, min_seeds: int = MIN_SEEDS
+) -> Finding:
+    """Beyond the paper, the premise of every attention-based claim: the raw CoMMA predicts the
+    masked tokens from the visible target, i.e. its D (mean over p) is at least
+    `min_dependency` in every seed of every task. A CoMMA that has not learned to use the
+    target still spreads its attention in a stable pattern, and R and T then describe that
+    pattern, not how target tokens depend on each other."""
+    claim = (
+        f"Every raw CoMMA uses the target: D, mean over p, is at least {min_dependency:g} in "
+        "every seed of every task (the premise of the R and T verdicts; beyond the paper)"
+    )
+    by_seed = target_use(runs)
+    if by_seed is None:
+        return Finding(claim, NOT_MEASURED, "the R(p) tables have no D column")
+    means = by_seed.mean(axis=1)
+    every_seed = bool((by_seed >= min_dependency).all().all())
+    every_mean = bool((means >= min_dependency).all())
+    verdict = REPRODUCED if every_seed else INCONCLUSIVE if every_mean else NOT_REPRODUCED
+    seeds = by_seed.shape[1]
+    evidence = (
+        "D of the raw runs, mean over p, per seed: "
+        + "; ".join(
+            f"{TASK_LABELS.get(t, t)} "
+            + ", ".join(f"{d:+.3f}" for d in row.dropna())
+            + f" (mean {means[t]:+.3f})"
+            for t, row in by_seed.iterrows()
+        )
+        + f". Below {min_dependency:g} (findings.min_dependency): "
+        + (", ".join(TASK_LABELS.get(t, t) for t in means.index[means < min_dependency]) or "none")
+        + "; the R and T verdicts that rest on those tasks' attention are inconclusive. "
+        "Train CoMMA longer (training.comma.max_steps; results/ratio_convergence.png shows D "
+        "against the step) until D stops rising."
+    )
+    return Finding(
+        claim, too_few_seeds(verdict, seeds, min_seeds), evidence + _seed_note(seeds, min_seeds)
+    )
+
+
+def without_target_use(
+    finding: Finding, runs: pd.DataFrame, min_dependency: float = MIN_DEPENDENCY
+) -> Finding:
+    """`finding`, inconclusive when it rests on the attention of a task whose raw CoMMA barely
+    uses the target (seed-mean D below `min_dependency`): whatever R or T say there, they do
+    not measure target-token dependency."""
+    by_seed = target_use(runs)
+    if by_seed is None or not finding.attention_tasks:
+        return finding
+    means = by_seed.mean(axis=1)
+    weak = [t for t in finding.attention_tasks if t in means.index and means[t] < min_dependency]
+    if not weak or finding.verdict not in (REPRODUCED, NOT_REPRODUCED):
+        return finding
+    return dataclasses.replace(
+        finding,
+        verdict=INCONCLUSIVE,
+        evidence=finding.evidence
+        + f" Inconclusive whatever these numbers say ({finding.verdict} as computed): the "
+        + ", ".join(f"{TASK_LABELS.get(t, t)} (D {means[t]:+.3f})" for t in weak)
+        + f" CoMMA barely uses the target (D below findings.min_dependency {min_dependency:g}),"
+        " so its attention is not a measure of target-token dependency.",
     )
 
 
@@ -714,9 +803,42 @@ def check_claims_by_section(
     distill: dict[str, dict] | None = None,
     min_seeds: int = MIN_SEEDS,
     ac_mode: str | None = None,
+    min_dependency: float = MIN_DEPENDENCY,
 ) -> dict[str, list[Finding]]:
     """Every finding by report section. `ac_mode`: the attention constraint that made the ac
-    runs (models.comma.ac_mode), said in their evidence."""
+    runs (models.comma.ac_mode), said in their evidence. A verdict that rests on the attention
+    of a task whose raw CoMMA barely uses the target (D below `min_dependency`) is
+    inconclusive (:func:`without_target_use`)."""
+    sections = _claims_by_section(
+        runs,
+        length_bins=length_bins,
+        length_slopes=length_slopes,
+        table2=table2,
+        table3=table3,
+        table4=table4,
+        distill=distill,
+        min_seeds=min_seeds,
+        ac_mode=ac_mode,
+    )
+    sections[SECTIONS[0]].insert(0, check_uses_target(runs, min_dependency, min_seeds))
+    return {
+        section: [without_target_use(f, runs, min_dependency) for f in findings]
+        for section, findings in sections.items()
+    }
+
+
+def _claims_by_section(
+    runs: pd.DataFrame,
+    *,
+    length_bins: pd.DataFrame | None,
+    length_slopes: pd.DataFrame | None,
+    table2: pd.DataFrame | None,
+    table3: pd.DataFrame | None,
+    table4: pd.DataFrame | None,
+    distill: dict[str, dict] | None,
+    min_seeds: int,
+    ac_mode: str | None,
+) -> dict[str, list[Finding]]:
     ac_note = {
         "head": " AC: each CoMMA layer and head against the teacher's (soft maps, ac_mode head).",
         "broadcast": " AC: one teacher map for every CoMMA layer and head (ac_mode broadcast).",
@@ -795,6 +917,7 @@ def write_findings(
     distill_jsons: Sequence[str | Path] = (),
     min_seeds: int = MIN_SEEDS,
     ac_mode: str | None = None,
+    min_dependency: float = MIN_DEPENDENCY,
 ) -> list[Finding]:
     """Check every claim and write the Markdown report. `table_csvs`: Tables 2, 3 and 4
     (None: not in this run, its claims are "not measured"); `distill_jsons`: the KD reports
@@ -815,6 +938,7 @@ def write_findings(
         distill=distill,
         min_seeds=min_seeds,
         ac_mode=ac_mode,
+        min_dependency=min_dependency,
     )
     findings = [f for section in sections.values() for f in section]
     headline = [f for f in findings if f.measure in ("", "R")]
@@ -840,7 +964,11 @@ def write_findings(
         "",
         "Each claim about target-token dependency is judged three times, by the same rule: by "
         + "; by ".join(f"{m}: {name}" for m, name in MEASURE_NAMES.items())
-        + ". Where they disagree, the verdict by R rests on how eq. 1 weighs the lengths.",
+        + ". Where they disagree, the verdict by R rests on how eq. 1 weighs the lengths. "
+        f"R and T are read from CoMMA's attention, which measures dependency only if CoMMA "
+        f"uses the target: where a task's raw CoMMA has D below {min_dependency:g} "
+        "(findings.min_dependency; claim 1), the R and T verdicts resting on that task are "
+        "inconclusive.",
         "",
         "Summary, by R and the accuracy tables: "
         + ", ".join(f"{n} {v}" for v, n in counts.items() if n)

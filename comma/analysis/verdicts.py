@@ -27,6 +27,9 @@ class Finding:
     # ("R", "T" or "D") and the claim in words that name none, shared by the three findings.
     measure: str = ""
     topic: str = ""
+    # The tasks whose CoMMA attention (R or T) the verdict rests on: it says nothing about
+    # target-token dependency where those models barely use the target (the instrument check).
+    attention_tasks: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if self.verdict not in VERDICTS:
@@ -36,6 +39,10 @@ class Finding:
 # Fewer training seeds than this cannot reproduce a claim: with one seed a sign is a coin flip,
 # with three all agree by chance one time in eight (config findings.min_seeds).
 MIN_SEEDS = 3
+# A raw CoMMA whose visible target removes less than this fraction of the masked tokens' loss
+# (D, mean over p) barely uses the target; claims read from its attention are inconclusive
+# (config findings.min_dependency).
+MIN_DEPENDENCY = 0.05
 
 
 def sign_test_p(differences: Iterable[float], *, expected_sign: int = 1) -> float:
