@@ -49,7 +49,7 @@ from comma.nn.attention import (
     AC_TEACHER_TARGETS,
     attention_kl_loss,
     constraint_targets,
-    normalize_source_attention,
+    renormalize_source,
 )
 from comma.nn.masking import chunk_mask, random_token_mask, sample_mask_ratio
 from comma.nn.prenets import Conv2dPrenet, DensePrenet, GlobalCMVN, TokenEmbedding
@@ -256,13 +256,14 @@ class CoMMA(GlobalCMVN, nn.Module):
         target rows of KL(teacher row || CoMMA's source-renormalized row)."""
         src_len, tgt_len = out.src_lengths, batch.tgt_lengths
         targets = teacher_targets_of(batch, "CoMMA with ac_weight > 0", src_len, tgt_len)
-        rows = torch.stack(
-            [target_rows_paper_order(layer, out.src_max) for layer in out.attention], dim=1
-        )  # [B, layers, H, N, N + M]
-        student = normalize_source_attention(rows, src_len, tgt_len)  # [B, layers, H, N, M]
+        # Our mix-attention is [source; target] ordered: the target rows' source columns.
+        source = torch.stack(
+            [layer[..., out.src_max :, : out.src_max] for layer in out.attention], dim=1
+        )  # [B, layers, H, N, M]
+        student = renormalize_source(source, src_len, tgt_len)  # [B, layers, H, N, M]
         teacher = constraint_targets(
             targets.constraint_maps(
-                AC_TEACHER_TARGETS[self.config.ac_mode], rows.shape[-2], out.src_max
+                AC_TEACHER_TARGETS[self.config.ac_mode], source.shape[-2], out.src_max
             ),
             self.config.layers,
             self.config.heads,

@@ -26,6 +26,7 @@ __all__ = [
     "constraint_targets",
     "head_to_head_targets",
     "normalize_source_attention",
+    "renormalize_source",
     "softmax_safe_mask",
     "teacher_layers_for",
 ]
@@ -163,11 +164,23 @@ def normalize_source_attention(
             f"mix_attn must have shape [B, H, N_max, N_max + M_max] with M_max >= 1, got "
             f"{tuple(mix_attn.shape)}"
         )
+    return renormalize_source(mix_attn[..., n_max:], src_len, tgt_len)
+
+
+def renormalize_source(
+    source: torch.Tensor, src_len: torch.Tensor, tgt_len: torch.Tensor
+) -> torch.Tensor:
+    """Eq. 7 on the source block alone: `source` ``[B, *D, N_max, M_max]``, the target rows'
+    weights on the source columns of the mix-attention, renormalized per valid row over the
+    valid source, padding 0 (as :func:`normalize_source_attention`, which calls it). Taking
+    the block straight from the attention saves building the ``[N, N + M]`` rows: for TTS,
+    where N is several times M, that reordering was most of the constraint's cost."""
+    batch_size, *_, n_max, m_max = source.shape
     _, _, rows, cols = valid_rows_and_columns(batch_size, n_max, m_max, src_len, tgt_len)
-    middle = (1,) * (mix_attn.dim() - 3)
+    middle = (1,) * (source.dim() - 3)
     valid = (rows[:, :, None] & cols[:, None, :]).view(batch_size, *middle, n_max, m_max)
-    source = torch.where(valid, mix_attn[..., n_max:], mix_attn.new_zeros(()))  # [B,*D,N,M]
-    total = source.sum(-1, keepdim=True).clamp_min(torch.finfo(mix_attn.dtype).tiny)
+    source = torch.where(valid, source, source.new_zeros(()))  # [B, *D, N, M]
+    total = source.sum(-1, keepdim=True).clamp_min(torch.finfo(source.dtype).tiny)
     return source / total
 
 

@@ -158,11 +158,14 @@ class MultiHeadAttention(nn.Module):
         dropout_p = self.dropout if self.training else 0.0
         weights = None
         if need_weights:
-            scores = (q @ key.transpose(-2, -1)).float() / math.sqrt(self.head_dim)  # [B,H,Lq,Lk]
-            if mask is not None:
-                scores = scores.masked_fill(~mask, float("-inf"))
+            # Scale the queries, not the [B, H, Lq, Lk] scores: one pass over Lq x dh instead of
+            # Lq x Lk, forward and backward (TTS's mix-attention has Lk of ~200 frames).
+            scaled = q / math.sqrt(self.head_dim)
+            scores = (scaled @ key.transpose(-2, -1)).float()  # [B, H, Lq, Lk]
+            if mask is not None:  # in place: the matmul's backward does not read its output
+                scores.masked_fill_(~mask, float("-inf"))
             weights = scores.softmax(dim=-1)
-            if has_key is not None:
+            if has_key is not None and not bool(has_key.all()):  # a copy of [B, H, Lq, Lk]
                 weights = weights.masked_fill(~has_key, 0.0)
             probs = F.dropout(weights, dropout_p, self.training)
             out = probs.to(value.dtype) @ value  # [B, H, Lq, dh]
