@@ -809,43 +809,13 @@ def check_claims_by_section(
     runs (models.comma.ac_mode), said in their evidence. A verdict that rests on the attention
     of a task whose raw CoMMA barely uses the target (D below `min_dependency`) is
     inconclusive (:func:`without_target_use`)."""
-    sections = _claims_by_section(
-        runs,
-        length_bins=length_bins,
-        length_slopes=length_slopes,
-        table2=table2,
-        table3=table3,
-        table4=table4,
-        distill=distill,
-        min_seeds=min_seeds,
-        ac_mode=ac_mode,
-    )
-    sections[SECTIONS[0]].insert(0, check_uses_target(runs, min_dependency, min_seeds))
-    return {
-        section: [without_target_use(f, runs, min_dependency) for f in findings]
-        for section, findings in sections.items()
-    }
-
-
-def _claims_by_section(
-    runs: pd.DataFrame,
-    *,
-    length_bins: pd.DataFrame | None,
-    length_slopes: pd.DataFrame | None,
-    table2: pd.DataFrame | None,
-    table3: pd.DataFrame | None,
-    table4: pd.DataFrame | None,
-    distill: dict[str, dict] | None,
-    min_seeds: int,
-    ac_mode: str | None,
-) -> dict[str, list[Finding]]:
     ac_note = {
         "head": " AC: each CoMMA layer and head against the teacher's (soft maps, ac_mode head).",
         "broadcast": " AC: one teacher map for every CoMMA layer and head (ac_mode broadcast).",
         None: "",
     }[ac_mode]
     ranking, kd, ac, gap, length = SECTIONS[0], SECTIONS[2], SECTIONS[3], SECTIONS[4], SECTIONS[1]
-    return {
+    sections = {
         ranking: [
             *(check_ranking(runs, min_seeds, m) for m in MEASURES),
             *(f for m in MEASURES for f in check_falls_with_p(runs, min_seeds, m)),
@@ -895,6 +865,11 @@ def _claims_by_section(
             check_gap_asr_above_nmt(table2, min_seeds),
             check_gap_matches_ratio(table2, runs),
         ],
+    }
+    sections[ranking].insert(0, check_uses_target(runs, min_dependency, min_seeds))
+    return {
+        section: [without_target_use(f, runs, min_dependency) for f in findings]
+        for section, findings in sections.items()
     }
 
 
