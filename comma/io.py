@@ -102,8 +102,13 @@ def write_lines(path: str | Path, lines: list[str]) -> None:
 
 
 def torch_save(obj: Any, path: str | Path) -> None:
-    with atomic_path(path) as tmp:
-        torch.save(obj, tmp)
+    """`obj` as a torch file at `path`, written atomically and byte for byte the same for the
+    same content. Given a path, torch.save names the archive's root folder after the file,
+    here the random temporary name; saving through a file object names it "archive", so the
+    sha256 of the file that a run's fingerprint records does not change when an artifact is
+    rebuilt identically."""
+    with atomic_path(path) as tmp, open(tmp, "wb") as handle:
+        torch.save(obj, handle)
 
 
 def torch_load(path: str | Path) -> Any:

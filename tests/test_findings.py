@@ -432,7 +432,10 @@ def test_attention_verdicts_are_inconclusive_where_comma_does_not_use_the_target
     used = {"asr": 0.3, "nmt": 0.2, "tts": 0.1}
     runs = runs_table(LEVEL, SLOPE, variants=("raw", "ac"), variant_shift=0.05, dependency=used)
     findings = {(f.claim.split(" (")[0]): f for f in check_claims(runs)}
-    premise = "Every raw CoMMA uses the target: D, mean over p, is at least 0.05 in every seed of every task"
+    premise = (
+        "Every raw CoMMA uses the target: D, mean over p, is at least 0.05 in every seed of "
+        "every task"
+    )
     assert findings[premise].verdict == REPRODUCED
     assert findings["R(p) ranks ASR > NMT > TTS at every p"].verdict == REPRODUCED
 

@@ -7,7 +7,7 @@ import errno
 
 import pytest
 
-from comma.io import atomic_dir, atomic_path, remove_stale_temporaries
+from comma.io import atomic_dir, atomic_path, remove_stale_temporaries, torch_load, torch_save
 
 
 def test_a_failed_write_leaves_nothing(tmp_path):
@@ -46,3 +46,20 @@ def test_the_original_error_survives_a_failing_cleanup(tmp_path, monkeypatch):
         raise OSError(errno.ENOSPC, "No space left on device")
     notes = " ".join(getattr(error.value, "__notes__", []))
     assert "removing the temporary" in notes and "Read-only" in notes
+
+
+def test_torch_save_writes_the_same_bytes_for_the_same_content(tmp_path):
+    """A rebuilt artifact must keep its sha256 (the resume fingerprint records it): the
+    atomic write's random temporary name must not end up inside the file."""
+    import hashlib
+
+    import torch
+
+    content = {"values": torch.arange(12).view(3, 4), "ids": ["a", "b"]}
+    digests = []
+    for name in ("first", "second"):
+        path = tmp_path / name / "train.pt"
+        torch_save(content, path)
+        digests.append(hashlib.sha256(path.read_bytes()).hexdigest())
+        assert torch.equal(torch_load(path)["values"], content["values"])
+    assert digests[0] == digests[1]
