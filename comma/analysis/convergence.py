@@ -128,8 +128,10 @@ def ratio_convergence(
     fig.suptitle("R(p) and D(p) of CoMMA (raw) during training", fontsize=10)
     fig.tight_layout()
     save_figure(fig, [plot_path], dpi=120)
-    by_r = summaries["R"]
-    by_d = summaries["D"].set_index("task") if not summaries["D"].empty else None
+    by_d = summaries["D"].reindex(columns=["task", "final_D", "final_D_std", "converged_step"])
+    summary = summaries["R"].merge(
+        by_d.rename(columns={"converged_step": "converged_step_D"}), on="task", how="left"
+    )
     lines = [
         "# R(p) and D(p) against training steps",
         "",
@@ -144,21 +146,11 @@ def ratio_convergence(
         "| final D | seed std | D converged at |",
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
-    extra = []
-    for r in by_r.itertuples(index=False):
-        d = by_d.loc[r.task] if by_d is not None and r.task in by_d.index else None
+    for r in summary.itertuples(index=False):
         d_cells = (
-            f"{d.final_D:.4f} | {d.final_D_std:.4f} | {int(d.converged_step)}"
-            if d is not None
-            else "n/a | n/a | n/a"
-        )
-        extra.append(
-            {
-                "task": r.task,
-                "final_D": np.nan if d is None else d.final_D,
-                "final_D_std": np.nan if d is None else d.final_D_std,
-                "converged_step_D": np.nan if d is None else int(d.converged_step),
-            }
+            "n/a | n/a | n/a"
+            if pd.isna(r.final_D)
+            else f"{r.final_D:.4f} | {r.final_D_std:.4f} | {int(r.converged_step_D)}"
         )
         lines.append(
             f"| {TASK_LABELS.get(r.task, r.task)} | {r.seeds} | {r.checkpoints} | "
@@ -167,4 +159,4 @@ def ratio_convergence(
         )
     with atomic_path(table_path) as tmp:
         tmp.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    return by_r.merge(pd.DataFrame(extra), on="task", how="left")
+    return summary

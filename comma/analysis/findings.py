@@ -366,24 +366,21 @@ def read_table(path: str | Path | None) -> pd.DataFrame | None:
     bad_kind = set(table.kind) - {"AR", "NAR"}
     if bad_kind:
         raise ValueError(f"{path}: kind must be AR or NAR, found {sorted(bad_kind)}")
-    # One row per NAR model and seed; a table without seeds holds one run per model (seed 0).
-    seeds = table["seed"] if "seed" in table else pd.Series(np.nan, index=table.index)
-    seeds = pd.to_numeric(seeds, errors="coerce")
-    if seeds[table.kind == "NAR"].isna().all():
-        seeds[table.kind == "NAR"] = 0
-    table["seed"] = seeds
+    table = _with_seeds(table)
     table.attrs["source"] = str(path)
     return table
 
 
 def _with_seeds(table: pd.DataFrame) -> pd.DataFrame:
-    """`table` with a numeric ``seed`` column (0 for every NAR row of a table without seeds),
-    for tables built in code rather than read by :func:`read_table`."""
-    if "seed" in table and table.loc[table.kind == "NAR", "seed"].notna().all():
-        return table
-    table = table.copy()
-    table["seed"] = np.where(table.kind == "NAR", 0, np.nan)
-    return table
+    """`table` with a numeric ``seed`` column: one row per NAR model and seed; a table without
+    seeds holds one run per model (seed 0 for every NAR row). Read tables and tables built in
+    code alike."""
+    seeds = table["seed"] if "seed" in table else pd.Series(np.nan, index=table.index)
+    seeds = pd.to_numeric(seeds, errors="coerce")
+    nar = table.kind == "NAR"
+    if seeds[nar].isna().all():
+        seeds = seeds.mask(nar, 0)
+    return table.assign(seed=seeds)
 
 
 def _metric(row: pd.Series, metric: str) -> float:
@@ -758,12 +755,11 @@ def check_uses_target(
 
 
 def without_target_use(
-    finding: Finding, runs: pd.DataFrame, min_dependency: float = MIN_DEPENDENCY
+    finding: Finding, by_seed: pd.DataFrame | None, min_dependency: float = MIN_DEPENDENCY
 ) -> Finding:
     """`finding`, inconclusive when it rests on the attention of a task whose raw CoMMA barely
-    uses the target (seed-mean D below `min_dependency`): whatever R or T say there, they do
-    not measure target-token dependency."""
-    by_seed = target_use(runs)
+    uses the target (seed-mean D below `min_dependency`; `by_seed` is :func:`target_use` of the
+    runs): whatever R or T say there, they do not measure target-token dependency."""
     if by_seed is None or not finding.attention_tasks:
         return finding
     means = by_seed.mean(axis=1)
@@ -867,8 +863,9 @@ def check_claims_by_section(
         ],
     }
     sections[ranking].insert(0, check_uses_target(runs, min_dependency, min_seeds))
+    by_seed = target_use(runs)
     return {
-        section: [without_target_use(f, runs, min_dependency) for f in findings]
+        section: [without_target_use(f, by_seed, min_dependency) for f in findings]
         for section, findings in sections.items()
     }
 

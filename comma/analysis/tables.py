@@ -12,6 +12,7 @@ distortion and log-mel L1 against the recordings are the objective proxy (lower 
 from __future__ import annotations
 
 import math
+import statistics
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -92,11 +93,10 @@ def _spread(values, digits: int) -> str:
     values = [v for v in values if not math.isnan(v)]
     if not values:
         return "n/a"
-    mean = sum(values) / len(values)
+    mean = statistics.fmean(values)
     if len(values) == 1:
         return f"{mean:.{digits}f}"
-    std = math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1))
-    return f"{mean:.{digits}f} ± {std:.{digits}f}"
+    return f"{mean:.{digits}f} ± {statistics.stdev(values):.{digits}f}"
 
 
 def _accuracy(task: str, rows: list[Mapping[str, Any]]) -> str:
