@@ -7,7 +7,10 @@ In one run on this machine, for batches shaped like the mini preset's NMT and TT
    returns weights;
 2. the cost of one R(p) pass (forward with weights + eq. 1-3 over every layer and head, as
    `comma.stages.comma.ratio_pass`, which `measure_ratio` runs per batch) relative to a plain
-   fused forward (target: <= 1.5x).
+   fused forward (target: <= 1.5x);
+3. a training step with the attention constraint (eq. 7-8, per head) whose student maps come
+   from the whole mix-attention (explicit softmax) against eq. 7's source block beside the
+   fused attention (what training uses), and against a step without the constraint.
 
     .venv/bin/python benchmarks/comma_attention.py [--threads 1] [--repeats 20]
 """
@@ -19,7 +22,7 @@ import time
 
 import torch
 
-from comma.data.batching import Batch
+from comma.data.batching import Batch, TeacherTargets
 from comma.models.comma import CoMMA, CoMMAConfig
 from comma.stages.comma import ratio_pass
 
@@ -84,6 +87,34 @@ def bench_shape(task: str, batch: int, m: int, n: int, repeats: int) -> str:
     )
 
 
+def bench_constraint(task: str, batch: int, m: int, n: int, repeats: int) -> str:
+    """One row: ms per training step without AC, with AC from the whole map, from the block."""
+    model, inputs = make(task, batch, m, n)
+    src, src_len, tgt, tgt_len, predicted = inputs
+    teacher = torch.softmax(torch.randn(batch, model.config.layers, model.config.heads, n, m), -1)
+    targets = TeacherTargets(src_len, tgt_len, torch.arange(batch), head_attention=teacher)
+    whole = Batch(src, src_len, tgt, tgt_len, torch.arange(batch)).with_teacher(targets)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
+    model.train()
+
+    def train_step(**options):
+        out = model(*inputs, **options)
+        loss = model.prediction_loss(out, tgt, predicted)
+        if options:
+            loss = loss + model.attention_constraint(out, whole)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+
+    plain = seconds_per_call(train_step, repeats)
+    from_map = seconds_per_call(lambda: train_step(need_weights=True), repeats)
+    from_block = seconds_per_call(lambda: train_step(source_attention=True), repeats)
+    return (
+        f"{task:<5} {plain * 1e3:>9.1f}ms {from_map * 1e3:>11.1f}ms {from_block * 1e3:>11.1f}ms "
+        f"{from_map / plain:>9.2f}x {from_block / plain:>9.2f}x"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=1)
@@ -100,7 +131,17 @@ def main() -> None:
     print(
         "\ntrain: target positions per second of a full training step (forward, backward, Adam);"
         "\nR(p) pass: forward with attention weights plus eq. 1-3 for the average and every"
-        " layer/head, against a fused forward without weights (target <= 1.5x)."
+        " layer/head, against a fused forward without weights (target <= 1.5x).\n"
+    )
+    print(
+        f"{'task':<5} {'no AC':>11} {'AC from map':>13} {'AC from block':>13} "
+        f"{'map/none':>10} {'block/none':>10}"
+    )
+    for shape in SHAPES:
+        print(bench_constraint(*shape, args.repeats))
+    print(
+        "\nAC: a training step with the per-head attention constraint (random teacher maps),"
+        " the student's maps from the whole mix-attention or from eq. 7's source block."
     )
 
 

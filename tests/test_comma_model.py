@@ -159,6 +159,36 @@ def test_attention_constraint_is_zero_when_comma_matches_its_teacher():
     assert model.attention_constraint(out, other).item() > 0.01
 
 
+@pytest.mark.parametrize("task", ["nmt", "asr", "tts"])
+def test_constraint_from_the_source_block_equals_the_whole_map(task):
+    """Training asks for eq. 7's source block only (fused attention otherwise); the loss and
+    its gradients equal those from the whole mix-attention, which R(p) reads."""
+    model = make_model(task, ac_weight=1.0, dropout=0.0, prenet_dropout=0.0)
+    src, src_len, tgt, tgt_len = make_inputs(task)
+    predicted = model.mask_targets(tgt_len, 0.5, torch.Generator().manual_seed(0))
+    whole = model(src, src_len, tgt, tgt_len, predicted, need_weights=True)
+    n_max, m_max = tgt.shape[1], whole.src_max
+    teacher = torch.softmax(torch.randn(3, 2, 4, n_max, m_max), -1)
+    batch = Batch(src, src_len, tgt, tgt_len, torch.arange(3)).with_teacher(
+        TeacherTargets(whole.src_lengths, tgt_len, torch.arange(3), head_attention=teacher)
+    )
+    losses, grads = [], []
+    for options in ({"need_weights": True}, {"source_attention": True}):
+        model.zero_grad()
+        out = model(src, src_len, tgt, tgt_len, predicted, **options)
+        loss = model.attention_constraint(out, batch)
+        loss.backward()
+        losses.append(loss.detach())
+        grads.append([p.grad.clone() for p in model.parameters() if p.grad is not None])
+    block = model(src, src_len, tgt, tgt_len, predicted, source_attention=True)
+    assert block.attention is None and len(block.source_attention) == 2
+    assert block.source_attention[0].shape == (3, 4, n_max, m_max)
+    torch.testing.assert_close(losses[0], losses[1], rtol=1e-5, atol=1e-6)
+    assert len(grads[0]) == len(grads[1]) > 0
+    for a, b in zip(grads[0], grads[1], strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
+
+
 def test_per_head_constraint_matches_eq_8_head_by_head_by_hand():
     """ac_mode head: student head h is pulled to teacher head h, not to one shared map."""
     import math

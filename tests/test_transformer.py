@@ -76,6 +76,30 @@ def test_fused_and_explicit_attention_agree(kind):
     assert torch.all(row_sums[~has_key] == 0)
 
 
+def test_block_weights_are_the_whole_map_renormalized_over_the_block():
+    """A block (queries r:, keys :k) is the softmax of its own scores: the whole map's block
+    divided by its row sums, padded keys 0, a row without keys in the block all 0, while the
+    attention output stays the fused one."""
+    attn = _attention()
+    torch.manual_seed(2)
+    x = torch.randn(3, 7, D)
+    mask = padding_mask(torch.tensor([7, 5, 6]), 7)[:, None, None, :].expand(3, 1, 7, 7).clone()
+    mask[:, :, :, 1] &= torch.tensor([True, False, True])[:, None, None]  # a padded source key
+    mask[2, :, 5, :3] = False  # query 5 of sentence 2 sees no key of the block
+    fused, _ = attn(x, x, mask)
+    out, block = attn.attend(x, *attn.project_key_value(x), mask, block=(3, 3))
+    _, whole = attn(x, x, mask, need_weights=True)
+    torch.testing.assert_close(out, fused)
+    part = whole[:, :, 3:, :3]
+    totals = part.sum(-1, keepdim=True)
+    expected = torch.where(totals > 0, part / totals.clamp_min(1e-30), torch.zeros(()))
+    assert block.shape == (3, H, 4, 3)
+    torch.testing.assert_close(block, expected, rtol=1e-5, atol=1e-6)
+    assert torch.all(block[1, :, :, 1] == 0) and torch.all(block[2, :, 2] == 0)
+    with pytest.raises(ValueError, match="not both"):
+        attn.attend(x, *attn.project_key_value(x), mask, need_weights=True, block=(3, 3))
+
+
 def test_rows_without_keys_give_zero_attention_and_no_nan():
     attn = _attention()
     query = torch.randn(2, 3, D, requires_grad=True)

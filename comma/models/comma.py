@@ -30,7 +30,9 @@ task, TTS included); ``broadcast`` gives the alignment's one chosen map (TTS: th
 alignment from durations) to every layer and head.
 
 Attention is fused (``scaled_dot_product_attention``) unless weights are asked for
-(``need_weights=True``), as when measuring R(p).
+(``need_weights=True``), as when measuring R(p). The AC loss asks only for the target rows'
+source block (``source_attention=True``), computed beside the fused attention as the softmax of
+the source scores, which is eq. 7's renormalization without the whole map.
 """
 
 from __future__ import annotations
@@ -113,6 +115,9 @@ class CoMMAOutput:
     src_max: int  # M_max: the target block starts at this column of the mix-attention
     attention: list[torch.Tensor] | None  # per layer [B, H, M_max + N_max, M_max + N_max]
     hidden: torch.Tensor  # [B, M_max + N_max, d], the stack's output over [source; target]
+    # per layer [B, H, N_max, M_max]: the target rows' attention on the source, renormalized
+    # over the valid source (eq. 7), if asked for with `source_attention`
+    source_attention: list[torch.Tensor] | None = None
 
 
 def mix_attention_mask(src_len: torch.Tensor, src_max: int, tgt_len: torch.Tensor, tgt_max: int):
@@ -185,9 +190,13 @@ class CoMMA(GlobalCMVN, nn.Module):
         tgt_len: torch.Tensor,
         predicted: torch.Tensor,
         need_weights: bool = False,
+        source_attention: bool = False,
     ) -> CoMMAOutput:
         """src ``[B, M, *]``, tgt ``[B, N, *]`` (ids or frames), `predicted` bool ``[B, N]``: the
-        masked target positions, whose input is replaced by the mask token/vector."""
+        masked target positions, whose input is replaced by the mask token/vector.
+        `need_weights`: every layer's whole mix-attention (R(p) reads it); `source_attention`:
+        only eq. 7's renormalized source block of the target rows (the AC loss reads it), which
+        keeps the fused attention and costs a fraction of the whole map."""
         if predicted.shape != tgt.shape[:2]:
             raise ValueError(f"predicted {tuple(predicted.shape)} != target {tuple(tgt.shape[:2])}")
         if self.src_is_mel:
@@ -201,8 +210,12 @@ class CoMMA(GlobalCMVN, nn.Module):
         src_max, tgt_max = source.shape[1], target.shape[1]
         x = torch.cat([self._embed(source, SOURCE), self._embed(target, TARGET)], dim=1)
         mask = mix_attention_mask(src_len, src_max, tgt_len, tgt_max)
-        out = self.stack(self.input_dropout(x), mask=mask, need_weights=need_weights)
+        # Source keys are columns :src_max, target queries rows src_max: of [source; target].
+        block = (src_max, src_max) if source_attention and not need_weights else None
+        out = self.stack(self.input_dropout(x), mask=mask, need_weights=need_weights, block=block)
         prediction = self.output(out.hidden[:, src_max:])  # [B, N, V or n_mels]
+        if block is not None:
+            return CoMMAOutput(prediction, src_len, src_max, None, out.hidden, out.self_attention)
         return CoMMAOutput(prediction, src_len, src_max, out.self_attention, out.hidden)
 
     def mask_targets(
@@ -241,7 +254,7 @@ class CoMMA(GlobalCMVN, nn.Module):
             batch.tgt,
             batch.tgt_lengths,
             predicted,
-            need_weights=constrained,
+            source_attention=constrained,
         )
         loss = self.prediction_loss(out, batch.tgt, predicted)
         logs = {"units": float(predicted.sum()), "mask_ratio": float(p.mean())}
@@ -252,18 +265,24 @@ class CoMMA(GlobalCMVN, nn.Module):
         return loss, logs
 
     def attention_constraint(self, out: CoMMAOutput, batch: Batch) -> torch.Tensor:
-        """Eq. 7-8 on a forward run with ``need_weights=True``: the mean over layers, heads and
-        target rows of KL(teacher row || CoMMA's source-renormalized row)."""
+        """Eq. 7-8 on a forward run with ``source_attention=True`` (or ``need_weights=True``):
+        the mean over layers, heads and target rows of KL(teacher row || CoMMA's
+        source-renormalized row)."""
         src_len, tgt_len = out.src_lengths, batch.tgt_lengths
         targets = teacher_targets_of(batch, "CoMMA with ac_weight > 0", src_len, tgt_len)
-        # Our mix-attention is [source; target] ordered: the target rows' source columns.
-        source = torch.stack(
-            [layer[..., out.src_max :, : out.src_max] for layer in out.attention], dim=1
-        )  # [B, layers, H, N, M]
-        student = renormalize_source(source, src_len, tgt_len)  # [B, layers, H, N, M]
+        if out.source_attention is not None:
+            student = torch.stack(out.source_attention, dim=1)  # [B, layers, H, N, M]
+        elif out.attention is not None:
+            # Our mix-attention is [source; target] ordered: the target rows' source columns.
+            source = torch.stack(
+                [layer[..., out.src_max :, : out.src_max] for layer in out.attention], dim=1
+            )  # [B, layers, H, N, M]
+            student = renormalize_source(source, src_len, tgt_len)  # [B, layers, H, N, M]
+        else:
+            raise ValueError("the attention constraint needs a forward run with its attention")
         teacher = constraint_targets(
             targets.constraint_maps(
-                AC_TEACHER_TARGETS[self.config.ac_mode], source.shape[-2], out.src_max
+                AC_TEACHER_TARGETS[self.config.ac_mode], student.shape[-2], out.src_max
             ),
             self.config.layers,
             self.config.heads,

@@ -18,7 +18,10 @@ Conventions
 * Attention uses the fused ``scaled_dot_product_attention`` unless weights are asked for
   (``need_weights=True``); then the softmax is computed explicitly in float32 and the
   weights ``[B, H, Lq, Lk]`` (before attention dropout) are returned. Both paths agree to float
-  tolerance in eval mode.
+  tolerance in eval mode. A `block` ``(r, k)`` asks instead for the attention of the queries
+  from r on over the first k keys, renormalized over those keys: the fused path still runs, and
+  only the ``[Lq - r, k]`` block is computed explicitly (CoMMA's attention constraint reads
+  the target rows' source block, eq. 7).
 * The stacks hold no embeddings or positions: each model has its own pre-net (see
   ``comma.nn.prenets``) and adds positions itself, which lets CoMMA number source and
   target positions from zero each and run one stack over ``[source; target]`` with a block mask.
@@ -142,13 +145,18 @@ class MultiHeadAttention(nn.Module):
         value: torch.Tensor,
         mask: torch.Tensor | None = None,
         need_weights: bool = False,
+        block: tuple[int, int] | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """query ``[B, Lq, d]``, key/value ``[B, H, Lk, dh]``, mask bool broadcastable to
         ``[B, H, Lq, Lk]`` -> output ``[B, Lq, d]`` and weights ``[B, H, Lq, Lk]`` (float32,
-        before dropout) if `need_weights`, else None."""
+        before dropout) if `need_weights`; with ``block=(r, k)`` instead, the weights of
+        queries r: over keys :k renormalized over those keys, ``[B, H, Lq - r, k]``
+        (:meth:`block_weights`); else None."""
+        if need_weights and block is not None:
+            raise ValueError("ask for the whole attention (need_weights) or a block, not both")
         batch, num_queries, _ = query.shape
         q = self._split_heads(self.q_proj(query))  # [B, H, Lq, dh]
-        mask = _and_masks(mask)
+        mask = allowed = _and_masks(mask)
         has_key = None
         if mask is not None:
             # Rows without any allowed key: let them see every key (no NaN from an all -inf
@@ -173,8 +181,36 @@ class MultiHeadAttention(nn.Module):
             out = F.scaled_dot_product_attention(q, key, value, attn_mask=mask, dropout_p=dropout_p)
             if has_key is not None:
                 out = out.masked_fill(~has_key, 0.0)
+            if block is not None:
+                weights = self.block_weights(q, key, allowed, *block)
         out = out.transpose(1, 2).reshape(batch, num_queries, self.d_model)  # [B, Lq, d]
         return self.out_proj(out), weights
+
+    def block_weights(
+        self,
+        q: torch.Tensor,
+        key: torch.Tensor,
+        mask: torch.Tensor | None,
+        rows_from: int,
+        keys_to: int,
+    ) -> torch.Tensor:
+        """The attention of queries ``rows_from:`` over keys ``:keys_to``, renormalized over
+        those keys: float32 ``[B, H, Lq - rows_from, keys_to]``. Renormalizing a softmax over a
+        subset of its keys is the softmax of that subset's scores, so this equals the block of
+        the whole map divided by its row sums, without the ``[Lq, Lk]`` map: for TTS's
+        mix-attention (~200 frames over ~20 phonemes) a tenth of its size. Rows with no
+        allowed key in the block are zero. q ``[B, H, Lq, dh]``, key ``[B, H, Lk, dh]``."""
+        q = q[:, :, rows_from:] / math.sqrt(self.head_dim)
+        scores = (q @ key[:, :, :keys_to].transpose(-2, -1)).float()  # [B, H, Lq - r, k]
+        if mask is None:
+            return scores.softmax(dim=-1)
+        allowed = mask[..., rows_from:, :keys_to]
+        has_key = allowed.any(dim=-1, keepdim=True)
+        scores = scores.masked_fill(has_key & ~allowed, float("-inf"))
+        weights = scores.softmax(dim=-1)
+        if not bool(has_key.all()):
+            weights = weights.masked_fill(~has_key, 0.0)
+        return weights
 
     def forward(
         self,
@@ -246,7 +282,7 @@ class DecoderCache:
 @dataclass
 class LayerOutput:
     hidden: torch.Tensor  # [B, Lq, d]
-    self_attention: torch.Tensor | None = None  # [B, H, Lq, Lq(+cached)] if asked for
+    self_attention: torch.Tensor | None = None  # [B, H, Lq, Lq(+cached)] or a block, if asked
     cross_attention: torch.Tensor | None = None  # [B, H, Lq, S] if asked for
 
 
@@ -298,9 +334,13 @@ class TransformerLayer(nn.Module):
         cross_mask: torch.Tensor | None = None,
         need_weights: bool = False,
         cache: LayerCache | None = None,
+        block: tuple[int, int] | None = None,
     ) -> LayerOutput:
         """x ``[B, L, d]``; memory ``[B, S, d]`` for cross-attention; masks broadcastable to
         ``[B, H, L, L]`` / ``[B, H, L, S]``.
+
+        ``block=(r, k)``: the self-attention weights returned are those of queries r: over
+        keys :k, renormalized over them (:meth:`MultiHeadAttention.block_weights`).
 
         With `cache`, x holds only the new positions: their keys/values are appended to the
         cache and they attend over every cached position (`self_mask` then covers
@@ -314,7 +354,7 @@ class TransformerLayer(nn.Module):
                     key = torch.cat([cache.self_key, key], dim=2)
                     value = torch.cat([cache.self_value, value], dim=2)
                 cache.self_key, cache.self_value = key, value
-            return self.self_attn.attend(h, key, value, self_mask, need_weights)
+            return self.self_attn.attend(h, key, value, self_mask, need_weights, block)
 
         def cross_attention(h):
             if cache is not None and cache.cross_key is not None:
@@ -373,7 +413,8 @@ class LearnedPositions(nn.Module):
 @dataclass
 class StackOutput:
     hidden: torch.Tensor  # [B, L, d]
-    self_attention: list[torch.Tensor] | None = None  # per layer [B, H, L, L] if asked for
+    # per layer [B, H, L, L] if asked for, or a block [B, H, L - r, k] (Encoder's `block`)
+    self_attention: list[torch.Tensor] | None = None
     cross_attention: list[torch.Tensor] | None = None  # per layer [B, H, L, S] if asked for
 
 
@@ -432,16 +473,20 @@ class Encoder(_Stack):
         lengths: torch.Tensor | None = None,
         mask: torch.Tensor | None = None,
         need_weights: bool = False,
+        block: tuple[int, int] | None = None,
     ) -> StackOutput:
         """x ``[B, L, d]``; lengths ``[B]`` masks padded keys; `mask` (bool, broadcastable to
         ``[B, H, L, L]``) is ANDed in, e.g. CoMMA's block mask over ``[source; target]``.
-        Returns the hidden states and, if `need_weights`, one ``[B, H, L, L]`` per layer."""
+        Returns the hidden states and, if `need_weights`, one ``[B, H, L, L]`` per layer; with
+        ``block=(r, k)``, one ``[B, H, L - r, k]`` per layer: queries r: over keys :k,
+        renormalized over those keys."""
         attn_mask = _and_masks(_key_mask(lengths, x.shape[1]), mask)
-        weights = [] if need_weights else None
+        collect = need_weights or block is not None
+        weights = [] if collect else None
         for layer in self.layers:
-            out = layer(x, self_mask=attn_mask, need_weights=need_weights)
+            out = layer(x, self_mask=attn_mask, need_weights=need_weights, block=block)
             x = out.hidden
-            if need_weights:
+            if collect:
                 weights.append(out.self_attention)
         return StackOutput(self.final_norm(x), self_attention=weights)
 
