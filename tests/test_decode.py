@@ -196,6 +196,21 @@ def _tts(**kw) -> TransformerTTS:
     return TransformerTTS(config).eval()
 
 
+def test_mel_generation_runs_in_normalized_units_and_returns_log_mel():
+    """The TTS teacher's decoder runs on CMVN-normalized frames; generate_mel returns
+    log-mel: with statistics (m, s) the frames are s * (those with (0, 1)) + m."""
+    model = _tts(prenet_dropout_at_inference=False)
+    src, src_len = torch.randint(5, 15, (2, 4)), torch.tensor([4, 3])
+    options = dict(max_len_a=2.0, max_len_b=3, stop_threshold=1.0 - 1e-7)
+    unit = generate_mel(model, src, src_len, **options).frames
+    mean, std = torch.linspace(-5.0, 0.0, 80), torch.linspace(0.5, 2.0, 80)
+    model.feature_mean.copy_(mean)
+    model.feature_std.copy_(std)
+    log_mel = generate_mel(model, src, src_len, **options).frames
+    for a, b in zip(log_mel, unit, strict=True):
+        torch.testing.assert_close(a, b * std + mean, rtol=1e-4, atol=1e-4)
+
+
 def test_mel_generation_stops_on_the_stop_token_or_at_the_limit():
     model = _tts(prenet_dropout_at_inference=False)
     src = torch.randint(5, 15, (3, 4))

@@ -500,6 +500,35 @@ def test_fastspeech_generate_length_is_the_sum_of_rounded_durations():
         assert frames.shape == (n, TINY["n_mels"])
 
 
+@pytest.mark.parametrize("constraint", [True, False])
+def test_fastspeech_learns_normalized_frames_and_generates_log_mel(constraint):
+    """CMVN as the TTS teacher and CoMMA: the loss is the same on log-mel x with statistics
+    (m, s) as on (x - m) / s with (0, 1); generation returns s * frames + m."""
+    model, batch, _ = attach("tts", constraint, dropout=0.0)
+    model.eval()
+    n_mels = TINY["n_mels"]
+    mean, std = torch.linspace(-4.0, 1.0, n_mels), torch.linspace(0.5, 3.0, n_mels)
+    valid = padding_mask(batch.tgt_lengths)[..., None]
+    raw = Batch(
+        batch.src,
+        batch.src_lengths,
+        (batch.tgt * std + mean) * valid,
+        batch.tgt_lengths,
+        batch.indices,
+        teacher=batch.teacher,
+    )
+    unit, _ = model.loss(batch)
+    unit_frames = model.generate(batch.src, batch.src_lengths).frames
+    model.feature_mean.copy_(mean)
+    model.feature_std.copy_(std)
+    scaled, _ = model.loss(raw)
+    torch.testing.assert_close(scaled, unit, rtol=1e-4, atol=1e-5)
+    log_mel = model.generate(batch.src, batch.src_lengths).frames
+    for a, b in zip(log_mel, unit_frames, strict=True):
+        torch.testing.assert_close(a, b * std + mean, rtol=1e-4, atol=1e-4)
+    assert "feature_mean" in model.state_dict()
+
+
 def test_fastspeech_rejects_durations_that_miss_the_mel_length():
     model, batch, alignment = attach("tts", True)
     alignment.token_durations[0] = alignment.token_durations[0] + 1

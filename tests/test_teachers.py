@@ -28,6 +28,7 @@ from comma.models.teacher import (
     shift_frames,
     shift_tokens,
 )
+from comma.nn.transformer import padding_mask
 from comma.stages.teacher import train_teacher
 
 ARCH = dict(d_model=32, encoder_layers=2, decoder_layers=2, heads=4, ffn_dim=64, dropout=0.1)
@@ -124,6 +125,24 @@ def test_tts_outputs_and_attention_have_the_documented_shapes():
     assert logs["units"] == 20 and {"mel_l1", "postnet_l1", "stop_bce", "guided_attention"} <= set(
         logs
     )
+
+
+def test_tts_teacher_trains_on_normalized_frames():
+    """The loss is the same on log-mel x with statistics (m, s) as on (x - m) / s with
+    (0, 1): the decoder's input and targets are the CMVN-normalized frames."""
+    torch.manual_seed(4)
+    model = TransformerTTS(_config("tts", prenet_dropout=0.0, postnet_dropout=0.0)).eval()
+    src, src_len = torch.randint(5, 20, (2, 6)), torch.tensor([6, 4])
+    tgt, tgt_len = torch.randn(2, 7, 80), torch.tensor([7, 5])
+    tgt = tgt * padding_mask(tgt_len)[..., None]
+    mean, std = torch.linspace(-6.0, 1.0, 80), torch.linspace(0.3, 2.5, 80)
+    raw = (tgt * std + mean) * padding_mask(tgt_len)[..., None]
+    unit, _ = model.loss(Batch(src, src_len, tgt, tgt_len, torch.arange(2)))
+    model.feature_mean.copy_(mean)
+    model.feature_std.copy_(std)
+    scaled, _ = model.loss(Batch(src, src_len, raw, tgt_len, torch.arange(2)))
+    torch.testing.assert_close(scaled, unit, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(model.decoder_inputs(raw, tgt_len), shift_frames(tgt, tgt_len))
 
 
 def test_guided_attention_penalizes_off_diagonal_cells_only():

@@ -23,6 +23,7 @@ leave the batch. pad, bos and mask are never generated. ``beam == 1`` gives exac
 Mel generation (TTS, :func:`generate_mel`): one frame per step from a zero "go" frame, each
 generated frame fed back, until the stop token's probability exceeds `stop_threshold` (that
 frame is the last) or the maximum length is reached; then the post-net refines the frames.
+The decoder runs in the model's CMVN-normalized units; the frames returned are log-mel.
 
 :func:`teacher_forced_attention` runs a teacher on ground-truth targets and returns its
 encoder-decoder attention ``[B, layers, heads, T, S]``, one row per target unit (token or
@@ -50,7 +51,6 @@ from comma.models.teacher import (
     ARTeacher,
     TokenTeacher,
     TransformerTTS,
-    shift_frames,
     shift_tokens,
 )
 from comma.nn.transformer import DecoderCache, padding_mask
@@ -304,7 +304,7 @@ def generate_mel(
         prev = frame[:, None]
     frames = out[:, : int(lengths.max())]
     frames = frames * padding_mask(lengths, frames.shape[1])[..., None]
-    refined = model.refine(frames, lengths)  # [B, T, n]
+    refined = model.denormalize_features(model.refine(frames, lengths), lengths)  # log-mel
     return MelGeneration(
         [refined[b, : int(lengths[b])].float().cpu() for b in range(batch)], stopped.cpu().tolist()
     )
@@ -331,7 +331,7 @@ def teacher_forced_attention(model: ARTeacher, batch: Batch) -> TeacherForcedAtt
         out = model(batch.src, batch.src_lengths, prev, prev_len, need_weights=True)
         attention = torch.stack(out.cross_attention, dim=1)[:, :, :, :-1]  # drop the EOS row
     elif isinstance(model, TransformerTTS):
-        prev = shift_frames(batch.tgt, tgt_len)
+        prev = model.decoder_inputs(batch.tgt, tgt_len)
         out = model(batch.src, batch.src_lengths, prev, tgt_len, need_weights=True)
         attention = torch.stack(out.cross_attention, dim=1)
     else:

@@ -14,7 +14,8 @@ regressed from the mean-pooled encoder output (MSE on ``log T`` times ``length_l
 and a non-causal :class:`Decoder` whose inputs are only the sinusoidal positions of the T
 frames (ground-truth T in training, predicted T at inference) attends over the phoneme
 encoding by cross-attention: it must learn its source alignment by itself. Both: L1 between
-the predicted and target mel over valid frames (no post-net).
+the predicted and target mel over valid frames (no post-net), in the units of the training
+set's global CMVN, as the TTS teacher and CoMMA; :meth:`FastSpeech.generate` returns log-mel.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ from comma.models.nar_base import (
     NAROutput,
     mean_pool,
 )
-from comma.nn.prenets import TokenEmbedding
+from comma.nn.prenets import GlobalCMVN, TokenEmbedding
 from comma.nn.transformer import (
     Decoder,
     MultiHeadAttention,
@@ -203,8 +204,9 @@ class DurationPredictor(nn.Module):
         return self.out(x).squeeze(-1) * valid.squeeze(-1)  # [B, M]
 
 
-class FastSpeech(NARModel):
-    """FastSpeech (Ren et al. 2019) and FastSpeech w/o AC (see the module docstring)."""
+class FastSpeech(GlobalCMVN, NARModel):
+    """FastSpeech (Ren et al. 2019) and FastSpeech w/o AC (see the module docstring).
+    :meth:`forward` predicts CMVN-normalized frames."""
 
     TEACHER_TARGETS = ("durations",)  # what its AC reads from the batch
 
@@ -236,6 +238,7 @@ class FastSpeech(NARModel):
             )
             self.length_head = nn.Linear(c.d_model, 1)  # -> log T
         self.mel_linear = nn.Linear(c.d_model, c.n_mels)
+        self.init_feature_statistics(c.n_mels, side="tgt")
 
     def forward(
         self,
@@ -245,7 +248,7 @@ class FastSpeech(NARModel):
         durations: torch.Tensor | None = None,
         need_weights: bool = False,
     ) -> NAROutput:
-        """Phonemes ``[B, M]`` -> mel frames ``[B, T_max, n_mels]`` (zero on padding).
+        """Phonemes ``[B, M]`` -> normalized mel frames ``[B, T_max, n_mels]`` (zero on padding).
 
         With AC: `durations` long ``[B, M]`` (training: the teacher's) drive the length
         regulator, and `tgt_len`, if given, must equal their sums; without them the predicted
@@ -309,7 +312,8 @@ class FastSpeech(NARModel):
         else:
             out = self(batch.src, src_len, tgt_len)
         valid = padding_mask(tgt_len, out.prediction.shape[1])  # [B, T]
-        mel_l1 = F.l1_loss(out.prediction[valid].float(), tgt[:, : valid.shape[1]][valid].float())
+        target = self.normalize_features(tgt[:, : valid.shape[1]], tgt_len)[valid].float()
+        mel_l1 = F.l1_loss(out.prediction[valid].float(), target)
         logs = {"units": float(valid.sum()), "mel_l1": float(mel_l1.detach())}
         if c.constraint:
             phonemes = padding_mask(src_len, out.log_durations.shape[1])  # [B, M]
@@ -328,6 +332,6 @@ class FastSpeech(NARModel):
         """Predicted durations (AC) or number of frames (w/o AC), then all frames in one pass."""
         out = self(src, src_len)
         lengths = out.tgt_lengths.cpu().tolist()
-        mel = out.prediction.float().cpu()
+        mel = self.denormalize_features(out.prediction, out.tgt_lengths).float().cpu()
         frames = [mel[b, :n].clone() for b, n in enumerate(lengths)]
         return NARGeneration(tokens=None, frames=frames, lengths=lengths)

@@ -43,7 +43,8 @@ PAD_ID, BOS_ID, EOS_ID, MASK_ID = (SPECIALS.index(s) for s in (PAD, BOS, EOS, MA
 # Ids a token model never outputs: its targets carry no pad, BOS, EOS or mask.
 FORBIDDEN_IDS = (PAD_ID, BOS_ID, EOS_ID, MASK_ID)
 NAR_TASKS = TASK_NAMES
-MODEL_FORMAT = "comma-nar-v1"  # the saved model file (comma.models.registry)
+# The saved model file (comma.models.registry); v2: FastSpeech predicts CMVN-normalized log-mel.
+MODEL_FORMAT = "comma-nar-v2"
 
 
 @dataclass(frozen=True)

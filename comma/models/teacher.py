@@ -14,7 +14,10 @@ and the task pre-nets of ``comma.nn.prenets``:
 * **TTS** (Li et al. 2019): a phoneme embedding, sinusoidal positions scaled by a trainable
   weight on each side, a decoder pre-net of 2 dense ReLU layers over the previous mel frame,
   a mel linear and a stop-token linear on the decoder output, and a 5-layer convolutional
-  post-net (Shen et al. 2018) that adds a residual to the predicted frames.
+  post-net (Shen et al. 2018) that adds a residual to the predicted frames. It predicts
+  log-mel normalized with the training set's global CMVN (ESPnet's ``normalize: global_mvn``,
+  the statistics CoMMA and FastSpeech use too); its decoder runs in those units, and
+  :func:`comma.engine.decode.generate_mel` returns log-mel.
 
 Training (``loss(batch) -> (loss, logs)``, what ``comma.engine.trainer.train`` calls),
 teacher forcing:
@@ -25,11 +28,11 @@ teacher forcing:
   mean over target tokens (EOS included); ``logs["units"]`` is that token count, ``logs["nll"]``
   the unsmoothed negative log-likelihood. ASR may add CTC: ``(1 - w) * that + w * CTC`` with
   the CTC loss per target token.
-* mel: decoder input ``0, x_1 .. x_{T-1}`` (an all-zero "go" frame, then the ground truth);
-  L1 of the mel linear's frames and of the post-net's frames against ``x_1 .. x_T`` (mean over
-  valid frames and bins), plus the stop token's binary cross-entropy (1 on the last frame,
-  weighted by ``stop_pos_weight`` since it is one positive per utterance, Li et al.);
-  ``logs["units"]`` = mel frames.
+* mel: x the CMVN-normalized ground truth, decoder input ``0, x_1 .. x_{T-1}`` (an all-zero
+  "go" frame, then x; :meth:`TransformerTTS.decoder_inputs`); L1 of the mel linear's frames
+  and of the post-net's frames against ``x_1 .. x_T`` (mean over valid frames and bins), plus
+  the stop token's binary cross-entropy (1 on the last frame, weighted by ``stop_pos_weight``
+  since it is one positive per utterance, Li et al.); ``logs["units"]`` = mel frames.
 * any teacher may add a guided-attention loss (Tachibana et al. 2018, as ESPnet's Transformer
   TTS) that pushes chosen heads of the encoder-decoder attention towards the diagonal.
 
@@ -98,7 +101,8 @@ log = logging.getLogger(__name__)
 
 PAD_ID, BOS_ID, EOS_ID = (SPECIALS.index(s) for s in (PAD, BOS, EOS))  # 0, 1, 2
 TEACHER_TASKS = TASK_NAMES
-MODEL_FORMAT = "comma-teacher-v1"
+# v2: the TTS teacher predicts CMVN-normalized log-mel (its statistics are buffers)
+MODEL_FORMAT = "comma-teacher-v2"
 
 
 @dataclass(frozen=True)
@@ -512,12 +516,17 @@ class TransformerASR(GlobalCMVN, TokenTeacher):
         return frames.masked_fill(masked.to(frames.device), 0.0)
 
 
-class TransformerTTS(ARTeacher):
-    """Transformer TTS (Li et al. 2019): phonemes -> log-mel frames with a stop token."""
+class TransformerTTS(GlobalCMVN, ARTeacher):
+    """Transformer TTS (Li et al. 2019): phonemes -> log-mel frames with a stop token.
+
+    Frames in and out of :meth:`forward`, :meth:`step` and :meth:`refine` are CMVN-normalized
+    (the training targets' statistics, set with :meth:`set_feature_statistics`);
+    :meth:`decoder_inputs` builds the teacher-forced input from log-mel."""
 
     def __init__(self, config: TeacherConfig):
         c = config
         super().__init__(c, TokenEmbedding(c.src_vocab, c.d_model, PAD_ID), scaled_positions=True)
+        self.init_feature_statistics(c.n_mels, side="tgt")
         self.tgt_prenet = DensePrenet(c.n_mels, c.d_model, c.prenet_hidden, c.prenet_dropout)
         self.mel_linear = nn.Linear(c.d_model, c.n_mels)
         self.stop_linear = nn.Linear(c.d_model, 1)
@@ -538,8 +547,8 @@ class TransformerTTS(ARTeacher):
         need_weights: bool = False,
     ) -> MelOutput:
         """Teacher-forced run: decoder input `prev_frames` ``[B, T, n]`` (go frame, then the
-        ground truth shifted, see :func:`shift_frames`) -> frames, post-net frames and stop
-        logits for positions ``1..T``, and the attention if `need_weights`."""
+        normalized ground truth shifted: :meth:`decoder_inputs`) -> normalized frames, post-net
+        frames and stop logits for positions ``1..T``, and the attention if `need_weights`."""
         encoded = self.encode(src, src_len)
         out = self._decode(self._prenet(prev_frames), tgt_len, encoded, need_weights)
         mel = self.mel_linear(out.hidden)  # [B, T, n]
@@ -548,6 +557,11 @@ class TransformerTTS(ARTeacher):
         return MelOutput(
             mel, mel_postnet, stop, encoded.lengths, out.cross_attention, out.self_attention
         )
+
+    def decoder_inputs(self, frames: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """Log-mel ``[B, T, n]`` -> the teacher-forced decoder input: the go frame, then the
+        CMVN-normalized frames shifted by one."""
+        return shift_frames(self.normalize_features(frames, lengths), lengths)
 
     def step(
         self, prev_frames: torch.Tensor, cache: DecoderCache, encoded: EncoderOutput
@@ -565,9 +579,9 @@ class TransformerTTS(ARTeacher):
         c = self.config
         tgt, tgt_len = batch.tgt, batch.tgt_lengths
         guided = c.guided_attention_weight > 0
-        out = self(batch.src, batch.src_lengths, shift_frames(tgt, tgt_len), tgt_len, guided)
+        out = self(batch.src, batch.src_lengths, self.decoder_inputs(tgt, tgt_len), tgt_len, guided)
         valid = padding_mask(tgt_len, tgt.shape[1])  # [B, T]
-        target = tgt[valid].float()  # [U, n]
+        target = self.normalize_features(tgt, tgt_len)[valid].float()  # [U, n]
         mel_l1 = F.l1_loss(out.mel[valid].float(), target)
         postnet_l1 = F.l1_loss(out.mel_postnet[valid].float(), target)
         positions = torch.arange(tgt.shape[1], device=tgt.device)

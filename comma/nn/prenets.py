@@ -112,11 +112,12 @@ def feature_statistics(frames: torch.Tensor, n_mels: int) -> tuple[torch.Tensor,
 
 
 class GlobalCMVN:
-    """Mixin for a model with a log-mel input: per-bin mean and std of its training frames
-    (ESPnet's global CMVN) as the buffers ``feature_mean`` / ``feature_std``, so they travel
-    with the weights. Call :meth:`init_feature_statistics` in ``__init__`` and
-    :meth:`set_feature_statistics` before training (``comma.stages.training`` does, with the
-    frames of the split side named by ``feature_side``: "src" for ASR, "tgt" for TTS)."""
+    """Mixin for a model with a log-mel side (ASR input, TTS output): per-bin mean and std of
+    its training frames (ESPnet's global CMVN) as the buffers ``feature_mean`` /
+    ``feature_std``, so they travel with the weights. Call :meth:`init_feature_statistics` in
+    ``__init__`` and :meth:`set_feature_statistics` before training (``comma.stages.training``
+    does, with the frames of the split side named by ``feature_side``: "src" for ASR, "tgt"
+    for TTS)."""
 
     feature_side: str | None = None  # the log-mel side of a batch, None: no log-mel side
 
@@ -141,3 +142,12 @@ class GlobalCMVN:
             < lengths[:, None, None]
         )
         return ((frames - self.feature_mean) / self.feature_std) * valid  # [B, T, n_mels]
+
+    def denormalize_features(self, frames: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """The inverse of :meth:`normalize_features`: normalized ``[B, T, n_mels]`` back to
+        log-mel (what a TTS model generates); padding frames stay zero."""
+        valid = (
+            torch.arange(frames.shape[1], device=frames.device)[None, :, None]
+            < lengths[:, None, None]
+        )
+        return (frames * self.feature_std + self.feature_mean) * valid  # [B, T, n_mels]

@@ -61,8 +61,9 @@ def train_model(
     alignment of `split`, for the constrained variants. `inputs`: the files that decide the
     result besides ``data_dir``'s train.pt and vocabularies (a KD corpus, an alignment), by
     role. The run's fingerprint (:func:`comma.engine.trainer.run_fingerprint`) holds the
-    family, the model config, the training settings and the sha256 of every input file, so a
-    resumable checkpoint of another run is never resumed. `probe`: measured at every checkpoint
+    family and its model file format (the code version), the model config, the training
+    settings and the sha256 of every input file, so a resumable checkpoint of another run is
+    never resumed. `probe`: measured at every checkpoint
     into the metrics (:func:`comma.engine.trainer.train`). The trainer's resumable checkpoint goes
     to `resume_path` (default ``resume.pt`` beside the model), which a rule does not declare,
     so it survives a killed job and the next run resumes from it."""
@@ -96,6 +97,7 @@ def train_model(
         probe=probe,
         identity={
             "family": family,
+            "format": kind.model_format,  # the family's code version: a new one never resumes
             "model": config.to_dict(),
             "inputs": {role: file_identity(path) for role, path in sorted(inputs.items())},
         },
