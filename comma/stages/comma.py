@@ -163,6 +163,63 @@ def no_target_losses(model: CoMMA, batch: Batch) -> torch.Tensor:
     return losses
 
 
+@dataclass
+class GridPoint:
+    """Every sentence of a split masked at one p of the grid (batch order), one value each."""
+
+    p: float
+    ratio: torch.Tensor  # [S] eq. 2 on the attention averaged over the chosen layers/heads
+    share: torch.Tensor  # [S] T, the raw target share
+    per_head: torch.Tensor  # [S, layers, heads] eq. 2 for every single head
+    src_lengths: torch.Tensor  # [S] M_b after the pre-net
+    tgt_lengths: torch.Tensor  # [S] N_b
+    predicted: torch.Tensor  # [S] masked positions
+    context_loss: torch.Tensor  # [S] summed loss of the masked positions, target visible
+    no_target_loss: torch.Tensor  # [S] the same positions' loss with the whole target masked
+    sentences: torch.Tensor  # [S] index in the split
+
+
+@torch.no_grad()
+def grid_passes(
+    model: CoMMA,
+    split: Split,
+    p_grid: Sequence[float],
+    mask_seed: int,
+    layers: Sequence[int],
+    heads: Sequence[int],
+    batch_sentences: int = 32,
+):
+    """Yield a :class:`GridPoint` per p of `p_grid`: the split in fixed batches, masked with a
+    generator seeded by (`mask_seed`, index of p), so every seed and variant of a task sees
+    the same masks; the p = 1 losses are computed once per batch for the whole grid. What
+    :func:`measure_ratio` and the trainer's probe (:func:`ratio_probe`) both read."""
+    device = next(model.parameters()).device
+    batches = make_batches(sentence_sizes(split), max_sentences=batch_sentences, shuffle=False)
+    collated = [collate(split, indices).to(device) for indices in batches]
+    without_target = [no_target_losses(model, batch) for batch in collated]
+    for p_index, p in enumerate(p_grid):
+        generator = torch.Generator().manual_seed(mask_seed * 1000 + p_index)
+        parts = []
+        for batch, losses in zip(collated, without_target, strict=True):
+            predicted = model.mask_targets(batch.tgt_lengths.cpu(), float(p), generator)
+            predicted = predicted.to(device)
+            result = ratio_pass(model, batch, predicted, layers, heads)
+            parts.append(
+                (
+                    result.ratio,
+                    result.share,
+                    result.per_head,
+                    result.src_lengths,
+                    batch.tgt_lengths,
+                    predicted.sum(dim=1),
+                    result.context_loss,
+                    (losses * predicted).sum(dim=1),
+                    batch.indices,
+                )
+            )
+        yield GridPoint(float(p), *(torch.cat(column).cpu() for column in zip(*parts, strict=True)))
+
+
 def ratio_probe(
     split: Split, *, sentences: int, p_grid: Sequence[float], mask_seed: int, batch_sentences=32
 ):
@@ -171,26 +228,13 @@ def ratio_probe(
     masked-loss dependency D(p) (:mod:`comma.dependency`), the convergence curves behind the
     step counts."""
     subset = split.select(range(min(sentences, len(split))))
-    batches = make_batches(sentence_sizes(subset), max_sentences=batch_sentences, shuffle=False)
 
     def probe(model: CoMMA) -> dict[str, float]:
-        device = next(model.parameters()).device
         layers, heads = range(model.config.layers), range(model.config.heads)
-        collated = [collate(subset, indices).to(device) for indices in batches]
-        without_target = [no_target_losses(model, batch) for batch in collated]
         values = {}
-        for k, p in enumerate(p_grid):
-            generator = torch.Generator().manual_seed(mask_seed * 1000 + k)
-            ratios, context, no_target = [], [], []
-            for batch, losses in zip(collated, without_target, strict=True):
-                predicted = model.mask_targets(batch.tgt_lengths.cpu(), float(p), generator)
-                predicted = predicted.to(device)
-                result = ratio_pass(model, batch, predicted, layers, heads)
-                ratios.append(result.ratio.float().cpu())
-                context.append(result.context_loss.cpu())
-                no_target.append((losses * predicted).sum(dim=1).cpu())
-            values[f"R@{p:g}"] = ratio_over_corpus(torch.cat(ratios))
-            values[f"D@{p:g}"] = corpus_dependency(torch.cat(context), torch.cat(no_target))
+        for point in grid_passes(model, subset, p_grid, mask_seed, layers, heads, batch_sentences):
+            values[f"R@{point.p:g}"] = ratio_over_corpus(point.ratio.float())
+            values[f"D@{point.p:g}"] = corpus_dependency(point.context_loss, point.no_target_loss)
         return values
 
     return probe
@@ -237,34 +281,15 @@ def measure_ratio(
     n_layers, n_heads = model.config.layers, model.config.heads
     chosen_layers = _selection(layers, n_layers, "layers")
     chosen_heads = _selection(heads, n_heads, "heads")
-    batches = make_batches(sentence_sizes(split), max_sentences=batch_sentences, shuffle=False)
-    # The p = 1 losses do not depend on p: one forward per batch, kept for the whole grid.
-    without_target = [no_target_losses(model, collate(split, indices)) for indices in batches]
     rows, head_rows, sentence_tables = [], [], []
-    for p_index, p in enumerate(p_grid):
-        generator = torch.Generator().manual_seed(mask_seed * 1000 + p_index)
-        ratio, share, src_lengths, tgt_lengths, n_predicted = [], [], [], [], []
-        context_loss, no_target_loss = [], []  # [B] per batch: summed over predicted positions
-        per_head = []  # [B, layers, heads] per batch
-        sentence_ids = []  # [B] test-split index of each sentence, per batch
-        for indices, losses in zip(batches, without_target, strict=True):
-            batch = collate(split, indices)
-            predicted = model.mask_targets(batch.tgt_lengths, float(p), generator)
-            result = ratio_pass(model, batch, predicted, chosen_layers, chosen_heads)
-            context_loss.append(result.context_loss)
-            no_target_loss.append((losses * predicted).sum(dim=1))
-            ratio.append(result.ratio)
-            share.append(result.share)
-            per_head.append(result.per_head)
-            src_lengths.append(result.src_lengths)
-            tgt_lengths.append(batch.tgt_lengths)
-            n_predicted.append(predicted.sum(dim=1))
-            sentence_ids.append(batch.indices)
-        ratio, share = torch.cat(ratio), torch.cat(share)
-        src_len, tgt_len = torch.cat(src_lengths).double(), torch.cat(tgt_lengths).double()
+    grid = grid_passes(
+        model, split, p_grid, mask_seed, chosen_layers, chosen_heads, batch_sentences
+    )
+    for point in grid:
+        p, ratio, share, n_predicted = point.p, point.ratio, point.share, point.predicted
+        src_len, tgt_len = point.src_lengths.double(), point.tgt_lengths.double()
+        context_loss, no_target_loss = point.context_loss, point.no_target_loss
         low, high = bootstrap_ci(ratio, n_boot=bootstrap, seed=mask_seed)
-        n_predicted = torch.cat(n_predicted)
-        context_loss, no_target_loss = torch.cat(context_loss), torch.cat(no_target_loss)
         dependency = loss_dependency(context_loss, no_target_loss, n_predicted)
         d_low, d_high = dependency_ci(
             context_loss, no_target_loss, n_boot=bootstrap, seed=mask_seed
@@ -276,7 +301,7 @@ def measure_ratio(
                     {
                         **labels,
                         "p": float(p),
-                        "sentence": torch.cat(sentence_ids)[measured].numpy(),
+                        "sentence": point.sentences[measured].numpy(),
                         "M": src_len[measured].long().numpy(),
                         "N": tgt_len[measured].long().numpy(),
                         "predicted": n_predicted[measured].numpy(),
@@ -311,7 +336,7 @@ def measure_ratio(
                 "predicted": int(n_predicted.sum()),
             }
         )
-        per_head = torch.cat(per_head)  # [S, layers, heads]
+        per_head = point.per_head  # [S, layers, heads]
         for k in range(n_layers):
             for h in range(n_heads):
                 head_rows.append(
