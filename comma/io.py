@@ -111,8 +111,11 @@ def torch_save(obj: Any, path: str | Path) -> None:
         torch.save(obj, handle)
 
 
-def torch_load(path: str | Path) -> Any:
-    return torch.load(path, map_location="cpu", weights_only=True)
+def torch_load(path: str | Path, mmap: bool = False) -> Any:
+    """A torch file's content on the CPU (weights only). With `mmap`, tensors stay in the file
+    and pages are read as they are touched: for corpus-sized stores (a teacher's per-head
+    attention maps of LJSpeech are ~30 GB in float16) of which a job reads a batch at a time."""
+    return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
 
 
 def write_csv(table, path: str | Path, digits: int = 6) -> None:

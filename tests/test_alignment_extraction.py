@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -109,6 +110,23 @@ def test_nmt_maps_roundtrip_select_and_determinism(tmp_path):
     assert torch.equal(
         TeacherAlignment.load(tmp_path / "nmt.align.pt").maps.values, again.maps.values
     )
+
+
+@pytest.mark.skipif(not Path("/proc/self/maps").exists(), reason="needs Linux /proc")
+def test_a_loaded_alignment_is_memory_mapped_not_read(tmp_path):
+    """A store of per-head maps can be corpus-sized (~30 GB for LJSpeech): training reads
+    its batches' rows from the file's mapping, it does not copy the store into memory."""
+    _extract(tmp_path, "nmt", attention="last_layer")
+    path = tmp_path / "nmt.align.pt"
+    loaded = TeacherAlignment.load(path)
+    address = loaded.head_maps.values.data_ptr()
+    mapped = []
+    for line in Path("/proc/self/maps").read_text().splitlines():
+        span, *rest = line.split()
+        start, end = (int(x, 16) for x in span.split("-"))
+        if start <= address < end:
+            mapped.append(rest[-1] if len(rest) >= 5 else "")
+    assert mapped == [str(path.resolve())]
 
 
 def test_a_wrong_file_is_named(tmp_path):

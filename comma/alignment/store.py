@@ -196,7 +196,8 @@ class TeacherAlignment:
 
     @classmethod
     def load(cls, path: str | Path) -> TeacherAlignment:
-        saved = torch_load(path)
+        """Memory-mapped: a training job reads its batches' maps, not the whole store."""
+        saved = torch_load(path, mmap=True)
         if not isinstance(saved, dict) or saved.get("format") != ALIGNMENT_FORMAT:
             raise InputError(path, f"not a teacher alignment file (expected {ALIGNMENT_FORMAT})")
         packed = {
