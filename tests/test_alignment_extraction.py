@@ -77,6 +77,8 @@ def test_asr_expected_positions_lie_in_the_subsampled_source(tmp_path):
 def test_nmt_maps_roundtrip_select_and_determinism(tmp_path):
     alignment, summary, split = _extract(tmp_path, "nmt", attention="last_layer")
     assert summary["attention"] == "layer 1 mean over heads"
+    assert not list(tmp_path.glob(".head_maps.*"))  # the scratch store is gone
+    assert summary["head_maps_bytes"] == alignment.head_maps.values.numel() * 2
     again = TeacherAlignment.load(tmp_path / "nmt.align.pt")
     assert torch.equal(again.maps.values, alignment.maps.values)
     picked = alignment.select([4, 2])

@@ -6,6 +6,7 @@ sentence the teacher's attention maps of every decoder layer and head (float16),
 from __future__ import annotations
 
 import logging
+import tempfile
 from pathlib import Path
 
 import torch
@@ -66,11 +67,17 @@ def extract_alignment(
     split = load_split(train_path)
     layers, heads = model.config.decoder_layers, model.config.heads
 
-    # Pass 1: focus rate of every (layer, head), summed over sentences.
+    # Pass 1: focus rate of every (layer, head), summed over sentences, and each sentence's
+    # teacher lengths, which place its per-head maps in the store.
+    n = len(split)
+    src_lengths = torch.zeros(n, dtype=torch.long)
+    tgt_lengths = torch.zeros(n, dtype=torch.long)
     rate_sum = torch.zeros(layers * heads, dtype=torch.float64)
-    for _, forced in _teacher_attention_passes(model, split, batch_sentences, seed, progress):
+    for batch, forced in _teacher_attention_passes(model, split, batch_sentences, seed, progress):
         flat = forced.attention.flatten(1, 2)  # [B, L*H, T, S]
         rate_sum += focus_rate(flat, forced.src_lengths, forced.tgt_lengths).double().sum(0)
+        src_lengths[batch.indices] = forced.src_lengths.cpu()
+        tgt_lengths[batch.indices] = forced.tgt_lengths.cpu()
     head_rates = (rate_sum / len(split)).view(layers, heads)
     if attention == "diagonal_head":
         best = int(head_rates.flatten().argmax())
@@ -81,46 +88,65 @@ def extract_alignment(
         source = f"layer {layer} mean over heads"
     log.info("focus rate per decoder layer x head:\n%s; AC target: %s", head_rates, source)
 
-    # Pass 2: the chosen map of every sentence.
-    n = len(split)
-    src_lengths = torch.zeros(n, dtype=torch.long)
-    tgt_lengths = torch.zeros(n, dtype=torch.long)
+    # Pass 2: every sentence's maps. The per-head maps are written straight into a scratch
+    # file beside the output, not held in memory: at the paper's scale they are ~30 GB
+    # (LJSpeech, float16), twice that while packing a list of them.
+    out_path = Path(out_path)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    offsets = torch.cat(
+        [torch.zeros(1, dtype=torch.long), (layers * heads * tgt_lengths * src_lengths).cumsum(0)]
+    )
     rates = torch.zeros(n)
     maps: list[torch.Tensor | None] = [None] * n
     durations: list[torch.Tensor | None] = [None] * n
     expected: list[torch.Tensor | None] = [None] * n
-    head_maps: list[torch.Tensor | None] = [None] * n  # [L * H * T * M] float16 each
-    for batch, forced in _teacher_attention_passes(model, split, batch_sentences, seed, progress):
-        every_head = forced.attention.float().cpu()  # [B, L, H, T, S]
-        chosen = every_head[:, layer]  # [B, H, T, S]
-        chosen = chosen.mean(1) if head is None else chosen[:, head]  # [B, T, S]
-        s_len, t_len = forced.src_lengths.cpu(), forced.tgt_lengths.cpu()
-        batch_rates = focus_rate(chosen[:, None], s_len, t_len)[:, 0]
-        batch_durations = durations_from_attention(chosen, s_len, t_len) if task == "tts" else None
-        batch_expected = expected_positions(chosen, s_len, t_len) if task == "asr" else None
-        for row, k in enumerate(batch.indices.tolist()):
-            t, m = int(t_len[row]), int(s_len[row])
-            src_lengths[k], tgt_lengths[k], rates[k] = m, t, batch_rates[row]
-            head_maps[k] = every_head[row, :, :, :t, :m].reshape(-1).half()
-            if task == "tts":
-                durations[k] = batch_durations[row, :m].int()
-            else:
-                maps[k] = chosen[row, :t, :m].reshape(-1).half()
-            if task == "asr":
-                expected[k] = batch_expected[row, :t].int()
+    with tempfile.TemporaryDirectory(dir=out_path.parent, prefix=".head_maps.") as scratch:
+        head_values = torch.from_file(
+            str(Path(scratch) / "values.f16"),
+            shared=True,
+            size=int(offsets[-1]),
+            dtype=torch.float16,
+        )  # [sum over sentences of L * H * T_b * M_b]
+        passes = _teacher_attention_passes(model, split, batch_sentences, seed, progress)
+        for batch, forced in passes:
+            every_head = forced.attention.float().cpu()  # [B, L, H, T, S]
+            chosen = every_head[:, layer]  # [B, H, T, S]
+            chosen = chosen.mean(1) if head is None else chosen[:, head]  # [B, T, S]
+            s_len, t_len = forced.src_lengths.cpu(), forced.tgt_lengths.cpu()
+            if not (
+                torch.equal(s_len, src_lengths[batch.indices])
+                and torch.equal(t_len, tgt_lengths[batch.indices])
+            ):
+                raise RuntimeError("the teacher's lengths changed between the two passes")
+            batch_rates = focus_rate(chosen[:, None], s_len, t_len)[:, 0]
+            batch_durations = (
+                durations_from_attention(chosen, s_len, t_len) if task == "tts" else None
+            )
+            batch_expected = expected_positions(chosen, s_len, t_len) if task == "asr" else None
+            for row, k in enumerate(batch.indices.tolist()):
+                t, m = int(t_len[row]), int(s_len[row])
+                rates[k] = batch_rates[row]
+                head_values[offsets[k] : offsets[k + 1]] = every_head[row, :, :, :t, :m].reshape(-1)
+                if task == "tts":
+                    durations[k] = batch_durations[row, :m].int()
+                else:
+                    maps[k] = chosen[row, :t, :m].reshape(-1).half()
+                if task == "asr":
+                    expected[k] = batch_expected[row, :t].int()
 
-    alignment = TeacherAlignment(
-        task,
-        src_lengths,
-        tgt_lengths,
-        rates,
-        source,
-        maps=PackedSequences.from_list(maps) if task != "tts" else None,
-        token_durations=PackedSequences.from_list(durations) if task == "tts" else None,
-        expected=PackedSequences.from_list(expected) if task == "asr" else None,
-        head_maps=PackedSequences.from_list(head_maps),
-        head_shape=(layers, heads),
-    )
+        alignment = TeacherAlignment(
+            task,
+            src_lengths,
+            tgt_lengths,
+            rates,
+            source,
+            maps=PackedSequences.from_list(maps) if task != "tts" else None,
+            token_durations=PackedSequences.from_list(durations) if task == "tts" else None,
+            expected=PackedSequences.from_list(expected) if task == "asr" else None,
+            head_maps=PackedSequences(head_values, offsets),
+            head_shape=(layers, heads),
+        )
+        alignment.save(out_path)  # copies the scratch file into the store, page by page
     low_focus = (rates < min_focus_rate).nonzero().squeeze(1).tolist() if task == "tts" else []
     summary = {
         "task": task,
@@ -135,7 +161,7 @@ def extract_alignment(
         "min_focus_rate": min_focus_rate,
         "low_focus": low_focus,
         # Size of the per-head maps (float16) against the one chosen map per sentence.
-        "head_maps_bytes": int(alignment.head_maps.values.numel() * 2),
+        "head_maps_bytes": int(offsets[-1]) * 2,
         "chosen_map_bytes": int((src_lengths * tgt_lengths).sum() * 2),
     }
     if task == "tts":
@@ -150,6 +176,5 @@ def extract_alignment(
                 n,
                 min_focus_rate,
             )
-    alignment.save(out_path)
     write_json(summary_path, summary)
     return summary
