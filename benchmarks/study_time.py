@@ -5,7 +5,10 @@ For each target (default: results/fig2.pdf, then all), in a fresh directory: the
 records), and the critical path (the longest chain of dependent jobs, from the DAG and the
 jobs' start and finish times). Then the CoMMA training step on the prepared corpora: model
 FLOPs per step (torch's FlopCounterMode, forward and backward), its time on one thread, and
-the achieved FLOP/s as a fraction of torch.mm's peak measured in the same process.
+the achieved FLOP/s as a fraction of torch.mm's peak measured in the same process. And what
+one job pays to start (a fresh Python importing Snakemake's script support, torch and the
+stage modules, as every job's script does), against the run's CPU time: whether grouping
+small jobs would pay.
 
     .venv/bin/python benchmarks/study_time.py [--cores 2] [--targets results/fig2.pdf all]
         [--keep DIR]   # run in DIR (must not exist) and keep the study's results there
@@ -15,6 +18,8 @@ from __future__ import annotations
 
 import argparse
 import re
+import resource
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -113,7 +118,7 @@ def rule_times(workdir: Path) -> dict:
     return {rule: [int(r.jobs), float(r.s), float(r.cpu)] for rule, r in by_rule.iterrows()}
 
 
-def run_target(target: str, cores: str, workdir: Path) -> None:
+def run_target(target: str, cores: str, workdir: Path) -> tuple[int, float]:
     nodes, edges = planned_dag(workdir, target)
     cmd = [SNAKEMAKE, "--snakefile", str(REPO / "Snakefile"), "--directory", str(workdir)]
     start = time.perf_counter()
@@ -135,6 +140,24 @@ def run_target(target: str, cores: str, workdir: Path) -> None:
         f"{sum(v[1] for v in totals.values()):>9.1f} {sum(v[2] for v in totals.values()):>9.1f}"
     )
     print(f"critical path {path_seconds:.0f} s: {' -> '.join(path_rules)}")
+    return len(jobs), sum(v[2] for v in totals.values())
+
+
+# What a job's script imports before it does any work (workflow_scripts/*.py).
+JOB_IMPORTS = (
+    "import snakemake.script, torch, comma.stages.comma, comma.stages.nar, comma.stages.teacher"
+)
+
+
+def job_start_cpu(repeats: int = 3) -> float:
+    """CPU seconds (user + system) of a fresh interpreter importing JOB_IMPORTS, median."""
+    seconds = []
+    for _ in range(repeats):
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
+        subprocess.run([sys.executable, "-c", JOB_IMPORTS], check=True, cwd=REPO)
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        seconds.append(after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime)
+    return statistics.median(seconds)
 
 
 def mm_peak() -> float:
@@ -204,11 +227,19 @@ def main() -> None:
         args.keep.mkdir(parents=True)  # fails if it exists: every run starts empty
     with tempfile.TemporaryDirectory(prefix="comma-study-time-") as scratch:
         tmp = args.keep or Path(scratch)
+        runs = []
         for k, target in enumerate(args.targets):
             workdir = Path(tmp) / f"run{k}"
             workdir.mkdir()
-            run_target(target, args.cores, workdir)
+            runs.append((target, *run_target(target, args.cores, workdir)))
         comma_step_efficiency(Path(tmp) / "run0")
+        start = job_start_cpu()
+        print(f"\n== job start: {start:.1f} CPU-s per job (python -c '{JOB_IMPORTS}')")
+        for target, jobs, cpu in runs:
+            print(
+                f"{target}: {jobs} jobs x {start:.1f} s = {jobs * start:.0f} CPU-s, "
+                f"{jobs * start / max(cpu, 1e-9):.1%} of its jobs' {cpu:.0f} CPU-s"
+            )
 
 
 if __name__ == "__main__":
