@@ -122,27 +122,31 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     print(f"torch {torch.__version__}, {args.threads} thread(s), {args.repeats} repeats\n")
-    print(
+    table(
         f"{'task':<5} {'batch':>5} {'M':>4} {'N':>4} {'train fused':>12} {'train explicit':>15} "
-        f"{'fused speed-up':>15} {'forward':>9} {'R(p) pass':>10} {'ratio':>6}"
-    )
-    for shape in SHAPES:
-        print(bench_shape(*shape, args.repeats))
-    print(
+        f"{'fused speed-up':>15} {'forward':>9} {'R(p) pass':>10} {'ratio':>6}",
+        bench_shape,
         "\ntrain: target positions per second of a full training step (forward, backward, Adam);"
         "\nR(p) pass: forward with attention weights plus eq. 1-3 for the average and every"
-        " layer/head, against a fused forward without weights (target <= 1.5x).\n"
+        " layer/head, against a fused forward without weights (target <= 1.5x).\n",
+        args.repeats,
     )
-    print(
+    table(
         f"{'task':<5} {'no AC':>11} {'AC from map':>13} {'AC from block':>13} "
-        f"{'map/none':>10} {'block/none':>10}"
-    )
-    for shape in SHAPES:
-        print(bench_constraint(*shape, args.repeats))
-    print(
+        f"{'map/none':>10} {'block/none':>10}",
+        bench_constraint,
         "\nAC: a training step with the per-head attention constraint (random teacher maps),"
-        " the student's maps from the whole mix-attention or from eq. 7's source block."
+        " the student's maps from the whole mix-attention or from eq. 7's source block.",
+        args.repeats,
     )
+
+
+def table(header: str, bench, legend: str, repeats: int) -> None:
+    """One comparison: its header, a row per shape of SHAPES, its legend."""
+    print(header)
+    for shape in SHAPES:
+        print(bench(*shape, repeats))
+    print(legend)
 
 
 if __name__ == "__main__":
