@@ -143,6 +143,9 @@ def test_tts_teacher_trains_on_normalized_frames():
     scaled, _ = model.loss(Batch(src, src_len, raw, tgt_len, torch.arange(2)))
     torch.testing.assert_close(scaled, unit, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(model.decoder_inputs(raw, tgt_len), shift_frames(tgt, tgt_len))
+    # Training sets the statistics only when asked: by default the teacher learns log-mel
+    assert model.feature_side is None
+    assert TransformerTTS(_config("tts", normalize_mel=True)).feature_side == "tgt"
 
 
 def test_guided_attention_penalizes_off_diagonal_cells_only():

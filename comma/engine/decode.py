@@ -23,7 +23,8 @@ leave the batch. pad, bos and mask are never generated. ``beam == 1`` gives exac
 Mel generation (TTS, :func:`generate_mel`): one frame per step from a zero "go" frame, each
 generated frame fed back, until the stop token's probability exceeds `stop_threshold` (that
 frame is the last) or the maximum length is reached; then the post-net refines the frames.
-The decoder runs in the model's CMVN-normalized units; the frames returned are log-mel.
+The decoder runs in the model's units (CMVN-normalized with ``normalize_mel``); the frames
+returned are log-mel.
 
 :func:`teacher_forced_attention` runs a teacher on ground-truth targets and returns its
 encoder-decoder attention ``[B, layers, heads, T, S]``, one row per target unit (token or

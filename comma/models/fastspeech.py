@@ -14,8 +14,9 @@ regressed from the mean-pooled encoder output (MSE on ``log T`` times ``length_l
 and a non-causal :class:`Decoder` whose inputs are only the sinusoidal positions of the T
 frames (ground-truth T in training, predicted T at inference) attends over the phoneme
 encoding by cross-attention: it must learn its source alignment by itself. Both: L1 between
-the predicted and target mel over valid frames (no post-net), in the units of the training
-set's global CMVN, as the TTS teacher and CoMMA; :meth:`FastSpeech.generate` returns log-mel.
+the predicted and target mel over valid frames (no post-net), in log-mel or, with
+``normalize_mel``, in the training set's global CMVN units (as the TTS teacher's option);
+:meth:`FastSpeech.generate` returns log-mel.
 """
 
 from __future__ import annotations
@@ -206,7 +207,8 @@ class DurationPredictor(nn.Module):
 
 class FastSpeech(GlobalCMVN, NARModel):
     """FastSpeech (Ren et al. 2019) and FastSpeech w/o AC (see the module docstring).
-    :meth:`forward` predicts CMVN-normalized frames."""
+    :meth:`forward` predicts frames in the model's units (CMVN-normalized with
+    ``normalize_mel``, else log-mel)."""
 
     TEACHER_TARGETS = ("durations",)  # what its AC reads from the batch
 
@@ -238,7 +240,7 @@ class FastSpeech(GlobalCMVN, NARModel):
             )
             self.length_head = nn.Linear(c.d_model, 1)  # -> log T
         self.mel_linear = nn.Linear(c.d_model, c.n_mels)
-        self.init_feature_statistics(c.n_mels, side="tgt")
+        self.init_feature_statistics(c.n_mels, side="tgt", enabled=c.normalize_mel)
 
     def forward(
         self,
@@ -248,7 +250,7 @@ class FastSpeech(GlobalCMVN, NARModel):
         durations: torch.Tensor | None = None,
         need_weights: bool = False,
     ) -> NAROutput:
-        """Phonemes ``[B, M]`` -> normalized mel frames ``[B, T_max, n_mels]`` (zero on padding).
+        """Phonemes ``[B, M]`` -> frames in model units ``[B, T_max, n_mels]`` (zero on padding).
 
         With AC: `durations` long ``[B, M]`` (training: the teacher's) drive the length
         regulator, and `tgt_len`, if given, must equal their sums; without them the predicted

@@ -82,6 +82,7 @@ class NARConfig:
     duration_predictor_dropout: float = 0.1
     duration_loss_weight: float = 1.0
     fft_kernel: int = 3
+    normalize_mel: bool = False  # FastSpeech: learn CMVN-normalized log-mel (as the TTS teacher's)
     max_output_frames: int = 4096  # inference cap on generated mel frames per utterance
 
     def __post_init__(self):

@@ -121,10 +121,13 @@ class GlobalCMVN:
 
     feature_side: str | None = None  # the log-mel side of a batch, None: no log-mel side
 
-    def init_feature_statistics(self, n_mels: int, side: str = "src") -> None:
+    def init_feature_statistics(self, n_mels: int, side: str = "src", enabled: bool = True):
+        """Buffers for the statistics of the log-mel `side`. With `enabled` False they stay
+        the identity (mean 0, std 1, ``feature_side`` None: training sets none), so the model
+        works in plain log-mel with the same code and file format."""
         if side not in ("src", "tgt"):
             raise ValueError(f"feature side must be 'src' or 'tgt', got {side!r}")
-        self.feature_side = side
+        self.feature_side = side if enabled else None
         self.register_buffer("feature_mean", torch.zeros(n_mels))
         self.register_buffer("feature_std", torch.ones(n_mels))
 

@@ -76,7 +76,7 @@ def _teacher_forced_token_nll(model: TokenTeacher, split: Split, batch_sentences
 @torch.no_grad()
 def _teacher_forced_mel_l1(model: TransformerTTS, split: Split, batch_sentences: int) -> dict:
     """Mean L1 of the mel linear and post-net frames against the truth, teacher forced, in the
-    model's CMVN units (per-bin std of the training frames; the training loss's units)."""
+    model's units (the training loss's: log-mel, or per-bin std with ``normalize_mel``)."""
     sums = {"mel_l1": 0.0, "postnet_l1": 0.0}
     frames = 0
     sizes = split.tgt.lengths.numpy()
@@ -176,7 +176,11 @@ def _evaluate_speech(
         **scores,
         "teacher_forced_mel_l1": teacher_forced["mel_l1"],
         "teacher_forced_postnet_l1": teacher_forced["postnet_l1"],
-        "teacher_forced_l1_units": "per-bin std of the training frames (global CMVN)",
+        "teacher_forced_l1_units": (
+            "per-bin std of the training frames (global CMVN)"
+            if model.config.normalize_mel
+            else "log-mel"
+        ),
         "stopped_fraction": float(np.mean(generated.stopped)),
         "generate_seconds": seconds,
         "baseline": {
