@@ -140,17 +140,18 @@ class GlobalCMVN:
 
     def normalize_features(self, frames: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """``[B, T, n_mels]`` normalized per bin; padding frames stay zero."""
-        valid = (
-            torch.arange(frames.shape[1], device=frames.device)[None, :, None]
-            < lengths[:, None, None]
-        )
+        valid = _valid_frames(frames, lengths)
         return ((frames - self.feature_mean) / self.feature_std) * valid  # [B, T, n_mels]
 
     def denormalize_features(self, frames: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """The inverse of :meth:`normalize_features`: normalized ``[B, T, n_mels]`` back to
         log-mel (what a TTS model generates); padding frames stay zero."""
-        valid = (
-            torch.arange(frames.shape[1], device=frames.device)[None, :, None]
-            < lengths[:, None, None]
-        )
+        valid = _valid_frames(frames, lengths)
         return (frames * self.feature_std + self.feature_mean) * valid  # [B, T, n_mels]
+
+
+def _valid_frames(frames: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    """Bool ``[B, T, 1]``: frame t of sentence b is within its length. Unchecked, unlike
+    :func:`comma.nn.masking.valid_positions`: it runs on every training step's frames."""
+    positions = torch.arange(frames.shape[1], device=frames.device)  # [T]
+    return positions[None, :, None] < lengths[:, None, None]
