@@ -5,16 +5,28 @@ schema says, then the schema check (rules/common.smk calls :func:`prepare_config
 over as strings (``['1', '2']``, ``{'dropout': '0.3'}``), which the schema then rejects. Where
 the schema expects a number, boolean or null and finds a string, the string is read as YAML;
 a string the schema expects stays a string, so no checksum or name is ever reinterpreted.
+
+The schema check here names each offending key (``models.comma.dropout``, ``seeds[1]``), which
+Snakemake's own ``validate`` does not; the workflow calls that one afterwards only to fill in
+the schema's defaults.
 """
 
 from __future__ import annotations
 
+import difflib
 from pathlib import Path
 from typing import Any
 
+import jsonschema
 import yaml
 
-__all__ = ["coerce_to_schema", "prepare_config", "config_problems", "check_config"]
+__all__ = [
+    "coerce_to_schema",
+    "prepare_config",
+    "schema_problems",
+    "config_problems",
+    "check_config",
+]
 
 _SCALARS = {"integer": int, "number": (int, float), "boolean": bool, "null": type(None)}
 
@@ -71,10 +83,71 @@ def coerce_to_schema(value: Any, schema: dict, root: dict | None = None) -> Any:
 
 
 def prepare_config(config: dict, schema_path: str | Path) -> dict:
-    """Type the command line's values by the schema at `schema_path` (in place); returns
-    `config`. The caller validates it afterwards."""
+    """Type the command line's values by the schema at `schema_path` (in place), then check
+    them against it: ValueError naming every offending key (:func:`schema_problems`).
+    Returns `config`."""
     schema = yaml.safe_load(Path(schema_path).read_text(encoding="utf-8"))
-    return coerce_to_schema(config, schema)
+    coerce_to_schema(config, schema)
+    problems = schema_problems(config, schema)
+    if problems:
+        raise ValueError(
+            f"the config (config.yaml, --configfile and --config together) breaks {schema_path}: "
+            + "; ".join(problems)
+        )
+    return config
+
+
+def _key_path(path) -> str:
+    """``['models', 'comma', 'dropout']`` -> ``models.comma.dropout``; ``['seeds', 1]`` ->
+    ``seeds[1]``."""
+    text = ""
+    for part in path:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+    return text or "(top level)"
+
+
+def _deepest(error: jsonschema.ValidationError) -> jsonschema.ValidationError:
+    """For "not valid under any of the given schemas", the alternative's error that got
+    furthest into the value (its own key and cause): the deepest key, then jsonschema's
+    best_match among those, an alternative of the value's own type first (a per-task dict
+    with one bad value says which value; -5 for "an integer or a dict per task" says that
+    it is below the minimum, not that it is no dict)."""
+    while error.context:
+        depth = max(len(e.absolute_path) for e in error.context)
+        deepest = [e for e in error.context if len(e.absolute_path) == depth]
+        error = jsonschema.exceptions.best_match(
+            [e for e in deepest if e.validator != "type"] or deepest
+        )
+    return error
+
+
+def _unexpected_keys_hint(error: jsonschema.ValidationError) -> str:
+    """", did you mean 'dropout'?" for a misspelt key the schema knows a close match of."""
+    if error.validator != "additionalProperties" or not isinstance(error.instance, dict):
+        return ""
+    known = list(error.schema.get("properties", {}))
+    hints = []
+    for key in error.instance:
+        if key not in known:
+            close = difflib.get_close_matches(str(key), known, n=1)
+            if close:
+                hints.append(f"{key!r}: did you mean {close[0]!r}?")
+    return f" ({'; '.join(hints)})" if hints else ""
+
+
+def schema_problems(config: dict, schema: dict) -> list[str]:
+    """Every place `config` breaks `schema` (JSON Schema 2020-12), as "config key PATH: cause"
+    in the config's own order of keys, e.g. ``config key models.comma.dropout: 2 is greater
+    than the maximum of 1``."""
+    validator = jsonschema.Draft202012Validator(schema)
+    problems = []
+    for error in sorted(validator.iter_errors(config), key=lambda e: list(map(str, e.path))):
+        error = _deepest(error)
+        problems.append(
+            f"config key {_key_path(error.absolute_path)}: {error.message}"
+            + _unexpected_keys_hint(error)
+        )
+    return problems
 
 
 def _min_max_problems(node: Any, where: str) -> list[str]:

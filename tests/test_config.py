@@ -26,7 +26,8 @@ def test_default_and_paper_presets_plan(tmp_path):
 @pytest.mark.parametrize(
     ("override", "names"),
     [
-        ({"seed": "one"}, ["seed", "'one' is not of type 'integer'"]),
+        ({"seed": "one"}, ["config key seed: 'one' is not of type 'integer'"]),
+        ({"seeds": [1, "x"]}, ["config key seeds[1]: 'x' is not of type 'integer'"]),
         ({"tasks": ["nmt", "mt"]}, ["tasks", "'mt'"]),
         ({"features": {"n_mels": 80.5}}, ["n_mels", "integer"]),
         ({"data": {"source": "ftp"}}, ["source", "'ftp'"]),
@@ -99,3 +100,57 @@ def test_yaml_values_are_typed_by_the_schema_only_where_it_expects_a_scalar():
     assert config["preset"] == "123"
     assert config["models"]["comma"] == {"dropout": 0.3, "pre_norm": True, "layers": "x"}
     assert config["data"]["ljspeech"]["sha256"] == "1" * 64
+
+
+def _default_config() -> dict:
+    return yaml.safe_load((REPO / "config.yaml").read_text())
+
+
+def _schema() -> dict:
+    return yaml.safe_load((REPO / "config" / "schema.yaml").read_text())
+
+
+@pytest.mark.parametrize(
+    ("change", "expected"),
+    [
+        (
+            lambda c: c["models"]["comma"].update(dropout=2),
+            "config key models.comma.dropout: 2 is greater than the maximum of 1",
+        ),
+        (
+            lambda c: c["models"]["comma"].update(dropuot=0.2),
+            "config key models.comma: Additional properties are not allowed ('dropuot' was "
+            "unexpected) ('dropuot': did you mean 'dropout'?)",
+        ),
+        # an integer or one per task: the bad task's value is named, not "not an integer"
+        (
+            lambda c: c["training"]["comma"]["max_steps"].update(nmt=-5),
+            "config key training.comma.max_steps.nmt: -5 is less than the minimum of 1",
+        ),
+        (
+            lambda c: c["training"]["comma"].update(max_steps=-5),
+            "config key training.comma.max_steps: -5 is less than the minimum of 1",
+        ),
+        (lambda c: c["ratio"].update(p_grid=[0.1, 1.5]), "config key ratio.p_grid[1]: 1.5 is"),
+    ],
+)
+def test_schema_problems_name_the_key_path(change, expected):
+    from comma.workflow_config import schema_problems
+
+    config = _default_config()
+    assert schema_problems(config, _schema()) == []
+    change(config)
+    problems = schema_problems(config, _schema())
+    assert len(problems) == 1 and problems[0].startswith(expected), problems
+
+
+def test_every_problem_is_listed_before_any_job(tmp_path):
+    from comma.workflow_config import prepare_config
+
+    config = _default_config()
+    config["seed"] = "one"
+    config["models"]["comma"]["heads"] = 0
+    with pytest.raises(ValueError) as error:
+        prepare_config(config, REPO / "config" / "schema.yaml")
+    message = str(error.value)
+    assert "config key seed:" in message and "config key models.comma.heads:" in message
