@@ -122,7 +122,7 @@ def _deepest(error: jsonschema.ValidationError) -> jsonschema.ValidationError:
 
 
 def _unexpected_keys_hint(error: jsonschema.ValidationError) -> str:
-    """", did you mean 'dropout'?" for a misspelt key the schema knows a close match of."""
+    """ ", did you mean 'dropout'?" for a misspelt key the schema knows a close match of."""
     if error.validator != "additionalProperties" or not isinstance(error.instance, dict):
         return ""
     known = list(error.schema.get("properties", {}))
