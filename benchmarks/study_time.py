@@ -12,6 +12,13 @@ small jobs would pay.
 
     .venv/bin/python benchmarks/study_time.py [--cores 2] [--targets results/fig2.pdf all]
         [--keep DIR]   # run in DIR (must not exist) and keep the study's results there
+
+A study that did not run in one piece (interrupted and resumed, run beside other work) has no
+meaningful wall time; `--from DIR` reads what its jobs cost instead: per rule the CPU and wall
+seconds of their benchmark records, the jobs of the target's DAG not run yet, the critical path
+by CPU seconds, and the wall time that N cores could not beat, max(critical path, CPU / N):
+
+    .venv/bin/python benchmarks/study_time.py --from DIR [--targets all] [--cores 2]
 """
 
 from __future__ import annotations
@@ -47,11 +54,12 @@ def _wildcards(text: str) -> tuple:
     return tuple(sorted((k, v.strip()) for k, v in pairs))
 
 
-def planned_dag(workdir: Path, target: str) -> tuple[dict, list]:
-    """Nodes (id -> (rule, wildcards)) and edges (parent, child) of `target`'s plan."""
+def planned_dag(workdir: Path, target: str, *flags: str) -> tuple[dict, list]:
+    """Nodes (id -> (rule, wildcards)) and edges (parent, child) of `target`'s plan (the whole
+    DAG with ``--forceall`` in `flags`)."""
     out = subprocess.run(
         [SNAKEMAKE, "--snakefile", str(REPO / "Snakefile"), "--directory", str(workdir)]
-        + [target, "-n", "--dag"],
+        + [target, "-n", "--dag", *flags],
         capture_output=True,
         text=True,
         check=True,
@@ -64,6 +72,29 @@ def planned_dag(workdir: Path, target: str) -> tuple[dict, list]:
     return nodes, edges
 
 
+def _job_at(lines: list[str], k: int, rule: str) -> tuple[tuple, str]:
+    """The job whose ``rule NAME:`` header is line `k`: its key (rule, wildcards) and the
+    indented block below the header (``input:``, ``benchmark:``, ``jobid:`` ...)."""
+    block = []
+    for nxt in lines[k + 1 :]:
+        if not nxt.startswith("    "):
+            break
+        block.append(nxt)
+    text = "\n".join(block)
+    wildcards = re.search(r"wildcards: (.*)", text)
+    return (rule, _wildcards(wildcards.group(1)) if wildcards else ()), text
+
+
+def job_blocks(log: str) -> dict:
+    """(rule, wildcards) -> the job's block of Snakemake's console log or dry run."""
+    lines = log.splitlines()
+    return dict(
+        _job_at(lines, k, m.group(1))
+        for k, line in enumerate(lines)
+        if (m := re.match(r"(?:local)?rule (\w+):", line))
+    )
+
+
 def executed_jobs(log: str) -> dict:
     """(rule, wildcards) -> [start, end] datetimes, from Snakemake's console log."""
     jobs, stamp, started = {}, None, {}
@@ -72,28 +103,18 @@ def executed_jobs(log: str) -> dict:
         if m := re.match(r"\[(\w{3} \w{3} +\d+ [\d:]+ \d{4})\]", line):
             stamp = datetime.strptime(m.group(1), "%a %b %d %H:%M:%S %Y")
         elif m := re.match(r"(?:local)?rule (\w+):", line):
-            block = []
-            for nxt in lines[k + 1 :]:
-                if not nxt.startswith("    "):
-                    break
-                block.append(nxt)
-            text = "\n".join(block)
-            jobid = int(re.search(r"jobid: (\d+)", text).group(1))
-            wildcards = re.search(r"wildcards: (.*)", text)
-            key = (m.group(1), _wildcards(wildcards.group(1)) if wildcards else ())
-            started[jobid] = key
+            key, text = _job_at(lines, k, m.group(1))
+            started[int(re.search(r"jobid: (\d+)", text).group(1))] = key
             jobs[key] = [stamp, stamp]
         elif m := re.match(r"Finished jobid: (\d+)", line):
             jobs[started[int(m.group(1))]][1] = stamp
     return jobs
 
 
-def critical_path(nodes: dict, edges: list, jobs: dict) -> tuple[float, list]:
-    """The longest chain of dependent jobs by their wall seconds, and its rules."""
-    seconds = {
-        n: (jobs[key][1] - jobs[key][0]).total_seconds() if key in jobs else 0.0
-        for n, key in nodes.items()
-    }
+def critical_path(nodes: dict, edges: list, job_seconds: dict) -> tuple[float, list]:
+    """The longest chain of dependent jobs by their seconds (`job_seconds`: (rule, wildcards)
+    -> s; a job not in it counts 0), and its rules."""
+    seconds = {n: job_seconds.get(key, 0.0) for n, key in nodes.items()}
     parents = defaultdict(list)
     for parent, child in edges:
         parents[child].append(parent)
@@ -129,7 +150,8 @@ def run_target(target: str, cores: str, workdir: Path) -> tuple[int, float]:
     if result.returncode:
         sys.exit(f"snakemake {target} failed:\n{result.stderr[-3000:]}")
     jobs = executed_jobs(result.stdout + result.stderr)
-    path_seconds, path_rules = critical_path(nodes, edges, jobs)
+    wall_of = {key: (end - start).total_seconds() for key, (start, end) in jobs.items()}
+    path_seconds, path_rules = critical_path(nodes, edges, wall_of)
     print(f"\n== {target}: {len(jobs)} jobs, wall {wall:.1f} s with --cores {cores}")
     print(f"{'rule':<24} {'jobs':>5} {'wall s':>9} {'cpu s':>9}")
     totals = rule_times(workdir)
@@ -141,6 +163,48 @@ def run_target(target: str, cores: str, workdir: Path) -> tuple[int, float]:
     )
     print(f"critical path {path_seconds:.0f} s: {' -> '.join(path_rules)}")
     return len(jobs), sum(v[2] for v in totals.values())
+
+
+def cost_of_directory(workdir: Path, target: str, cores: int) -> None:
+    """What `target`'s jobs cost in a study directory that already ran them, perhaps over
+    several invocations: the benchmark records of the jobs of its whole DAG."""
+    nodes, edges = planned_dag(workdir, target, "--forceall")
+    plan = subprocess.run(
+        [SNAKEMAKE, "--snakefile", str(REPO / "Snakefile"), "--directory", str(workdir)]
+        + [target, "-n", "--forceall"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    cpu, wall, by_rule, missing = {}, {}, defaultdict(lambda: [0, 0.0, 0.0]), defaultdict(int)
+    for key, block in job_blocks(plan).items():
+        record = re.search(r"benchmark: (\S+)", block)
+        if record is None:
+            continue  # a rule without a benchmark record (aggregation targets such as all)
+        path = workdir / record.group(1)
+        if not path.exists():
+            missing[key[0]] += 1
+            continue
+        table = read_benchmarks([path], path.parent)
+        cpu[key], wall[key] = float(table.cpu_time.iloc[0]), float(table.s.iloc[0])
+        by_rule[key[0]][0] += 1
+        by_rule[key[0]][1] += wall[key]
+        by_rule[key[0]][2] += cpu[key]
+    total_cpu = sum(cpu.values())
+    print(f"\n== {target} in {workdir}: {len(cpu)} jobs measured, {sum(missing.values())} not run")
+    print(f"{'rule':<24} {'jobs':>5} {'wall s':>9} {'cpu s':>9} {'not run':>8}")
+    for rule, (count, seconds, rule_cpu) in sorted(by_rule.items(), key=lambda kv: -kv[1][2]):
+        print(f"{rule:<24} {count:>5} {seconds:>9.1f} {rule_cpu:>9.1f} {missing.get(rule, 0):>8}")
+    for rule in sorted(set(missing) - set(by_rule)):
+        print(f"{rule:<24} {0:>5} {'':>9} {'':>9} {missing[rule]:>8}")
+    print(f"{'sum':<24} {len(cpu):>5} {sum(wall.values()):>9.1f} {total_cpu:>9.1f}")
+    path_cpu, path_rules = critical_path(nodes, edges, cpu)
+    print(f"critical path by CPU {path_cpu:.0f} s: {' -> '.join(path_rules)}")
+    bound = max(path_cpu, total_cpu / cores)
+    print(
+        f"wall with --cores {cores} cannot beat {bound:.0f} s = max(critical path, CPU / "
+        f"{cores}){' (jobs not run yet add to it)' if missing else ''}"
+    )
 
 
 # What a job's script imports before it does any work (workflow_scripts/*.py).
@@ -222,7 +286,17 @@ def main() -> None:
     parser.add_argument("--cores", default="2")
     parser.add_argument("--targets", nargs="+", default=["results/fig2.pdf", "all"])
     parser.add_argument("--keep", type=Path, help="run in this new directory and keep it")
+    parser.add_argument(
+        "--from",
+        dest="source",
+        type=Path,
+        help="run nothing: what the targets' jobs cost in this study directory",
+    )
     args = parser.parse_args()
+    if args.source is not None:
+        for target in args.targets:
+            cost_of_directory(args.source, target, int(args.cores))
+        return
     if args.keep is not None:
         args.keep.mkdir(parents=True)  # fails if it exists: every run starts empty
     with tempfile.TemporaryDirectory(prefix="comma-study-time-") as scratch:
