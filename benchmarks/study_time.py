@@ -16,7 +16,10 @@ small jobs would pay.
 A study that did not run in one piece (interrupted and resumed, run beside other work) has no
 meaningful wall time; `--from DIR` reads what its jobs cost instead: per rule the CPU and wall
 seconds of their benchmark records, the jobs of the target's DAG not run yet, the critical path
-by CPU seconds, and the wall time that N cores could not beat, max(critical path, CPU / N):
+by CPU seconds, and the wall time that N cores could not beat, max(critical path, CPU / N).
+Snakemake rewrites a job's benchmark record each time the job runs, so a training job that
+resumed from its checkpoint after an interruption counts only its last attempt (the
+metrics.jsonl beside its model has every step's seconds):
 
     .venv/bin/python benchmarks/study_time.py --from DIR [--targets all] [--cores 2]
 """
@@ -203,7 +206,8 @@ def cost_of_directory(workdir: Path, target: str, cores: int) -> None:
     bound = max(path_cpu, total_cpu / cores)
     print(
         f"wall with --cores {cores} cannot beat {bound:.0f} s = max(critical path, CPU / "
-        f"{cores}){' (jobs not run yet add to it)' if missing else ''}"
+        f"{cores}){' (jobs not run yet add to it)' if missing else ''}; a job resumed after an "
+        "interruption counts its last attempt only"
     )
 
 
