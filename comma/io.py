@@ -6,13 +6,17 @@ import contextlib
 import glob
 import json
 import os
+import pickle
 import shutil
 import tempfile
+import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import torch
+
+from comma.errors import InputError
 
 
 def _umask() -> int:
@@ -114,8 +118,28 @@ def torch_save(obj: Any, path: str | Path) -> None:
 def torch_load(path: str | Path, mmap: bool = False) -> Any:
     """A torch file's content on the CPU (weights only). With `mmap`, tensors stay in the file
     and pages are read as they are touched: for corpus-sized stores (a teacher's per-head
-    attention maps of LJSpeech are ~30 GB in float16) of which a job reads a batch at a time."""
-    return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
+    attention maps of LJSpeech are ~30 GB in float16) of which a job reads a batch at a time.
+
+    A missing, truncated or foreign file raises :class:`~comma.errors.InputError` naming it,
+    instead of torch's message, which names neither the file nor what to do."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(path, "file not found")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
+    except PermissionError as error:
+        raise InputError(path, f"cannot be read: {error.strerror}") from error
+    # A plain pickle (torch's legacy format) that is not a tensor save fails with OSError.
+    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, zipfile.BadZipFile) as error:
+        raise InputError(
+            path,
+            "not a torch file a weights-only load can read (truncated, damaged or not written "
+            f"by comma-study): delete it and re-run the job that writes it ({_first_line(error)})",
+        ) from error
+
+
+def _first_line(error: BaseException) -> str:
+    return (str(error).strip().splitlines() or [type(error).__name__])[0][:200]
 
 
 def write_csv(table, path: str | Path, digits: int = 6) -> None:

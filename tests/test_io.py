@@ -63,3 +63,27 @@ def test_torch_save_writes_the_same_bytes_for_the_same_content(tmp_path):
         digests.append(hashlib.sha256(path.read_bytes()).hexdigest())
         assert torch.equal(torch_load(path)["values"], content["values"])
     assert digests[0] == digests[1]
+
+
+def test_an_unreadable_torch_file_is_named_with_its_cause(tmp_path):
+    import pickle
+
+    import torch
+
+    from comma.errors import InputError
+
+    good = tmp_path / "model.pt"
+    torch_save({"weights": torch.ones(64, 64)}, good)
+    truncated = tmp_path / "truncated.pt"
+    truncated.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
+    text = tmp_path / "text.pt"
+    text.write_text("not a checkpoint")
+    foreign = tmp_path / "foreign.pt"
+    foreign.write_bytes(pickle.dumps(pytest.raises))  # a pickled function: weights-only refuses
+    for path in (truncated, text, foreign):
+        with pytest.raises(InputError, match="not a torch file a weights-only load can read") as e:
+            torch_load(path)
+        assert str(e.value).startswith(f"{path}: ")
+        assert "re-run the job that writes it" in str(e.value)
+    with pytest.raises(InputError, match="file not found"):
+        torch_load(tmp_path / "missing.pt")
