@@ -644,3 +644,32 @@ def test_a_split_with_an_empty_sentence_or_nan_is_named(tmp_path):
     with pytest.raises(InputError, match=r"n\.pt: target of 'b' \(sentence 1\) holds NaN"):
         save_split(tmp_path / "n.pt", nan)
     assert not (tmp_path / "n.pt").exists()
+
+
+def test_a_bad_dict_file_is_named_by_line(tmp_path):
+    from comma.data.vocab import Vocabulary
+
+    cases = {
+        "repeat": ("der 5\ndie 4\nder 3\n", "symbol 'der' repeats line 1", 3),
+        "special": ("der 5\n<unk> 4\n", "'<unk>' is a special symbol", 2),
+        "no_count": ("der 5\ndie\n", "expected 'symbol count', got 'die'", 2),
+    }
+    for name, (text, message, line) in cases.items():
+        path = tmp_path / f"{name}.txt"
+        path.write_text(text)
+        with pytest.raises(InputError, match=message) as error:
+            Vocabulary.load(path)
+        assert (error.value.path, error.value.line) == (path, line)
+    latin1 = tmp_path / "latin1.txt"
+    latin1.write_bytes("über 3\n".encode("latin-1"))
+    with pytest.raises(InputError, match="not UTF-8"):
+        Vocabulary.load(latin1)
+
+
+def test_a_special_symbol_in_the_data_keeps_the_counts_aligned(tmp_path):
+    from comma.data.vocab import Vocabulary
+
+    vocab = Vocabulary.build([["a", "<unk>", "b", "a"], ["<unk>", "<unk>"]])
+    assert vocab.symbols[5:] == ["a", "b"] and vocab.counts == [2, 1]
+    vocab.save(tmp_path / "dict.txt")
+    assert (tmp_path / "dict.txt").read_text() == "a 2\nb 1\n"

@@ -6,6 +6,7 @@ from collections import Counter
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
+from comma.data.lines import read_lines
 from comma.errors import InputError
 from comma.io import atomic_path
 
@@ -21,8 +22,14 @@ class Vocabulary:
     """
 
     def __init__(self, symbols: Sequence[str], counts: Sequence[int] | None = None):
-        self.symbols = list(SPECIALS) + [s for s in symbols if s not in SPECIALS]
-        self.counts = list(counts) if counts is not None else [0] * (len(self.symbols) - 5)
+        counts = list(counts) if counts is not None else [0] * len(symbols)
+        if len(counts) != len(symbols):
+            raise ValueError(f"{len(symbols)} symbols but {len(counts)} counts")
+        # A special met in the data (a literal "<unk>") keeps its id; its count is dropped
+        # with it, so the counts stay aligned with the symbols they belong to.
+        kept = [(s, c) for s, c in zip(symbols, counts, strict=True) if s not in SPECIALS]
+        self.symbols = list(SPECIALS) + [s for s, _ in kept]
+        self.counts = [c for _, c in kept]
         self.index = {s: k for k, s in enumerate(self.symbols)}
         if len(self.index) != len(self.symbols):
             raise ValueError("vocabulary symbols are not unique")
@@ -67,15 +74,27 @@ class Vocabulary:
 
     @classmethod
     def load(cls, path: str | Path) -> Vocabulary:
+        """A `dict.txt` (``symbol count`` per line); a malformed line, a repeated symbol or a
+        listed special symbol (they are implicit: ids 0-4) raise InputError naming the line."""
         path = Path(path)
-        symbols, counts = [], []
-        with open(path, encoding="utf-8") as f:
-            for lineno, line in enumerate(f, 1):
-                parts = line.rstrip("\n").split(" ")
-                if len(parts) != 2 or not parts[1].isdigit():
-                    raise InputError(
-                        path, f"expected 'symbol count', got {line.rstrip()!r}", lineno
-                    )
-                symbols.append(parts[0])
-                counts.append(int(parts[1]))
+        symbols, counts, first_seen = [], [], {}
+        for lineno, line in enumerate(read_lines(path), 1):
+            parts = line.split(" ")
+            if len(parts) != 2 or not parts[1].isdigit():
+                raise InputError(path, f"expected 'symbol count', got {line!r}", lineno)
+            symbol = parts[0]
+            if symbol in SPECIALS:
+                raise InputError(
+                    path,
+                    f"{symbol!r} is a special symbol, implicit in the dict format (ids 0-4 are "
+                    f"{', '.join(SPECIALS)}): a dict lists only the other symbols",
+                    lineno,
+                )
+            if symbol in first_seen:
+                raise InputError(
+                    path, f"symbol {symbol!r} repeats line {first_seen[symbol]}", lineno
+                )
+            first_seen[symbol] = lineno
+            symbols.append(symbol)
+            counts.append(int(parts[1]))
         return cls(symbols, counts)
