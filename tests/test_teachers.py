@@ -284,3 +284,21 @@ def test_train_teacher_writes_a_loadable_model_and_resumes(tmp_path):
     assert steps == list(range(1, 10))
     with pytest.raises(ValueError, match="not an AR teacher"):
         load_teacher(out / "resume.pt")
+
+
+def test_a_model_file_whose_weights_do_not_fit_its_config_is_named(tmp_path):
+    from comma.io import torch_load, torch_save
+
+    data = _prepared_nmt_dir(tmp_path)
+    out = tmp_path / "teacher"
+    training = dict(max_steps=2, lr=1e-3, warmup_steps=1, max_sentences=8, checkpoint_every=2)
+    train_teacher("nmt", data, out / "model.pt", None, training=training, architecture=ARCH, seed=1)
+    saved = torch_load(out / "model.pt")
+    saved["config"]["ffn_dim"] = saved["config"]["ffn_dim"] * 2
+    torch_save(saved, tmp_path / "edited.pt")
+    with pytest.raises(ValueError, match="edited.pt: the weights do not fit the saved config"):
+        load_teacher(tmp_path / "edited.pt")
+    del saved["model"]
+    torch_save(saved, tmp_path / "no_weights.pt")
+    with pytest.raises(ValueError, match="no_weights.pt: an AR teacher model file without"):
+        load_teacher(tmp_path / "no_weights.pt")

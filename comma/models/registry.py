@@ -75,8 +75,13 @@ def load_model(path: str | Path, family: str) -> nn.Module:
     if not isinstance(saved, dict) or saved.get("format") != kind.model_format:
         found = saved.get("format") if isinstance(saved, dict) else type(saved).__name__
         raise ValueError(f"{path}: not {kind.what} file (format {found!r})")
+    if not isinstance(saved.get("config"), dict) or not isinstance(saved.get("model"), dict):
+        raise ValueError(f"{path}: {kind.what} file without its config and weights")
     model = kind.build(kind.config(**saved["config"]))
-    model.load_state_dict(saved["model"])
+    try:
+        model.load_state_dict(saved["model"])
+    except RuntimeError as error:  # torch's message lists the tensors but not the file
+        raise ValueError(f"{path}: the weights do not fit the saved config: {error}") from error
     return model.eval()
 
 
