@@ -7,8 +7,8 @@ the schema expects a number, boolean or null and finds a string, the string is r
 a string the schema expects stays a string, so no checksum or name is ever reinterpreted.
 
 The schema check here names each offending key (``models.comma.dropout``, ``seeds[1]``), which
-Snakemake's own ``validate`` does not; the workflow calls that one afterwards only to fill in
-the schema's defaults.
+Snakemake's own ``validate`` does not, so the workflow calls only this one (the schema sets no
+defaults for ``validate`` to fill in: config.yaml holds every key).
 """
 
 from __future__ import annotations
@@ -122,7 +122,8 @@ def _deepest(error: jsonschema.ValidationError) -> jsonschema.ValidationError:
 
 
 def _unexpected_keys_hint(error: jsonschema.ValidationError) -> str:
-    """ ", did you mean 'dropout'?" for a misspelt key the schema knows a close match of."""
+    """``" ('dropuot': did you mean 'dropout'?)"`` for each unexpected key with a close match
+    among the keys the schema knows; empty otherwise."""
     if error.validator != "additionalProperties" or not isinstance(error.instance, dict):
         return ""
     known = list(error.schema.get("properties", {}))
@@ -137,7 +138,7 @@ def _unexpected_keys_hint(error: jsonschema.ValidationError) -> str:
 
 def schema_problems(config: dict, schema: dict) -> list[str]:
     """Every place `config` breaks `schema` (JSON Schema 2020-12), as "config key PATH: cause"
-    in the config's own order of keys, e.g. ``config key models.comma.dropout: 2 is greater
+    sorted by key path, e.g. ``config key models.comma.dropout: 2 is greater
     than the maximum of 1``."""
     validator = jsonschema.Draft202012Validator(schema)
     problems = []
