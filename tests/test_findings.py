@@ -448,7 +448,9 @@ def test_attention_verdicts_are_inconclusive_where_comma_does_not_use_the_target
     )
     findings = {(f.claim.split(" (")[0]): f for f in check_claims(unused)}
     assert findings[premise].verdict == NOT_REPRODUCED
-    assert "Below 0.05 (findings.min_dependency): TTS" in findings[premise].evidence
+    evidence = findings[premise].evidence
+    assert "Seeds below 0.05 (findings.min_dependency): TTS seed 1 (+0.010), TTS seed 2" in evidence
+    assert "are inconclusive: TTS." in evidence
     ranking = findings["R(p) ranks ASR > NMT > TTS at every p"]
     assert ranking.verdict == INCONCLUSIVE and "(reproduced as computed)" in ranking.evidence
     assert findings["T(p) ranks ASR > NMT > TTS at every p"].verdict == INCONCLUSIVE
@@ -457,6 +459,17 @@ def test_attention_verdicts_are_inconclusive_where_comma_does_not_use_the_target
     assert findings["An alignment constraint lowers R(p) for NMT"].verdict == REPRODUCED
     # by D: the measure that found the problem keeps its verdict (D ranks TTS lowest)
     assert findings["D(p) ranks ASR > NMT > TTS at every p"].verdict != INCONCLUSIVE
+    # one seed below the bar, the mean above: the premise is inconclusive and names that seed;
+    # no verdict resting on TTS's attention is overruled
+    one_weak = unused.copy()
+    one_weak["D"] = one_weak["D"].where(one_weak["task"] != "tts", 0.1)
+    one_weak.loc[(one_weak["task"] == "tts") & (one_weak["seed"] == 3), "D"] = 0.04
+    findings = {(f.claim.split(" (")[0]): f for f in check_claims(one_weak)}
+    assert findings[premise].verdict == INCONCLUSIVE
+    evidence = findings[premise].evidence
+    assert "Seeds below 0.05 (findings.min_dependency): TTS seed 3 (+0.040)." in evidence
+    assert "are inconclusive: none." in evidence
+    assert findings["R(p) ranks ASR > NMT > TTS at every p"].verdict == REPRODUCED
     # a stricter or looser bar moves the premise
     loose = {f.claim.split(" (")[0]: f.verdict for f in check_claims(unused, min_dependency=0.005)}
     assert loose["R(p) ranks ASR > NMT > TTS at every p"] == REPRODUCED

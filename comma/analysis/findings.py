@@ -743,9 +743,20 @@ def check_uses_target(
             + f" (mean {means[t]:+.3f})"
             for t, row in by_seed.iterrows()
         )
-        + f". Below {min_dependency:g} (findings.min_dependency): "
+        + f". Seeds below {min_dependency:g} (findings.min_dependency): "
+        + (
+            ", ".join(
+                f"{TASK_LABELS.get(t, t)} seed {seed} ({d:+.3f})"
+                for t, row in by_seed.iterrows()
+                for seed, d in row.dropna().items()
+                if d < min_dependency
+            )
+            or "none"
+        )
+        + ". Tasks whose mean over seeds is below it, so that the R and T verdicts resting on "
+        "their attention are inconclusive: "
         + (", ".join(TASK_LABELS.get(t, t) for t in means.index[means < min_dependency]) or "none")
-        + "; the R and T verdicts that rest on those tasks' attention are inconclusive. "
+        + ". "
         "Train CoMMA longer (training.comma.max_steps; results/ratio_convergence.png shows D "
         "against the step) until D stops rising."
     )
