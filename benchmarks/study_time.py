@@ -18,8 +18,12 @@ meaningful wall time; `--from DIR` reads what its jobs cost instead: per rule th
 seconds of their benchmark records, the jobs of the target's DAG not run yet, the critical path
 by CPU seconds, and the wall time that N cores could not beat, max(critical path, CPU / N).
 Snakemake rewrites a job's benchmark record each time the job runs, so a training job that
-resumed from its checkpoint after an interruption counts only its last attempt (the
-metrics.jsonl beside its model has every step's seconds):
+resumed from its checkpoint after an interruption records only its last attempt. Its
+metrics.jsonl (a rule output, carried across attempts by the checkpoint) has every step's
+seconds: where they sum to more than the record's wall, the difference ran in earlier attempts.
+It is wall time, so it is added to the job's CPU at the last attempt's CPU/wall ratio (an
+estimate: the load may have differed; probes between steps are not counted), and the job is
+counted as resumed:
 
     .venv/bin/python benchmarks/study_time.py --from DIR [--targets all] [--cores 2]
 """
@@ -44,6 +48,7 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from comma.analysis.curves import read_metrics  # noqa: E402
 from comma.analysis.runtimes import read_benchmarks  # noqa: E402
 from comma.data.batching import BatchPlan  # noqa: E402
 from comma.data.packed import load_split, prepared_corpus_sizes  # noqa: E402
@@ -168,6 +173,23 @@ def run_target(target: str, cores: str, workdir: Path) -> tuple[int, float]:
     return len(jobs), sum(v[2] for v in totals.values())
 
 
+def earlier_attempts_seconds(workdir: Path, block: str, wall: float) -> float:
+    """Step seconds a training job spent before its last attempt: the steps' seconds in its
+    metrics.jsonl beyond the wall of the benchmark record (0 for other jobs)."""
+    outputs = re.search(r"output: (.*)", block)
+    metrics = [
+        workdir / path
+        for path in (outputs.group(1).split(", ") if outputs else [])
+        if path.endswith("metrics.jsonl")
+    ]
+    if not metrics or not metrics[0].exists():
+        return 0.0
+    steps = read_metrics(metrics[0])
+    if "seconds" not in steps.columns:
+        return 0.0
+    return max(0.0, float(steps.seconds.sum()) - wall)
+
+
 def cost_of_directory(workdir: Path, target: str, cores: int) -> None:
     """What `target`'s jobs cost in a study directory that already ran them, perhaps over
     several invocations: the benchmark records of the jobs of its whole DAG."""
@@ -179,7 +201,8 @@ def cost_of_directory(workdir: Path, target: str, cores: int) -> None:
         text=True,
         check=True,
     ).stdout
-    cpu, wall, by_rule, missing = {}, {}, defaultdict(lambda: [0, 0.0, 0.0]), defaultdict(int)
+    cpu, wall, missing = {}, {}, defaultdict(int)
+    by_rule = defaultdict(lambda: [0, 0.0, 0.0, 0, 0.0])  # jobs, wall, cpu, resumed, added
     for key, block in job_blocks(plan).items():
         record = re.search(r"benchmark: (\S+)", block)
         if record is None:
@@ -189,25 +212,45 @@ def cost_of_directory(workdir: Path, target: str, cores: int) -> None:
             missing[key[0]] += 1
             continue
         table = read_benchmarks([path], path.parent)
-        cpu[key], wall[key] = float(table.cpu_time.iloc[0]), float(table.s.iloc[0])
-        by_rule[key[0]][0] += 1
-        by_rule[key[0]][1] += wall[key]
-        by_rule[key[0]][2] += cpu[key]
+        wall[key] = float(table.s.iloc[0])
+        last_cpu = float(table.cpu_time.iloc[0])
+        earlier = earlier_attempts_seconds(workdir, block, wall[key])
+        if earlier:
+            earlier *= last_cpu / wall[key]
+        cpu[key] = last_cpu + earlier
+        totals = by_rule[key[0]]
+        totals[0] += 1
+        totals[1] += wall[key]
+        totals[2] += cpu[key]
+        totals[3] += earlier > 0
+        totals[4] += earlier
     total_cpu = sum(cpu.values())
     print(f"\n== {target} in {workdir}: {len(cpu)} jobs measured, {sum(missing.values())} not run")
-    print(f"{'rule':<24} {'jobs':>5} {'wall s':>9} {'cpu s':>9} {'not run':>8}")
-    for rule, (count, seconds, rule_cpu) in sorted(by_rule.items(), key=lambda kv: -kv[1][2]):
-        print(f"{rule:<24} {count:>5} {seconds:>9.1f} {rule_cpu:>9.1f} {missing.get(rule, 0):>8}")
+    print(
+        f"{'rule':<24} {'jobs':>5} {'wall s':>9} {'cpu s':>9} {'not run':>8} {'resumed':>8} "
+        f"{'of cpu s: earlier attempts (est.)':>34}"
+    )
+    for rule, (count, seconds, rule_cpu, resumed, added) in sorted(
+        by_rule.items(), key=lambda kv: -kv[1][2]
+    ):
+        print(
+            f"{rule:<24} {count:>5} {seconds:>9.1f} {rule_cpu:>9.1f} {missing.get(rule, 0):>8} "
+            f"{resumed:>8} {added:>34.1f}"
+        )
     for rule in sorted(set(missing) - set(by_rule)):
         print(f"{rule:<24} {0:>5} {'':>9} {'':>9} {missing[rule]:>8}")
-    print(f"{'sum':<24} {len(cpu):>5} {sum(wall.values()):>9.1f} {total_cpu:>9.1f}")
+    added = sum(v[4] for v in by_rule.values())
+    print(
+        f"{'sum':<24} {len(cpu):>5} {sum(wall.values()):>9.1f} {total_cpu:>9.1f} {'':>8} "
+        f"{sum(v[3] for v in by_rule.values()):>8} {added:>34.1f}"
+    )
     path_cpu, path_rules = critical_path(nodes, edges, cpu)
     print(f"critical path by CPU {path_cpu:.0f} s: {' -> '.join(path_rules)}")
     bound = max(path_cpu, total_cpu / cores)
     print(
         f"wall with --cores {cores} cannot beat {bound:.0f} s = max(critical path, CPU / "
-        f"{cores}){' (jobs not run yet add to it)' if missing else ''}; a job resumed after an "
-        "interruption counts its last attempt only"
+        f"{cores}){' (jobs not run yet add to it)' if missing else ''}; a resumed job counts its "
+        "last attempt's CPU and an estimate of its earlier attempts'"
     )
 
 

@@ -1,0 +1,38 @@
+"""benchmarks/study_time.py: a resumed training job's earlier attempts are found in its
+metrics.jsonl, since Snakemake's benchmark record keeps only the last attempt."""
+
+import importlib.util
+import json
+from pathlib import Path
+
+spec = importlib.util.spec_from_file_location(
+    "study_time", Path(__file__).resolve().parents[1] / "benchmarks" / "study_time.py"
+)
+study_time = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(study_time)
+
+BLOCK = """    input: work/data/tts/train.pt
+    output: work/comma/tts/raw_noac/seed1/model.pt, work/comma/tts/raw_noac/seed1/metrics.jsonl
+    benchmark: logs/benchmarks/train_comma/tts_raw_noac_seed1.tsv"""
+
+
+def write_steps(workdir: Path, seconds: list[float]) -> None:
+    path = workdir / "work/comma/tts/raw_noac/seed1/metrics.jsonl"
+    path.parent.mkdir(parents=True)
+    rows = [{"step": k + 1, "loss": 1.0, "seconds": s} for k, s in enumerate(seconds)]
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+
+
+def test_step_seconds_beyond_the_last_attempts_wall_ran_before_it(tmp_path):
+    write_steps(tmp_path, [2.0] * 10)  # 20 s of steps
+    assert study_time.earlier_attempts_seconds(tmp_path, BLOCK, wall=8.0) == 12.0
+
+
+def test_a_job_that_ran_whole_has_no_earlier_attempts(tmp_path):
+    write_steps(tmp_path, [2.0] * 10)
+    assert study_time.earlier_attempts_seconds(tmp_path, BLOCK, wall=25.0) == 0.0
+
+
+def test_a_job_without_metrics_has_no_earlier_attempts(tmp_path):
+    block = "    output: results/fig2.pdf\n    benchmark: logs/benchmarks/figure2.tsv"
+    assert study_time.earlier_attempts_seconds(tmp_path, block, wall=3.0) == 0.0
