@@ -47,3 +47,40 @@ def test_documented_command_plans(where, command, tmp_path):
     cmd += ["-n", "--quiet", "rules", *args]
     result = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=REPO)
     assert result.returncode == 0, f"{where}: {command}\n{result.stderr[-3000:]}"
+
+
+def documented_python() -> list[tuple[str, str]]:
+    """(file:line, code) of every ```python block of README.md: the library examples a user
+    copies. (docs/ shows templates, such as a rule script's call with `snakemake.resources`,
+    and a full mini corpus generation, which the data tests cover.)"""
+    found = []
+    for doc in [REPO / "README.md"]:
+        block, start = None, 0
+        for number, line in enumerate(doc.read_text(encoding="utf-8").splitlines(), 1):
+            if block is None and line.strip() == "```python":
+                block, start = [], number
+            elif block is not None and line.startswith("```"):
+                found.append((f"{doc.name}:{start}", "\n".join(block)))
+                block = None
+            elif block is not None:
+                block.append(line)
+    return found
+
+
+def test_the_readme_shows_the_library_for_r_and_d():
+    code = "\n".join(text for _, text in documented_python())
+    assert "attention_density_ratio" in code and "corpus_dependency" in code
+
+
+@pytest.mark.parametrize(("where", "code"), documented_python())
+def test_documented_python_runs(where, code, tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=tmp_path,
+        env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"},
+    )
+    assert result.returncode == 0, f"{where}:\n{code}\n{result.stderr[-3000:]}"
+    assert result.stdout.strip(), f"{where}: the example prints nothing"
