@@ -16,7 +16,8 @@ read from a finished study directory, overall and in the bins of log2(M/N) that 
 ASR share.
 
     .venv/bin/python benchmarks/length_matched_control.py --study DIR [--seeds 1 2 3]
-        [--out DIR]   # DIR: a study directory with work/data/nmt and the raw CoMMA runs
+        [--out DIR] [--steps N]   # --study: a study directory with work/data/nmt and the raw
+                                  # CoMMA runs; --steps: CoMMA steps (default: the preset's)
 """
 
 from __future__ import annotations
@@ -70,14 +71,16 @@ def _rows(packed: PackedSequences):
     return (packed[k].tolist() for k in range(len(packed)))
 
 
-def train_and_measure(data: Path, run: Path, seed: int, config: dict) -> pd.DataFrame:
+def train_and_measure(
+    data: Path, run: Path, seed: int, config: dict, steps: int | None
+) -> pd.DataFrame:
     comma = config["models"]["comma"]
     architecture = {
         k: v for k, v in comma.items() if k not in ("batch_size", "lr", "ac_weight", "ac_mode")
     }
     training = {
         **config["training"]["comma"],
-        "max_steps": config["training"]["comma"]["max_steps"]["nmt"],
+        "max_steps": steps or config["training"]["comma"]["max_steps"]["nmt"],
         "lr": comma["lr"],
         "max_sentences": comma["batch_size"],
     }
@@ -125,6 +128,7 @@ def main() -> None:
     parser.add_argument("--study", type=Path, required=True, help="a finished study directory")
     parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
     parser.add_argument("--out", type=Path, default=Path("length_matched_control"))
+    parser.add_argument("--steps", type=int, help="CoMMA steps (default: the preset's for NMT)")
     args = parser.parse_args()
     config = yaml.safe_load((REPO / "config.yaml").read_text())
     data = args.out / "data"
@@ -137,7 +141,7 @@ def main() -> None:
     frames = []
     for seed in args.seeds:
         start = time.perf_counter()
-        table = train_and_measure(data, args.out / f"seed{seed}", seed, config)
+        table = train_and_measure(data, args.out / f"seed{seed}", seed, config, args.steps)
         print(f"seed {seed}: {time.perf_counter() - start:.0f} s")
         frames.append(per_sentence(table, "NMT, character source"))
     for task, name in (("nmt", "NMT, BPE source"), ("asr", "ASR")):
