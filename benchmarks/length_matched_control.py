@@ -84,18 +84,19 @@ def train_and_measure(
         "lr": comma["lr"],
         "max_sentences": comma["batch_size"],
     }
-    if not (run / "model.pt").exists():
-        train_comma(
-            "nmt",
-            data,
-            run / "model.pt",
-            run / "metrics.jsonl",
-            architecture=architecture,
-            training=training,
-            seed=seed,
-            threads=1,
-            resume_path=run / "resume.pt",
-        )
+    # a finished run resumes at its last step and only rewrites model.pt; a run of other
+    # settings (say --steps) is retrained: the checkpoint's fingerprint differs
+    train_comma(
+        "nmt",
+        data,
+        run / "model.pt",
+        run / "metrics.jsonl",
+        architecture=architecture,
+        training=training,
+        seed=seed,
+        threads=1,
+        resume_path=run / "resume.pt",
+    )
     ratio = config["ratio"]
     measure_ratio(
         run / "model.pt",
