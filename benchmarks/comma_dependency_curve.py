@@ -26,21 +26,17 @@ sys.path.insert(0, str(REPO))
 
 from comma.analysis.curves import read_metrics  # noqa: E402
 from comma.stages.comma import train_comma  # noqa: E402
+from comma.workflow_config import comma_architecture, comma_training  # noqa: E402
 
 P_GRID = (0.1, 0.3, 0.5)
 
 
 def curve(task: str, data: Path, lr: float, steps: int, seed: int, every: int, out: Path):
     config = yaml.safe_load((REPO / "config.yaml").read_text())
-    comma = config["models"]["comma"]
-    architecture = {
-        k: v for k, v in comma.items() if k not in ("batch_size", "lr", "ac_weight", "ac_mode")
-    }
     training = {
-        **config["training"]["comma"],
+        **comma_training(config, task),
         "max_steps": steps,
         "lr": lr,
-        "max_sentences": comma["batch_size"],
         "checkpoint_every": every,
     }
     run = out / f"{task}_lr{lr:g}_seed{seed}"
@@ -50,7 +46,7 @@ def curve(task: str, data: Path, lr: float, steps: int, seed: int, every: int, o
         data,
         run / "model.pt",
         run / "metrics.jsonl",
-        architecture=architecture,
+        architecture=comma_architecture(config),
         training=training,
         seed=seed,
         threads=1,

@@ -38,6 +38,7 @@ sys.path.insert(0, str(REPO))
 from comma.data.packed import PackedSequences, Split, load_split, save_split  # noqa: E402
 from comma.data.vocab import Vocabulary  # noqa: E402
 from comma.stages.comma import measure_ratio, train_comma  # noqa: E402
+from comma.workflow_config import comma_architecture, comma_training  # noqa: E402
 
 WORD_BOUNDARY = "▁"  # sentencepiece's symbol: a space cannot be a dict.txt symbol
 BIN_WIDTH, MIN_SENTENCES = 0.5, 20  # as the findings' length control (config.yaml)
@@ -74,16 +75,9 @@ def _rows(packed: PackedSequences):
 def train_and_measure(
     data: Path, run: Path, seed: int, config: dict, steps: int | None
 ) -> pd.DataFrame:
-    comma = config["models"]["comma"]
-    architecture = {
-        k: v for k, v in comma.items() if k not in ("batch_size", "lr", "ac_weight", "ac_mode")
-    }
-    training = {
-        **config["training"]["comma"],
-        "max_steps": steps or config["training"]["comma"]["max_steps"]["nmt"],
-        "lr": comma["lr"],
-        "max_sentences": comma["batch_size"],
-    }
+    training = comma_training(config, "nmt")
+    if steps:
+        training["max_steps"] = steps
     # a finished run resumes at its last step and only rewrites model.pt; a run of other
     # settings (say --steps) is retrained: the checkpoint's fingerprint differs
     train_comma(
@@ -91,7 +85,7 @@ def train_and_measure(
         data,
         run / "model.pt",
         run / "metrics.jsonl",
-        architecture=architecture,
+        architecture=comma_architecture(config),
         training=training,
         seed=seed,
         threads=1,

@@ -26,6 +26,8 @@ __all__ = [
     "schema_problems",
     "config_problems",
     "check_config",
+    "comma_architecture",
+    "comma_training",
 ]
 
 _SCALARS = {"integer": int, "number": (int, float), "boolean": bool, "null": type(None)}
@@ -204,3 +206,26 @@ def check_config(config: dict) -> None:
     problems = config_problems(config)
     if problems:
         raise ValueError("the config cannot work: " + "; ".join(problems))
+
+
+# CoMMA's settings as its trainer takes them, one mapping for the rules (rules/common.smk) and
+# the benchmarks that train CoMMA outside the workflow.
+def comma_architecture(config: dict) -> dict:
+    """models.comma without the optimization keys (batch size and lr go to training) and the
+    attention constraint's settings (only the ac variant's runs get those)."""
+    return {
+        k: v
+        for k, v in config["models"]["comma"].items()
+        if k not in ("batch_size", "lr", "ac_weight", "ac_mode")
+    }
+
+
+def comma_training(config: dict, task: str) -> dict:
+    """training.comma for `task` (max_steps may be given per task), lr and batch size."""
+    steps = config["training"]["comma"]["max_steps"]
+    return {
+        **config["training"]["comma"],
+        "max_steps": steps[task] if isinstance(steps, dict) else steps,
+        "lr": config["models"]["comma"]["lr"],
+        "max_sentences": config["models"]["comma"]["batch_size"],
+    }

@@ -6,6 +6,7 @@ sys.path.insert(0, workflow.basedir)  # comma, also when snakemake runs from ano
 from comma.analysis.tables import nar_variants_of_tables
 from comma.tasks import TASK_NAMES, WILDCARD as TASK_WILDCARD
 
+from comma import workflow_config
 from comma.workflow_config import check_config, prepare_config
 
 SCHEMA = Path(workflow.basedir) / "config" / "schema.yaml"
@@ -141,13 +142,8 @@ def vocab_files(wildcards):
 
 
 def comma_architecture():
-    """models.comma without the optimization keys (batch size and lr go to training) and the
-    attention constraint's settings (the ac variant's: comma_constraint)."""
-    return {
-        k: v
-        for k, v in config["models"]["comma"].items()
-        if k not in ("batch_size", "lr", "ac_weight", "ac_mode")
-    }
+    """models.comma as CoMMA's model config takes it (comma.workflow_config)."""
+    return workflow_config.comma_architecture(config)
 
 
 def comma_constraint(wildcards):
@@ -185,14 +181,8 @@ def comma_probe():
 
 
 def comma_training(wildcards):
-    """training.comma for this task (max_steps may be given per task), lr and batch size."""
-    steps = config["training"]["comma"]["max_steps"]
-    return {
-        **config["training"]["comma"],
-        "max_steps": steps[wildcards.task] if isinstance(steps, dict) else steps,
-        "lr": config["models"]["comma"]["lr"],
-        "max_sentences": config["models"]["comma"]["batch_size"],
-    }
+    """CoMMA's training settings for this task (comma.workflow_config)."""
+    return workflow_config.comma_training(config, wildcards.task)
 
 
 # AR teachers (rules/teacher.smk): one per task, trained with the run's `seed`.
