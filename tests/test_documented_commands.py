@@ -53,17 +53,16 @@ def documented_python() -> list[tuple[str, str]]:
     """(file:line, code) of every ```python block of README.md: the library examples a user
     copies. (docs/ shows templates, such as a rule script's call with `snakemake.resources`,
     and a full mini corpus generation, which the data tests cover.)"""
-    found = []
-    for doc in [REPO / "README.md"]:
-        block, start = None, 0
-        for number, line in enumerate(doc.read_text(encoding="utf-8").splitlines(), 1):
-            if block is None and line.strip() == "```python":
-                block, start = [], number
-            elif block is not None and line.startswith("```"):
-                found.append((f"{doc.name}:{start}", "\n".join(block)))
-                block = None
-            elif block is not None:
-                block.append(line)
+    found, block, start = [], None, 0
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    for number, line in enumerate(readme.splitlines(), 1):
+        if block is None and line.strip() == "```python":
+            block, start = [], number
+        elif block is not None and line.startswith("```"):
+            found.append((f"README.md:{start}", "\n".join(block)))
+            block = None
+        elif block is not None:
+            block.append(line)
     return found
 
 
