@@ -1,7 +1,9 @@
-"""Shared fixtures: the repository root, the shared real-data samples, and a Snakemake runner."""
+"""Shared fixtures: the repository root, the shared real-data samples, a Snakemake runner, and
+the benchmark scripts as modules."""
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import subprocess
 import sys
@@ -20,6 +22,14 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip(f"real data samples not found at {SHARED_DATA} (only in the project's CI)")
     return SHARED_DATA
+
+
+def load_benchmark(name: str):
+    """benchmarks/<name>.py as a module (the folder is no package), to test its pieces."""
+    spec = importlib.util.spec_from_file_location(name, REPO / "benchmarks" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def snakemake(workdir: Path, *args: str, check: bool = True, timeout: float = 1200):

@@ -1,20 +1,13 @@
 """benchmarks/length_matched_control.py: the NMT corpus re-spelled in characters keeps every
 sentence, its target and ids, and only lengthens the source."""
 
-import importlib.util
-from pathlib import Path
-
 import torch
+from conftest import load_benchmark
 
 from comma.data.packed import PackedSequences, Split, load_split, save_split
 from comma.data.vocab import Vocabulary
 
-spec = importlib.util.spec_from_file_location(
-    "length_matched_control",
-    Path(__file__).resolve().parents[1] / "benchmarks" / "length_matched_control.py",
-)
-control = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(control)
+control = load_benchmark("length_matched_control")
 
 
 def test_bpe_pieces_become_characters_with_word_boundaries():

@@ -1,15 +1,12 @@
 """benchmarks/study_time.py: a resumed training job's earlier attempts are found in its
 metrics.jsonl, since Snakemake's benchmark record keeps only the last attempt."""
 
-import importlib.util
 import json
 from pathlib import Path
 
-spec = importlib.util.spec_from_file_location(
-    "study_time", Path(__file__).resolve().parents[1] / "benchmarks" / "study_time.py"
-)
-study_time = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(study_time)
+from conftest import load_benchmark
+
+study_time = load_benchmark("study_time")
 
 BLOCK = """    input: work/data/tts/train.pt
     output: work/comma/tts/raw_noac/seed1/model.pt, work/comma/tts/raw_noac/seed1/metrics.jsonl
