@@ -35,13 +35,13 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from comma.analysis.length_control import sentence_means  # noqa: E402
 from comma.data.packed import PackedSequences, Split, load_split, save_split  # noqa: E402
 from comma.data.vocab import Vocabulary  # noqa: E402
 from comma.stages.comma import measure_ratio, train_comma  # noqa: E402
 from comma.workflow_config import comma_architecture, comma_training  # noqa: E402
 
 WORD_BOUNDARY = "▁"  # sentencepiece's symbol: a space cannot be a dict.txt symbol
-BIN_WIDTH, MIN_SENTENCES = 0.5, 20  # as the findings' length control (config.yaml)
 
 
 def source_characters(pieces: list[str]) -> list[str]:
@@ -107,15 +107,18 @@ def train_and_measure(
 
 
 def per_sentence(table: pd.DataFrame, name: str) -> pd.DataFrame:
-    """R, T, D and log2(M/N) per (seed, sentence), means over the p grid (D as a ratio of the
-    summed losses)."""
-    grouped = table.groupby(["seed", "sentence"])
-    means = grouped[["R", "T", "M", "N"]].mean()
-    sums = grouped[["loss_context", "loss_no_target"]].sum()
-    means["D"] = 1 - sums.loss_context / sums.loss_no_target
-    means[["loss_context", "loss_no_target"]] = sums
-    means["log2_m_over_n"] = np.log2(means.M / means.N)
-    return means.reset_index().assign(setup=name)
+    """The length control's per-sentence R, T and log2(M/N) (means over the p grid), with D
+    of each sentence as a ratio of its losses summed over the p grid."""
+    table = table.assign(task=name)
+    means = sentence_means(table)
+    sums = (
+        table.groupby(["task", "seed", "sentence"], sort=True)[["loss_context", "loss_no_target"]]
+        .sum()
+        .reset_index()
+    )
+    means = means.merge(sums, on=["task", "seed", "sentence"])
+    means["D"] = 1 - means.loss_context / means.loss_no_target
+    return means.rename(columns={"task": "setup", "log2_M_over_N": "log2_m_over_n"})
 
 
 def main() -> None:
@@ -160,11 +163,14 @@ def main() -> None:
     summary = per_seed.groupby("setup").agg(["mean", "std"]).round(3)
     print(summary.to_markdown())
 
-    sentences["bin"] = np.floor(sentences.log2_m_over_n / BIN_WIDTH) * BIN_WIDTH
+    # the findings' length control's bins (ratio.length_control in the config)
+    width = config["ratio"]["length_control"]["bin_width"]
+    least = config["ratio"]["length_control"]["min_sentences"]
+    sentences["bin"] = np.floor(sentences.log2_m_over_n / width) * width
     counts = sentences.groupby(["setup", "seed", "bin"]).size().unstack("setup").fillna(0)
-    shared = counts[(counts.get("ASR", 0) >= MIN_SENTENCES)
-                    & (counts.get("NMT, character source", 0) >= MIN_SENTENCES)]  # fmt: skip
-    print(f"\n== bins of log2(M/N) (width {BIN_WIDTH}) with >= {MIN_SENTENCES} sentences of "
+    shared = counts[(counts.get("ASR", 0) >= least)
+                    & (counts.get("NMT, character source", 0) >= least)]  # fmt: skip
+    print(f"\n== bins of log2(M/N) (width {width}) with >= {least} sentences of "
           "both ASR and NMT with a character source, per seed")  # fmt: skip
     if shared.empty:
         print("none")
