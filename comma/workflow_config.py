@@ -13,14 +13,19 @@ defaults for ``validate`` to fill in: config.yaml holds every key).
 
 from __future__ import annotations
 
+import copy
 import difflib
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import jsonschema
 import yaml
 
+from comma.tasks import TASK_NAMES
+
 __all__ = [
+    "merge_config_layers",
     "coerce_to_schema",
     "prepare_config",
     "schema_problems",
@@ -31,6 +36,43 @@ __all__ = [
 ]
 
 _SCALARS = {"integer": int, "number": (int, float), "boolean": bool, "null": type(None)}
+
+
+def _merge_layer(base: dict, layer: Mapping, where: str, notes: list[str]) -> dict:
+    for key, value in layer.items():
+        name = f"{where}.{key}" if where else str(key)
+        current = base.get(key)
+        if not isinstance(value, Mapping):
+            base[key] = copy.deepcopy(value)
+            continue
+        if not isinstance(current, dict):
+            per_task = bool(value) and set(value) <= set(TASK_NAMES)
+            if per_task and isinstance(current, (int, float, str, bool)):
+                filled = {t: current for t in TASK_NAMES if t not in value}
+                notes.append(
+                    f"{name}: the tasks it does not name keep the {current!r} it replaces "
+                    f"({', '.join(f'{t}: {v!r}' for t, v in filled.items())})"
+                )
+                current = {t: current for t in TASK_NAMES}
+            else:
+                current = {}
+        base[key] = _merge_layer(current, value, name, notes)
+    return base
+
+
+def merge_config_layers(layers: Sequence[Mapping]) -> tuple[dict, list[str]]:
+    """The config from its layers, each over the ones before it (config.yaml, every
+    --configfile in order, --config), merged key by key as Snakemake merges them, with one
+    difference: a mapping per task given over one value for every task (``max_steps: {nmt:
+    10}`` over a preset's ``max_steps: 30``) keeps that value for the tasks it does not name.
+    Snakemake merges --configfile and --config first and then over config.yaml, so there the
+    other tasks silently fell back to config.yaml's per-task values, not the active preset's.
+    Returns the config and one note per such filled-in mapping, naming its key."""
+    config: dict = {}
+    notes: list[str] = []
+    for layer in layers:
+        _merge_layer(config, layer, "", notes)
+    return config, notes
 
 
 def _resolve(schema: dict, root: dict) -> dict:
@@ -176,11 +218,40 @@ def _attention_problems(settings: dict, where: str) -> list[str]:
     return []
 
 
+def _warmup_problems(training: Any) -> list[str]:
+    """Every schedule whose warm-up is longer than its training (the lr would never reach its
+    peak): training.comma (max_steps one number or per task), training.teacher.TASK and
+    training.nar.TASK."""
+    if not isinstance(training, dict):
+        return []
+    schedules = [("training.comma", training.get("comma"))]
+    for family in ("teacher", "nar"):
+        if isinstance(training.get(family), dict):
+            schedules += [
+                (f"training.{family}.{task}", settings)
+                for task, settings in training[family].items()
+            ]
+    problems = []
+    for where, settings in schedules:
+        if not isinstance(settings, dict):
+            continue
+        warmup, steps = settings.get("warmup_steps"), settings.get("max_steps")
+        per_task = steps.items() if isinstance(steps, dict) else [(None, steps)]
+        for task, value in per_task:
+            if isinstance(warmup, int) and isinstance(value, int) and warmup > value:
+                key = f"{where}.max_steps" + (f".{task}" if task else "")
+                problems.append(
+                    f"{where}.warmup_steps ({warmup}) is above {key} ({value}): the learning "
+                    "rate would never reach its peak; lower the warm-up or raise the steps"
+                )
+    return problems
+
+
 def config_problems(config: dict) -> list[str]:
     """Settings the schema accepts but no job could run with, each naming its key: heads
     that do not divide d_model, R(p) layers or heads beyond CoMMA's, a minimum above its
-    maximum."""
-    problems = _min_max_problems(config, "")
+    maximum, a warm-up longer than its training."""
+    problems = _min_max_problems(config, "") + _warmup_problems(config.get("training"))
     models = config.get("models", {})
     if isinstance(models.get("comma"), dict):
         problems += _attention_problems(models["comma"], "models.comma")

@@ -8,8 +8,25 @@ from comma.tasks import TASK_NAMES, WILDCARD as TASK_WILDCARD
 
 from comma import workflow_config
 from comma.workflow_config import check_config, prepare_config
+from snakemake.common.configfile import load_configfile
 
 SCHEMA = Path(workflow.basedir) / "config" / "schema.yaml"
+# The config again from its layers, each over the ones before it: the Snakefile's config.yaml,
+# every --configfile, --config. Snakemake merges the command line's layers first, so a per-task
+# mapping over a preset's one value (training.comma.max_steps: {nmt: 10} over tiny.yaml's 30)
+# lost the preset's value for the other tasks and fell back to config.yaml's.
+_cli_files = workflow.config_settings.configfiles
+_declared = workflow.configfiles[len(_cli_files) :]  # the Snakefile's `configfile:`
+if workflow.config_settings.replace_workflow_config:
+    _declared = []
+_merged, _notes = workflow_config.merge_config_layers(
+    [load_configfile(f) for f in [*_declared, *_cli_files]]
+    + [dict(workflow.config_settings.config)]
+)
+config.clear()
+config.update(_merged)
+for _note in _notes:
+    print(f"config: {_note}", file=sys.stderr)
 # Types --config values (Snakemake hands seeds=[1,2] over as text), then checks the schema,
 # naming each offending key (Snakemake's validate names none; the schema sets no defaults).
 prepare_config(config, SCHEMA)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import yaml
-from conftest import REPO, snakemake
+from conftest import REPO, TINY_CONFIG, snakemake
 
 
 def dry_run(tmp_path, override: dict):
@@ -39,6 +39,21 @@ def test_default_and_paper_presets_plan(tmp_path):
         (
             {"prepare": {"nmt": {"min_tokens": 200}}},
             ["prepare.nmt.min_tokens (200) is above prepare.nmt.max_tokens (175)"],
+        ),
+        (
+            {"training": {"comma": {"warmup_steps": 2500}}},
+            [
+                "training.comma.warmup_steps (2500) is above training.comma.max_steps.asr (2000)",
+                "the learning rate would never reach its peak",
+            ],
+        ),
+        (
+            {"training": {"teacher": {"tts": {"warmup_steps": 1501}}}},
+            ["training.teacher.tts.warmup_steps (1501) is above training.teacher.tts.max_steps"],
+        ),
+        (
+            {"training": {"nar": {"nmt": {"max_steps": 100}}}},
+            ["training.nar.nmt.warmup_steps (300) is above training.nar.nmt.max_steps (100)"],
         ),
     ],
 )
@@ -154,3 +169,63 @@ def test_every_problem_is_listed_before_any_job(tmp_path):
         prepare_config(config, REPO / "config" / "schema.yaml")
     message = str(error.value)
     assert "config key seed:" in message and "config key models.comma.heads:" in message
+
+
+def test_a_per_task_mapping_over_one_value_keeps_that_value_for_the_other_tasks():
+    from comma.workflow_config import merge_config_layers
+
+    base = {"training": {"comma": {"max_steps": {"nmt": 3000, "asr": 2000, "tts": 3000}}}}
+    preset = {"training": {"comma": {"max_steps": 30, "warmup_steps": 10}}}
+    command_line = {"training": {"comma": {"max_steps": {"nmt": 10}}}}
+    config, notes = merge_config_layers([base, preset, command_line])
+    assert config["training"]["comma"] == {
+        "max_steps": {"nmt": 10, "asr": 30, "tts": 30},
+        "warmup_steps": 10,
+    }
+    assert notes == [
+        "training.comma.max_steps: the tasks it does not name keep the 30 it replaces "
+        "(asr: 30, tts: 30)"
+    ]
+    assert base["training"]["comma"]["max_steps"]["nmt"] == 3000  # the layers stay as given
+    # Otherwise as Snakemake merges: a mapping of other keys replaces a value, a value a mapping.
+    config, notes = merge_config_layers([{"a": 1, "b": {"c": 2}}, {"a": {"x": 1}, "b": 3}])
+    assert config == {"a": {"x": 1}, "b": 3} and notes == []
+
+
+def test_a_per_task_override_on_the_command_line_keeps_the_presets_other_tasks(tmp_path):
+    """--config 'training={comma: {max_steps: {nmt: 10}}}' over tests/tiny.yaml's 30 steps:
+    ASR and TTS keep the preset's 30, not config.yaml's 2,000 and 3,000."""
+    result = snakemake(
+        tmp_path,
+        "-n",
+        "--cores",
+        "1",
+        "results/fig2.pdf",
+        "--configfile",
+        str(TINY_CONFIG),
+        "--config",
+        "training={comma: {max_steps: {nmt: 10}}}",
+    )
+    assert (
+        "config: training.comma.max_steps: the tasks it does not name keep the 30 it replaces "
+        "(asr: 30, tts: 30)" in result.stderr
+    ), result.stderr[-3000:]
+
+
+def test_a_per_task_override_of_the_paper_preset_keeps_its_schedule(tmp_path):
+    """The paper preset's 100,000 CoMMA steps with NMT's set apart: ASR and TTS keep 100,000,
+    so the preset's 4,000 warm-up steps fit (with config.yaml's 2,000 ASR steps they did not)."""
+    result = snakemake(
+        tmp_path,
+        "-n",
+        "--cores",
+        "1",
+        "results/fig2.pdf",
+        "--configfile",
+        str(REPO / "config" / "paper.yaml"),
+        "--config",
+        "training={comma: {max_steps: {nmt: 50000}}}",
+        check=False,
+    )
+    assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
+    assert "keep the 100000 it replaces (asr: 100000, tts: 100000)" in result.stderr
