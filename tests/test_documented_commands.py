@@ -1,5 +1,6 @@
-"""Every `snakemake` command shown in README.md and docs/ plans without error (a dry run), so
-a documented command cannot break again (e.g. a target swallowed by --configfile)."""
+"""Every `snakemake` command shown in README.md, docs/ and the headers of the config files and
+profiles plans without error (a dry run), so a documented command cannot break again (e.g. a
+target swallowed by --configfile)."""
 
 from __future__ import annotations
 
@@ -11,8 +12,6 @@ from pathlib import Path
 
 import pytest
 from conftest import REPO
-
-pytestmark = pytest.mark.slow
 
 SNAKEMAKE = str(Path(sys.executable).with_name("snakemake"))
 
@@ -29,13 +28,38 @@ def documented_commands() -> list[tuple[str, str]]:
             command = re.sub(r"^\$ ", "", line.strip())
             if in_block and command.startswith("snakemake "):
                 found.append((f"{doc.name}:{number}", command))
+    # The usage lines of a file's header comment: "#   snakemake all --profile ..."
+    headers = [REPO / "Snakefile", *sorted(REPO.glob("config/*.yaml"))]
+    for header in headers + sorted(REPO.glob("profiles/*/config.yaml")):
+        for number, line in enumerate(header.read_text(encoding="utf-8").splitlines(), 1):
+            command = line.lstrip("#").strip()
+            if line.startswith("#") and command.startswith("snakemake "):
+                found.append((f"{header.relative_to(REPO)}:{number}", command))
     return found
 
 
 def test_the_docs_show_commands():
-    assert len(documented_commands()) >= 10
+    commands = documented_commands()
+    assert len(commands) >= 10
+    assert any(where.startswith("config/paper.yaml:") for where, _ in commands)
+    assert any(where.startswith("profiles/slurm/config.yaml:") for where, _ in commands)
 
 
+def test_documented_commands_give_config_files_only_files():
+    """--configfile takes every word after it: each must be a file, not a target such as
+    `all` (the run would stop with FileNotFoundError: 'all')."""
+    for where, command in documented_commands():
+        words = shlex.split(command, comments=True)
+        for k, word in enumerate(words):
+            if word not in ("--configfile", "--configfiles"):
+                continue
+            for value in words[k + 1 :]:
+                if value.startswith("-"):
+                    break
+                assert (REPO / value).is_file(), f"{where}: {command}: {value!r} is no file"
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize(("where", "command"), documented_commands())
 def test_documented_command_plans(where, command, tmp_path):
     words = shlex.split(command, comments=True)
@@ -71,6 +95,7 @@ def test_the_readme_shows_the_library_for_r_and_d():
     assert "attention_density_ratio" in code and "corpus_dependency" in code
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("where", "code"), documented_python())
 def test_documented_python_runs(where, code, tmp_path):
     result = subprocess.run(
