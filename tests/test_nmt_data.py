@@ -673,3 +673,26 @@ def test_a_special_symbol_in_the_data_keeps_the_counts_aligned(tmp_path):
     assert vocab.symbols[5:] == ["a", "b"] and vocab.counts == [2, 1]
     vocab.save(tmp_path / "dict.txt")
     assert (tmp_path / "dict.txt").read_text() == "a 2\nb 1\n"
+
+
+def test_nan_in_a_prepared_split_is_named_when_it_is_loaded(tmp_path):
+    """A train.pt damaged after prepare (NaN in one frame) stops the job that loads it, naming
+    the file and the sentence, before a training step or a metrics line."""
+    from comma.data.packed import PackedSequences, Split, save_split
+    from comma.io import torch_save
+    from comma.stages.comma import train_comma
+
+    tokens = PackedSequences.from_list([torch.tensor([5, 6]), torch.tensor([7])])
+    frames = PackedSequences.from_list([torch.zeros(3, 2), torch.zeros(2, 2)])
+    path = tmp_path / "train.pt"
+    save_split(path, Split(tokens, frames, ["a", "b"]))
+    data = torch.load(path, weights_only=True)
+    data["tgt"]["values"][4, 1] = float("nan")  # the second frame of 'b'
+    torch_save(data, path)
+    message = r"train\.pt: target of 'b' \(sentence 1\) holds NaN or inf values: the file changed"
+    with pytest.raises(InputError, match=message):
+        load_split(path)
+    metrics = tmp_path / "metrics.jsonl"
+    with pytest.raises(InputError, match=message):
+        train_comma("tts", tmp_path, tmp_path / "model.pt", metrics, architecture={})
+    assert not metrics.exists() and not (tmp_path / "model.pt").exists()

@@ -101,7 +101,7 @@ class Split:
         )
 
 
-def _check_finite(split: Split, path: str | Path) -> None:
+def _check_finite(split: Split, path: str | Path, hint: str = "") -> None:
     """NaN or inf in a float side would only show as a non-finite loss steps later: name the
     file and the sentence now."""
     for side, packed in (("source", split.src), ("target", split.tgt)):
@@ -114,7 +114,7 @@ def _check_finite(split: Split, path: str | Path) -> None:
             row = int(bad.nonzero()[0, 0])
             k = int(torch.searchsorted(packed.offsets, torch.tensor(row), right=True)) - 1
             raise InputError(
-                path, f"{side} of {split.ids[k]!r} (sentence {k}) holds NaN or inf values"
+                path, f"{side} of {split.ids[k]!r} (sentence {k}) holds NaN or inf values{hint}"
             )
 
 
@@ -150,6 +150,8 @@ def load_split(path: str | Path) -> Split:
             list(data["ids"]),
         )
         _check_nonempty(split, path)
+        # written finite (save_split checks), so damaged since: say so before any training
+        _check_finite(split, path, ": the file changed after it was written; prepare it again")
         return split
     except KeyError as err:
         raise InputError(path, f"not a prepared split: no key {err}") from None
