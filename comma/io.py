@@ -10,7 +10,7 @@ import pickle
 import shutil
 import tempfile
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -52,10 +52,23 @@ def _discard(tmp: Path, error: BaseException) -> None:
         error.add_note(f"and removing the temporary {tmp} failed too: {cleanup}")
 
 
+def _naming_the_file(error: OSError, path: Path, tmp: Path) -> OSError:
+    """`error` of a write into `tmp` as an OSError naming `path`: a failed ``write()`` (a full
+    disk: ``[Errno 28] No space left on device``) names no file at all, and an error naming
+    the temporary names a file that is gone by the time anyone reads the message."""
+    if error.filename not in (None, str(tmp)):
+        return error
+    reason = error.strerror or str(error)
+    if error.errno is None:
+        return OSError(f"{reason}, while writing {path}")
+    return OSError(error.errno, f"{reason}, while writing {path}")
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a temporary path beside `path`; rename it to `path` only if the block succeeds.
-    A failed block leaves neither the temporary nor a partial `path`."""
+    A failed block leaves neither the temporary nor a partial `path`; an OSError of the block
+    that names no file (a full disk) is raised as one naming `path`."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_temporaries(path)
@@ -67,9 +80,39 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         tmp_path.chmod(0o666 & ~_umask())
         yield tmp_path
         os.replace(tmp_path, path)
+    except OSError as error:
+        _discard(tmp_path, error)
+        named = _naming_the_file(error, path, tmp_path)
+        if named is error:
+            raise
+        raise named from error
     except BaseException as error:
         _discard(tmp_path, error)
         raise
+
+
+@contextlib.contextmanager
+def atomic_files(out_dir: str | Path, names: Sequence[str]) -> Iterator[Path]:
+    """Yield a temporary folder beside `out_dir` (``.<name>.*.tmp``, as :func:`atomic_dir`) to
+    write exactly the files `names` into; they are moved into `out_dir` together, only when the
+    block succeeds and wrote exactly them, and other files of `out_dir` stay. The temporary
+    folder never stays, and what a killed earlier writer left beside `out_dir` is removed
+    first (:func:`remove_stale_temporaries`)."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(out_dir)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".tmp", dir=out_dir.parent))
+    try:
+        yield tmp
+        written = sorted(p.name for p in tmp.iterdir())
+        if written != sorted(names):
+            raise RuntimeError(f"{out_dir}: wrote {written}, expected {sorted(names)}")
+        for name in names:
+            os.replace(tmp / name, out_dir / name)
+    except BaseException as error:
+        _discard(tmp, error)
+        raise
+    shutil.rmtree(tmp)
 
 
 @contextlib.contextmanager
@@ -112,7 +155,16 @@ def torch_save(obj: Any, path: str | Path) -> None:
     sha256 of the file that a run's fingerprint records does not change when an artifact is
     rebuilt identically."""
     with atomic_path(path) as tmp, open(tmp, "wb") as handle:
-        torch.save(obj, handle)
+        try:
+            torch.save(obj, handle)
+        except RuntimeError as error:
+            # torch's writer reports a failed write (a full disk) by byte positions only
+            # ("unexpected pos 12928 vs 12822"); atomic_path adds the file's name
+            free = shutil.disk_usage(tmp.parent).free
+            raise OSError(
+                f"torch could not write the file ({_first_line(error)}; {free:,} bytes free "
+                "on its disk)"
+            ) from error
 
 
 def torch_load(path: str | Path, mmap: bool = False) -> Any:

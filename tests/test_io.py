@@ -4,6 +4,7 @@ writer, and never hide the error that stopped a write."""
 from __future__ import annotations
 
 import errno
+import os
 
 import pytest
 
@@ -87,3 +88,36 @@ def test_an_unreadable_torch_file_is_named_with_its_cause(tmp_path):
         assert "re-run the job that writes it" in str(e.value)
     with pytest.raises(InputError, match="file not found"):
         torch_load(tmp_path / "missing.pt")
+
+
+DEV_FULL = "/dev/full"  # every write to it fails with ENOSPC, as on a full disk
+
+
+@pytest.mark.skipif(not os.path.exists(DEV_FULL), reason="needs /dev/full")
+def test_a_full_disk_names_the_file_being_written(tmp_path, monkeypatch):
+    """A write() on a full disk raises "[Errno 28] No space left on device" naming no file,
+    and torch's writer adds only byte positions ("unexpected pos 704 vs 598"): the error
+    names the artifact, and neither it nor its temporary is left."""
+    import torch
+
+    import comma.io
+
+    def full_disk_open(file, mode="r", *args, **kwargs):
+        return open(DEV_FULL if "w" in mode else file, mode, *args, **kwargs)
+
+    monkeypatch.setattr(comma.io, "open", full_disk_open, raising=False)
+    target = tmp_path / "resume.pt"
+    with pytest.raises(OSError, match=r"while writing .*resume\.pt") as error:
+        torch_save({"model": torch.zeros(10_000)}, target)
+    assert error.value.errno == errno.ENOSPC, error.value
+    assert list(tmp_path.iterdir()) == []
+
+    monkeypatch.undo()
+    message = r"No space left on device, while writing .*test\.ref\.txt"
+    with (
+        pytest.raises(OSError, match=message),
+        atomic_path(tmp_path / "test.ref.txt"),
+        open(DEV_FULL, "w") as handle,
+    ):
+        handle.write("x" * 100_000)
+    assert list(tmp_path.iterdir()) == []

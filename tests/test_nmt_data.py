@@ -696,3 +696,73 @@ def test_nan_in_a_prepared_split_is_named_when_it_is_loaded(tmp_path):
     with pytest.raises(InputError, match=message):
         train_comma("tts", tmp_path, tmp_path / "model.pt", metrics, architecture={})
     assert not metrics.exists() and not (tmp_path / "model.pt").exists()
+
+
+def _small_corpus(root: Path, test: list[tuple[str, str, str, str]]) -> Path:
+    """50 six-token training pairs and one test set of (docid, segid, de, en) segments."""
+    folder = root / "de-en"
+    folder.mkdir(parents=True)
+    de_lines, en_lines = ["<talkid>1</talkid>"], ["<talkid>1</talkid>"]
+    for k in range(50):
+        de_lines.append(f"Satz Nummer {k} ist hier.")
+        en_lines.append(f"Sentence number {k} is here.")
+    (folder / "train.tags.de-en.de").write_text("\n".join(de_lines) + "\n", encoding="utf-8")
+    (folder / "train.tags.de-en.en").write_text("\n".join(en_lines) + "\n", encoding="utf-8")
+    for role, lang, column in (("src", "de", 2), ("ref", "en", 3)):
+        segments = [(seg[0], seg[1], seg[column]) for seg in test]
+        path = folder / f"IWSLT14.TED.tst2010.de-en.{lang}.xml"
+        path.write_text(xml_text(role, segments), encoding="utf-8")
+    return folder
+
+
+def test_a_very_long_test_segment_is_left_out_and_named(tmp_path, caplog):
+    """One 40-token test segment over max_tokens 20 (in IWSLT14: 5,000 tokens, which asked
+    measure_ratio for 3 GB): left out of test.pt and test.ref.txt, and named with its file,
+    doc and segment id in the log and stats.json."""
+    long_de = " ".join(["sehr"] * 39) + "."
+    folder = _small_corpus(
+        tmp_path, [("4", "1", "Ein Test.", "A test."), ("4", "2", long_de, "Very long.")]
+    )
+    out = tmp_path / "nmt"
+    stats = prepare_nmt(folder, out, **{**PREPARE, "bpe_merges": 30, "max_tokens": 20})
+    named = "IWSLT14.TED.tst2010.de-en.de.xml doc 4 seg 2: 40 tokens"
+    assert stats["test_dropped_long"] == {"count": 1, "segments": [named]}
+    assert "left out 1 test segment(s) longer than prepare.nmt.max_tokens (20 tokens)" in (
+        caplog.text
+    )
+    assert named in caplog.text
+    test = load_split(out / "test.pt")
+    assert test.ids == ["IWSLT14.TED.tst2010.de-en:4:1"]
+    assert (out / "test.ref.txt").read_text(encoding="utf-8") == "a test .\n"
+    assert read_json(out / "stats.json")["test_dropped_long"]["count"] == 1
+    # every test segment too long: nothing to test on, said with the bound
+    folder = _small_corpus(tmp_path / "long", [("4", "2", long_de, "Very long.")])
+    with pytest.raises(InputError, match=r"hold no segment of at most prepare.nmt.max_tokens"):
+        prepare_nmt(folder, tmp_path / "none", **{**PREPARE, "bpe_merges": 30, "max_tokens": 20})
+    assert not (tmp_path / "none").exists()
+
+
+def test_prepare_nmt_removes_a_killed_runs_temporary_folder(tmp_path, monkeypatch):
+    """A SIGKILLed prepare_nmt leaves work/data/.nmt.*.tmp: the next run removes it, and a run
+    that fails leaves neither its temporary folder nor any output file."""
+    import comma.data.nmt
+
+    folder = _small_corpus(tmp_path / "raw", [("4", "1", "Ein Test.", "A test.")])
+    data = tmp_path / "data"
+    stale = data / ".nmt.k1ll3d.tmp"
+    stale.mkdir(parents=True)
+    (stale / "train.pt").write_bytes(b"half")
+    settings = {**PREPARE, "bpe_merges": 30}
+
+    def disk_full(path, split):
+        raise OSError(28, f"No space left on device, while writing {path}")
+
+    monkeypatch.setattr(comma.data.nmt, "save_split", disk_full)
+    with pytest.raises(OSError, match="No space left on device"):
+        prepare_nmt(folder, data / "nmt", **settings)
+    assert sorted(p.name for p in data.iterdir()) == ["nmt"]
+    assert list((data / "nmt").iterdir()) == []
+    monkeypatch.undo()
+    prepare_nmt(folder, data / "nmt", **settings)
+    assert sorted(p.name for p in data.iterdir()) == ["nmt"]
+    assert sorted(p.name for p in (data / "nmt").iterdir()) == sorted(OUTPUT_FILES)

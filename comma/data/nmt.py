@@ -9,7 +9,10 @@
    in its order of checks: drop a pair if a side is empty, if a side has more than MAX or fewer
    than MIN tokens, if one side is more than R times longer than the other (a ratio of exactly
    R is kept), or if a token is longer than 1,000 characters. (The script also deletes `|`
-   characters; Moses escaping leaves none.) Test pairs are not cleaned, as in fairseq.
+   characters; Moses escaping leaves none.) Test pairs are not cleaned, as in fairseq, but a
+   test segment with a side of more than MAX tokens is left out, named by file, doc and segment
+   id in the log and in stats.json's `test_dropped_long` (one such segment asks measure_ratio
+   for gigabytes and lets a teacher's beam search run to thousands of tokens).
 4. Valid = every `valid_every`-th cleaned training pair (awk's `NR % 23 == 0`, 1-based), train
    = the rest.
 5. Joint BPE: `bpe_merges` merges learned on train.de followed by train.en (subword-nmt, minimum
@@ -17,7 +20,8 @@
 6. One vocabulary per side from the train BPE tokens; ids packed per split.
 
 Output (exactly these files in `out_dir`, written to a temporary folder first and moved in
-only when all are complete): `train.pt`, `valid.pt`, `test.pt` (comma.data.packed splits:
+only when all are complete: `comma.io.atomic_files`): `train.pt`, `valid.pt`, `test.pt`
+(comma.data.packed splits:
 src = German BPE ids, tgt = English BPE ids, int32, no eos; ids `train-000123` = the 123rd pair
 of train.tags after metadata removal, for train and valid alike, and `{set}:{docid}:{segid}`
 for test), `dict.src.txt`, `dict.tgt.txt` (fairseq dict format), `bpe.codes`, `test.ref.txt`
@@ -27,9 +31,7 @@ for test), `dict.src.txt`, `dict.tgt.txt` (fairseq dict format), `bpe.codes`, `t
 
 from __future__ import annotations
 
-import os
-import shutil
-import tempfile
+import logging
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
@@ -42,7 +44,7 @@ from comma.data.packed import PackedSequences, Split, save_split, split_stats
 from comma.data.text import BpeSegmenter, MosesPipeline, learn_bpe
 from comma.data.vocab import Vocabulary
 from comma.errors import InputError
-from comma.io import write_json, write_lines
+from comma.io import atomic_files, write_json, write_lines
 
 # clean-corpus-n.perl's default --max-word-length.
 MAX_WORD_LENGTH = 1000
@@ -59,6 +61,7 @@ OUTPUT_FILES = (
 CLEANING_REASONS = ("empty", "length", "ratio", "word_length")
 
 Tokens = list[str]
+log = logging.getLogger(__name__)
 
 
 def clean_reason(
@@ -129,6 +132,33 @@ def _encode(
     return _pack(ids), unknown
 
 
+def _bound_test(
+    test_ids: Sequence[str], src: Sequence[Tokens], tgt: Sequence[Tokens], max_tokens: int
+) -> tuple[list[int], list[str]]:
+    """The test segments to keep, and each one left out for a side longer than `max_tokens`
+    tokens (the training pairs' bound), as "FILE doc D seg S: N tokens". fairseq does not clean
+    test pairs, but one 5,000-token segment asks a batch of its attention for gigabytes and lets
+    the teacher's beam search run to 12,000 tokens."""
+    kept, long = [], []
+    for k, test_id in enumerate(test_ids):
+        sides = ((SRC_LANG, len(src[k])), (TGT_LANG, len(tgt[k])))
+        lang, n = max(sides, key=lambda side: side[1])
+        if n <= max_tokens:
+            kept.append(k)
+            continue
+        name, rest = test_id.split(":", 1)
+        docid, segid = rest.rsplit(":", 1)
+        long.append(f"{name}.{lang}.xml doc {docid} seg {segid}: {n} tokens")
+    if long:
+        log.warning(
+            "left out %d test segment(s) longer than prepare.nmt.max_tokens (%d tokens): %s",
+            len(long),
+            max_tokens,
+            "; ".join(long[:20]),
+        )
+    return kept, long
+
+
 def prepare_nmt(
     raw_dir: str | Path,
     out_dir: str | Path,
@@ -175,12 +205,17 @@ def prepare_nmt(
             f"{len(kept)} training pairs survive cleaning; with every {valid_every}th for "
             f"valid, train has {len(train_idx)} and valid {len(valid_idx)} (both need some)",
         )
-    if not corpus["test"]:
-        raise InputError(raw_dir, f"the test sets {corpus['test_sets']} hold no segment")
+    test_kept, test_long = _bound_test(corpus["test_ids"], test_src, test_tgt, max_tokens)
+    if not test_kept:
+        raise InputError(
+            raw_dir,
+            f"the test sets {corpus['test_sets']} hold no segment"
+            + (f" of at most prepare.nmt.max_tokens ({max_tokens}) tokens" if test_long else ""),
+        )
+    test_src, test_tgt = [test_src[k] for k in test_kept], [test_tgt[k] for k in test_kept]
+    test_ids = [corpus["test_ids"][k] for k in test_kept]
 
-    out_dir.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".tmp", dir=out_dir.parent))
-    try:
+    with atomic_files(out_dir, OUTPUT_FILES) as tmp:
         codes_path = tmp / "bpe.codes"
         learn_bpe(
             [train_src[k] for k in train_idx] + [train_tgt[k] for k in train_idx],
@@ -206,7 +241,7 @@ def prepare_nmt(
             "test": (test_src, test_tgt),
         }
         ids = {"train": train_ids(train_idx), "valid": train_ids(valid_idx)}
-        ids["test"] = corpus["test_ids"]
+        ids["test"] = test_ids
         splits_stats, unknown = {}, {}
         for name, (src, tgt) in sides.items():
             src_packed, src_unk = _encode(segmenter, src_vocab, src, f"bpe {name}.de")
@@ -234,6 +269,7 @@ def prepare_nmt(
                 "count": len(corpus["test_dropped_empty"]),
                 "segments": corpus["test_dropped_empty"],
             },
+            "test_dropped_long": {"count": len(test_long), "segments": test_long},
             "settings": {
                 "clean_ratio": clean_ratio,
                 "min_tokens": min_tokens,
@@ -243,11 +279,4 @@ def prepare_nmt(
             },
         }
         write_json(tmp / "stats.json", stats)
-        written = sorted(p.name for p in tmp.iterdir())
-        if written != sorted(OUTPUT_FILES):
-            raise RuntimeError(f"prepare_nmt wrote {written}, expected {sorted(OUTPUT_FILES)}")
-        for name in OUTPUT_FILES:
-            os.replace(tmp / name, out_dir / name)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=False)
     return stats
