@@ -247,11 +247,35 @@ def _warmup_problems(training: Any) -> list[str]:
     return problems
 
 
-def config_problems(config: dict) -> list[str]:
+def _mel_range_problems(features: Any, sample_rates: Mapping[str, int]) -> list[str]:
+    """features.f_min / f_max beyond the Nyquist frequency (half the sample rate) of a corpus
+    whose log-mel features are extracted, or f_min not below f_max."""
+    if not isinstance(features, dict):
+        return []
+    f_min, f_max = features.get("f_min"), features.get("f_max")
+    numbers = (int, float)
+    problems = []
+    if isinstance(f_min, numbers) and isinstance(f_max, numbers) and f_min >= f_max:
+        problems.append(f"features.f_min ({f_min}) is not below features.f_max ({f_max})")
+    for corpus, rate in sorted(sample_rates.items()):
+        for key, value in (("f_max", f_max), ("f_min", f_min)):
+            if isinstance(value, numbers) and value > rate / 2:
+                problems.append(
+                    f"features.{key} ({value} Hz) is above the Nyquist frequency of {corpus} "
+                    f"({rate / 2:g} Hz, half its {rate} Hz sample rate); null: up to it"
+                )
+                break
+    return problems
+
+
+def config_problems(config: dict, sample_rates: Mapping[str, int] | None = None) -> list[str]:
     """Settings the schema accepts but no job could run with, each naming its key: heads
     that do not divide d_model, R(p) layers or heads beyond CoMMA's, a minimum above its
-    maximum, a warm-up longer than its training."""
+    maximum, a warm-up longer than its training, a mel range beyond the Nyquist frequency of
+    a corpus in `sample_rates` (name -> Hz: the corpora whose log-mel features the run
+    extracts; the rate is the dataset's, not a setting)."""
     problems = _min_max_problems(config, "") + _warmup_problems(config.get("training"))
+    problems += _mel_range_problems(config.get("features"), sample_rates or {})
     models = config.get("models", {})
     if isinstance(models.get("comma"), dict):
         problems += _attention_problems(models["comma"], "models.comma")
@@ -272,9 +296,9 @@ def config_problems(config: dict) -> list[str]:
     return problems
 
 
-def check_config(config: dict) -> None:
+def check_config(config: dict, sample_rates: Mapping[str, int] | None = None) -> None:
     """Raise ValueError listing :func:`config_problems`, before any job runs."""
-    problems = config_problems(config)
+    problems = config_problems(config, sample_rates)
     if problems:
         raise ValueError("the config cannot work: " + "; ".join(problems))
 

@@ -5,6 +5,8 @@ from pathlib import Path
 sys.path.insert(0, workflow.basedir)  # comma, also when snakemake runs from another env
 from comma.analysis.tables import nar_variants_of_tables
 from comma.tasks import TASK_NAMES, WILDCARD as TASK_WILDCARD
+from comma.data.libritts import SAMPLE_RATE as LIBRITTS_RATE
+from comma.data.ljspeech import SAMPLE_RATE as LJSPEECH_RATE
 
 from comma import workflow_config
 from comma.workflow_config import check_config, prepare_config
@@ -30,9 +32,20 @@ for _note in _notes:
 # Types --config values (Snakemake hands seeds=[1,2] over as text), then checks the schema,
 # naming each offending key (Snakemake's validate names none; the schema sets no defaults).
 prepare_config(config, SCHEMA)
+# What the schema cannot say: heads dividing d_model, min <= max, the mel range within the
+# Nyquist frequency of the corpora whose log-mel the tasks read (their rates are the datasets').
+MEL_CORPUS_RATES = {
+    "asr": {"libritts": LIBRITTS_RATE},
+    "tts": {"ljspeech": LJSPEECH_RATE},
+}
 check_config(
-    config
-)  # what the schema cannot say: heads dividing d_model, min <= max, ...
+    config,
+    sample_rates={
+        corpus: rate
+        for task in config.get("tasks") or []
+        for corpus, rate in MEL_CORPUS_RATES.get(task, {}).items()
+    },
+)
 
 TASKS = config["tasks"]
 SPLITS = ["train", "valid", "test"]

@@ -41,6 +41,14 @@ def test_default_and_paper_presets_plan(tmp_path):
             ["prepare.nmt.min_tokens (200) is above prepare.nmt.max_tokens (175)"],
         ),
         (
+            {"features": {"f_max": 12000.0}},
+            [
+                "features.f_max (12000.0 Hz) is above the Nyquist frequency of ljspeech "
+                "(11025 Hz, half its 22050 Hz sample rate)"
+            ],
+        ),
+        ({"features": {"f_min": 100, "f_max": 50}}, ["features.f_min (100) is not below"]),
+        (
             {"training": {"comma": {"warmup_steps": 2500}}},
             [
                 "training.comma.warmup_steps (2500) is above training.comma.max_steps.asr (2000)",
@@ -229,3 +237,22 @@ def test_a_per_task_override_of_the_paper_preset_keeps_its_schedule(tmp_path):
     )
     assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
     assert "keep the 100000 it replaces (asr: 100000, tts: 100000)" in result.stderr
+
+
+def test_the_mel_range_is_checked_against_the_corpora_the_tasks_read():
+    """12 kHz is within LibriTTS's Nyquist frequency (24 kHz audio) but beyond LJSpeech's
+    (22.05 kHz): an error only when TTS, which reads LJSpeech, is among the tasks."""
+    from comma.workflow_config import config_problems
+
+    config = _default_config()
+    config["features"]["f_max"] = 12000.0
+    assert config_problems(config, {"libritts": 24000}) == []
+    assert config_problems(config, {"libritts": 24000, "ljspeech": 22050}) == [
+        "features.f_max (12000.0 Hz) is above the Nyquist frequency of ljspeech (11025 Hz, "
+        "half its 22050 Hz sample rate); null: up to it"
+    ]
+
+
+def test_f_max_within_librittss_nyquist_plans_without_tts(tmp_path):
+    result = dry_run(tmp_path, {"tasks": ["nmt", "asr"], "features": {"f_max": 12000.0}})
+    assert result.returncode == 0, result.stderr[-3000:]
