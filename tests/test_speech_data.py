@@ -520,6 +520,29 @@ def test_prepare_tts_missing_mels_writes_nothing(tmp_path, phonemizer):
         prepare_tts(root, mels_path, out, valid=4, test=3, seed=1)
 
 
+def test_nan_in_a_log_mel_file_names_the_feature_file(tmp_path, phonemizer):
+    """A feature file damaged after logmel (NaN in one frame): prepare_tts names it, the
+    utterance and the frame, not the split it was writing, and writes nothing."""
+    from comma.io import torch_save
+
+    root = write_ljspeech(tmp_path / "LJSpeech-1.1", 6)
+    mels_path = tmp_path / "all.pt"
+    extract_corpus_mels("ljspeech", root, mels_path, **FEATURES)
+    data = torch.load(mels_path, weights_only=True)
+    second = int(data["mels"]["offsets"][1])  # the first frame of the second utterance
+    data["mels"]["values"][second + 2, 5] = float("nan")
+    torch_save(data, mels_path)
+    out = tmp_path / "tts"
+    message = (
+        rf"all\.pt: the log-mel of '{data['ids'][1]}' \(utterance 1, frame 2\) holds NaN or inf "
+        "values: the file changed after it was written; run the logmel rule again"
+    )
+    with pytest.raises(InputError, match=message) as err:
+        prepare_tts(root, mels_path, out, valid=1, test=1, seed=1)
+    assert err.value.path == mels_path
+    assert not out.exists()
+
+
 def test_prepare_asr(tmp_path):
     root = tmp_path / "LibriTTS"
     subsets = {"train": "train-clean-100", "valid": "dev-clean", "test": "test-clean"}

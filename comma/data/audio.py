@@ -322,4 +322,12 @@ def load_corpus_mels(path: str | Path) -> CorpusMels:
         raise InputError(path, f"{len(corpus.ids)} ids for {len(mels)} mel sequences")
     if len(set(corpus.ids)) != len(corpus.ids):
         raise InputError(path, "utterance ids are not unique")
+    found = mels.first_nonfinite()  # written finite (load_wav checks the audio): damaged since
+    if found is not None:
+        k, frame = found
+        raise InputError(
+            path,
+            f"the log-mel of {corpus.ids[k]!r} (utterance {k}, frame {frame}) holds NaN or inf "
+            "values: the file changed after it was written; run the logmel rule again",
+        )
     return corpus

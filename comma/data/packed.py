@@ -52,6 +52,20 @@ class PackedSequences:
     def is_tokens(self) -> bool:
         return self.values.dim() == 1
 
+    def first_nonfinite(self) -> tuple[int, int] | None:
+        """(sequence, position in it) of the first NaN or inf value; None if all are finite
+        (token ids always are)."""
+        if not self.values.dtype.is_floating_point:
+            return None
+        bad = ~torch.isfinite(self.values)
+        if bad.dim() > 1:
+            bad = bad.flatten(1).any(1)
+        if not bool(bad.any()):
+            return None
+        row = int(bad.nonzero()[0, 0])
+        k = int(torch.searchsorted(self.offsets, torch.tensor(row), right=True)) - 1
+        return k, row - int(self.offsets[k])
+
     def select(self, indices: Sequence[int]) -> PackedSequences:
         return PackedSequences.from_list([self[k] for k in indices], dtype=self.values.dtype)
 
@@ -105,14 +119,9 @@ def _check_finite(split: Split, path: str | Path, hint: str = "") -> None:
     """NaN or inf in a float side would only show as a non-finite loss steps later: name the
     file and the sentence now."""
     for side, packed in (("source", split.src), ("target", split.tgt)):
-        if not packed.values.dtype.is_floating_point:
-            continue
-        bad = ~torch.isfinite(packed.values)
-        if bad.dim() > 1:
-            bad = bad.flatten(1).any(1)
-        if bool(bad.any()):
-            row = int(bad.nonzero()[0, 0])
-            k = int(torch.searchsorted(packed.offsets, torch.tensor(row), right=True)) - 1
+        found = packed.first_nonfinite()
+        if found is not None:
+            k = found[0]
             raise InputError(
                 path, f"{side} of {split.ids[k]!r} (sentence {k}) holds NaN or inf values{hint}"
             )
