@@ -27,7 +27,8 @@ rule download_iwslt14:
         url=config["data"]["iwslt14"]["url"],
         sha256=None,
         lock=config["data"]["iwslt14"]["lock"],
-        member="de-en/train.tags.de-en.de",  # checked before the first download is pinned
+        # every one checked before the first download's sha256 is pinned
+        members=["de-en/train.tags.de-en.de", "de-en/train.tags.de-en.en"],
     script:
         "../workflow_scripts/download.py"
 

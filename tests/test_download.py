@@ -480,15 +480,43 @@ def test_a_page_that_is_no_archive_is_never_pinned(server, tmp_path):
     (root / "good-de-en.tgz").write_bytes(good.getvalue())
     (root / "cut-de-en.tgz").write_bytes(good.getvalue()[:-30])
     lock = tmp_path / "iwslt14.sha256"
-    member = "de-en/train.tags.de-en.de"
+    members = ["de-en/train.tags.de-en.de"]
     for bad, message in (("error-page.tgz", "not a readable tar"), ("cut-de-en.tgz", None)):
         dest = tmp_path / bad
         with pytest.raises(DownloadError, match=message):
-            download(f"{base}/{bad}", dest, lock_path=lock, member=member)
+            download(f"{base}/{bad}", dest, lock_path=lock, members=members)
         assert not dest.exists() and not lock.exists()  # nothing pinned
     digest = download(
-        f"{base}/good-de-en.tgz", tmp_path / "de-en.tgz", lock_path=lock, member=member
+        f"{base}/good-de-en.tgz", tmp_path / "de-en.tgz", lock_path=lock, members=members
     )
     assert read_lock(lock) == digest
     with pytest.raises(DownloadError, match="holds no de-en/other"):
-        download(f"{base}/good-de-en.tgz", tmp_path / "x.tgz", member="de-en/other")
+        download(f"{base}/good-de-en.tgz", tmp_path / "x.tgz", members=["de-en/other"])
+
+
+def test_an_archive_without_every_member_is_never_pinned(server, tmp_path):
+    """An IWSLT14 archive with train.tags.de-en.de but no .en: the download fails naming the
+    URL, the archive, the missing member and the lock file, and pins nothing; the complete
+    archive then downloads and is pinned without touching the lock by hand. A lock pinned
+    by an earlier version (which checked only the .de member) is named for deletion."""
+    root, base = server
+    members = ["de-en/train.tags.de-en.de", "de-en/train.tags.de-en.en"]
+    for name, names in (("half-de-en.tgz", members[:1]), ("full-de-en.tgz", members)):
+        with tarfile.open(root / name, mode="w:gz") as tar:
+            for member in names:
+                add_bytes(tar, member, b"Hallo Welt\n")
+    lock, dest = tmp_path / "iwslt14.sha256", tmp_path / "archives" / "de-en.tgz"
+    with pytest.raises(DownloadError) as error:
+        download(f"{base}/half-de-en.tgz", dest, lock_path=lock, members=members)
+    assert str(error.value) == (
+        f"{base}/half-de-en.tgz: the archive for {dest} holds no de-en/train.tags.de-en.en (it "
+        f"must hold {', '.join(members)}): not the dataset's complete archive; {dest} was not "
+        f"written and nothing was recorded in the lock file {lock}"
+    )
+    assert not lock.exists() and not dest.exists() and leftovers(dest.parent) == []
+    digest = download(f"{base}/full-de-en.tgz", dest, lock_path=lock, members=members)
+    assert read_lock(lock) == digest == sha256_of(root / "full-de-en.tgz")
+
+    lock.write_text(f"{sha256_of(root / 'half-de-en.tgz')}  de-en.tgz\n")  # an old pin
+    with pytest.raises(DownloadError, match="pins this incomplete archive's sha256: delete"):
+        download(f"{base}/half-de-en.tgz", tmp_path / "again.tgz", lock_path=lock, members=members)

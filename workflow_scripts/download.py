@@ -9,5 +9,5 @@ with rule_log(snakemake):
         snakemake.output[0],
         sha256=snakemake.params.sha256,
         lock_path=snakemake.params.lock,
-        member=snakemake.params.get("member"),
+        members=snakemake.params.get("members", ()),
     )

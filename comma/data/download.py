@@ -18,7 +18,7 @@ import tarfile
 import urllib.error
 import urllib.request
 import zlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import BinaryIO
@@ -88,19 +88,37 @@ def _check_digest(url: str, got: str, sha256: str | None, lock_path: Path | None
             )
 
 
-def _check_archive(url: str, path: Path, member: str) -> None:
-    """Raise DownloadError unless `path` is a readable tar archive that holds `member`."""
+def _check_archive(
+    url: str, path: Path, members: Sequence[str], dest: Path, lock: Path | None, digest: str
+) -> None:
+    """Raise DownloadError unless `path` (the download of `url` to `dest`) is a readable tar
+    archive that holds every one of `members`. The error names the archive, what it lacks, and
+    the lock file: not written, or (pinned by an earlier download before every member was
+    checked) to be deleted."""
     head = path.read_bytes()[:64]
+    missing = set(members)
     try:
         with tarfile.open(path, "r:*") as tar:
             for info in tar:
-                if info.name.removeprefix("./") == member:
+                missing.discard(info.name.removeprefix("./"))
+                if not missing:
                     return
     except (tarfile.TarError, EOFError, OSError) as err:
         raise DownloadError(
             url, f"not a readable tar archive ({err}); it starts with {head[:40]!r}"
         ) from None
-    raise DownloadError(url, f"the archive holds no {member}: not the dataset's archive")
+    message = (
+        f"the archive for {dest} holds no {', '.join(sorted(missing))} (it must hold "
+        f"{', '.join(members)}): not the dataset's complete archive; {dest} was not written"
+    )
+    if lock is not None and read_lock(lock) == digest:
+        message += (
+            f", but the lock file {lock} pins this incomplete archive's sha256: delete the lock "
+            "file and run again"
+        )
+    elif lock is not None:
+        message += f" and nothing was recorded in the lock file {lock}"
+    raise DownloadError(url, message)
 
 
 def download(
@@ -109,7 +127,7 @@ def download(
     *,
     sha256: str | None = None,
     lock_path: str | Path | None = None,
-    member: str | None = None,
+    members: Sequence[str] = (),
     timeout: float = TIMEOUT_SECONDS,
 ) -> str:
     """Download `url` to `dest` and return its sha256 (hex).
@@ -117,8 +135,9 @@ def download(
     `sha256`: the expected checksum; a mismatch raises DownloadError.
     `lock_path`: a lock file pinning the checksum. If it exists, the download must match it;
     if not, the verified download's checksum is recorded there (sha256sum's format).
-    `member`: a file the archive must hold (a tar, any compression), checked before the
-    checksum is pinned, so an HTML error page or a cut transfer never becomes the pin.
+    `members`: the files the archive must hold (a tar, any compression), every one checked
+    before the checksum is pinned, so an HTML error page, a cut transfer or an incomplete
+    archive never becomes the pin.
     On any failure (HTTP error, connection error, body shorter than Content-Length, checksum
     mismatch) `dest` is left untouched and no partial file remains.
     """
@@ -180,8 +199,8 @@ def download(
         if received == 0:
             raise DownloadError(url, "empty response body")
         digest = hasher.hexdigest()
-        if member is not None:
-            _check_archive(url, tmp, member)
+        if members:
+            _check_archive(url, tmp, members, dest, lock, digest)
         _check_digest(url, digest, sha256, lock)
         if lock is not None and read_lock(lock) is None:
             write_lock(lock, digest, url, dest.name)
