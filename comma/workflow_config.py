@@ -26,6 +26,7 @@ from comma.tasks import TASK_NAMES
 
 __all__ = [
     "merge_config_layers",
+    "config_file_problems",
     "coerce_to_schema",
     "prepare_config",
     "schema_problems",
@@ -303,6 +304,40 @@ def check_config(config: dict, sample_rates: Mapping[str, int] | None = None) ->
         raise ValueError("the config cannot work: " + "; ".join(problems))
 
 
+def config_file_problems(paths: Sequence[str | Path]) -> list[str]:
+    """What keeps Snakemake from reading each config file, as "FILE:LINE:COLUMN: cause" (or
+    "FILE: cause"): missing, unreadable, no valid YAML, or no mapping at its top. Snakemake
+    reads --configfile while it parses its command line, before any code of the workflow runs,
+    and says only "Config file is not valid JSON or YAML" (a missing file: a traceback), so
+    this runs by hand: ``python -m comma.workflow_config FILE...``."""
+    problems = []
+    for path in map(Path, paths):
+        try:
+            text = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as error:
+            problems.append(f"{path}: cannot be read ({error})")
+            continue
+        try:
+            content = yaml.safe_load(text)
+        except yaml.MarkedYAMLError as error:
+            mark = error.problem_mark
+            where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
+            opened = error.context_mark
+            context = (
+                f"{error.context} (line {opened.line + 1}, column {opened.column + 1}): "
+                if error.context and opened
+                else (f"{error.context}: " if error.context else "")
+            )
+            problems.append(f"{where}: {context}{error.problem}")
+            continue
+        except yaml.YAMLError as error:
+            problems.append(f"{path}: not valid YAML ({error})")
+            continue
+        if not isinstance(content, dict):
+            problems.append(f"{path}: holds {type(content).__name__}, not a mapping of settings")
+    return problems
+
+
 # CoMMA's settings as its trainer takes them, one mapping for the rules (rules/common.smk) and
 # the benchmarks that train CoMMA outside the workflow.
 def comma_architecture(config: dict) -> dict:
@@ -324,3 +359,11 @@ def comma_training(config: dict, task: str) -> dict:
         "lr": config["models"]["comma"]["lr"],
         "max_sentences": config["models"]["comma"]["batch_size"],
     }
+
+
+if __name__ == "__main__":
+    import sys
+
+    found = config_file_problems(sys.argv[1:])
+    print("\n".join(found) or f"{len(sys.argv) - 1} config file(s) Snakemake can read")
+    sys.exit(1 if found else 0)

@@ -256,3 +256,31 @@ def test_the_mel_range_is_checked_against_the_corpora_the_tasks_read():
 def test_f_max_within_librittss_nyquist_plans_without_tts(tmp_path):
     result = dry_run(tmp_path, {"tasks": ["nmt", "asr"], "features": {"f_max": 12000.0}})
     assert result.returncode == 0, result.stderr[-3000:]
+
+
+def test_a_config_file_snakemake_cannot_read_is_named_with_its_line(tmp_path):
+    """Snakemake reads --configfile before the workflow runs and names neither file nor line
+    (the README says so); python -m comma.workflow_config, which the README shows, does."""
+    import subprocess
+    import sys
+
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("seeds: [1,\ntasks: [nmt]\n")
+    result = snakemake(tmp_path, "-n", "--cores", "1", "--configfile", str(bad), check=False)
+    assert result.returncode != 0 and "not valid JSON or YAML" in result.stdout + result.stderr
+    assert "python -m comma.workflow_config" in (REPO / "README.md").read_text()
+    command = [sys.executable, "-m", "comma.workflow_config", str(REPO / "config.yaml")]
+    run = subprocess.run(
+        [*command, str(bad), str(tmp_path / "missing.yaml")],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+    )
+    assert run.returncode == 1
+    assert run.stdout.splitlines() == [
+        f"{bad}:3:1: while parsing a flow sequence (line 1, column 8): expected ',' or ']', but "
+        "got '<stream end>'",
+        f"{tmp_path / 'missing.yaml'}: cannot be read ([Errno 2] No such file or directory: "
+        f"'{tmp_path / 'missing.yaml'}')",
+    ]
+    assert subprocess.run(command, cwd=REPO).returncode == 0
