@@ -1,7 +1,13 @@
 """The verdict vocabulary of the study's findings, shared by every check.
 
 A check of one of the paper's claims returns a :class:`Finding`: the claim, one of the four
-verdicts below, and the numbers behind it."""
+verdicts below, and the numbers behind it. The rules that turn numbers into a verdict live here:
+:func:`seed_verdict` (per-seed differences, with the sign test :func:`sign_test_p`),
+:func:`graded_verdict` (a claim checked in every seed and on the means) and
+:func:`too_few_seeds`; the checks (:mod:`comma.analysis.findings_ratio`,
+:mod:`~comma.analysis.findings_accuracy`, :mod:`~comma.analysis.findings_instrument`) apply
+them, and :func:`comma.analysis.findings_instrument.without_target_use` overrides a verdict that
+rests on a CoMMA that barely uses the target."""
 
 from __future__ import annotations
 
@@ -76,3 +82,26 @@ def too_few_seeds(verdict: str, seeds: int, min_seeds: int = MIN_SEEDS) -> str:
     """`verdict`, except that a claim reproduced in fewer than `min_seeds` seeds is only
     inconclusive."""
     return INCONCLUSIVE if verdict == REPRODUCED and seeds < min_seeds else verdict
+
+
+def graded_verdict(holds: bool, holds_partly: bool) -> str:
+    """The verdict of a claim checked directly rather than on per-seed differences: reproduced
+    if it `holds` (in every seed; for several metrics, in each), inconclusive if it
+    `holds_partly` (only for the seed means; in some metric), not reproduced otherwise."""
+    return REPRODUCED if holds else INCONCLUSIVE if holds_partly else NOT_REPRODUCED
+
+
+def seed_note(seeds: int, min_seeds: int) -> str:
+    """The evidence's closing note when there are fewer than `min_seeds` seeds (else "")."""
+    if seeds >= min_seeds:
+        return ""
+    return (
+        f" Only {seeds} seed(s), fewer than the {min_seeds} a reproduced claim needs "
+        "(findings.min_seeds): inconclusive at best."
+    )
+
+
+def mean_over_std(mean: float, spread: float) -> str:
+    """mean / std of per-seed differences as evidence text; "n/a" for a spread at rounding-error
+    level (identical seeds), which gives no ratio worth printing."""
+    return f"{mean / spread:+.2f}" if spread > 1e-9 * max(1.0, abs(mean)) else "n/a"
