@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from comma.io import atomic_path, write_csv
+from comma.io import write_csv, write_lines
 
 __all__ = ["read_runs", "seed_summary", "aggregate_ratio"]
 
@@ -77,6 +77,5 @@ def aggregate_ratio(
             f"| {r.D_mean:.4f} | {r.D_std:.4f} | {r.M_mean:.1f} | {r.N_mean:.1f} "
             f"| {r.M_over_N:.2f} |"
         )
-    with atomic_path(summary_md) as tmp:
-        tmp.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    write_lines(summary_md, lines)
     return summary

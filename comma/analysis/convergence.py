@@ -20,7 +20,7 @@ import pandas as pd  # noqa: E402
 
 from comma.analysis.curves import read_metrics  # noqa: E402
 from comma.analysis.plots import save_figure  # noqa: E402
-from comma.io import atomic_path  # noqa: E402
+from comma.io import write_lines  # noqa: E402
 from comma.tasks import TASK_COLORS, TASK_LABELS, TASK_NAMES  # noqa: E402
 
 __all__ = ["probe_table", "converged_steps", "ratio_convergence"]
@@ -157,6 +157,5 @@ def ratio_convergence(
             f"{r.final_step} | {r.final_R:.4f} | {r.final_R_std:.4f} | {r.converged_step} | "
             f"{d_cells} |"
         )
-    with atomic_path(table_path) as tmp:
-        tmp.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    write_lines(table_path, lines)
     return summary

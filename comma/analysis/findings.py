@@ -55,7 +55,7 @@ from comma.analysis.verdicts import (
     REPRODUCED,
     Finding,
 )
-from comma.io import atomic_path, read_json
+from comma.io import read_json, write_lines
 from comma.tasks import TASK_LABELS, TASK_NAMES
 
 __all__ = [
@@ -272,6 +272,5 @@ def write_findings(
             number += 1
             lines.append(f"{number}. **{f.claim}**: {f.verdict}. {f.evidence}")
         lines.append("")
-    with atomic_path(out_md) as tmp:
-        tmp.write_text("\n".join(lines), encoding="utf-8")
+    write_lines(out_md, lines[:-1])  # the blank line closing the last section ends the file
     return findings

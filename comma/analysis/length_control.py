@@ -40,7 +40,7 @@ from comma.analysis.verdicts import (  # noqa: E402
     REPRODUCED,
     Finding,
 )
-from comma.io import atomic_path  # noqa: E402
+from comma.io import write_csv, write_lines  # noqa: E402
 from comma.tasks import PAPER_RANKING, TASK_COLORS  # noqa: E402
 
 SENTENCE_COLUMNS = ("task", "variant", "seed", "p", "sentence", "M", "N", "R", "T")
@@ -433,8 +433,7 @@ def _write_markdown(
                 for h, low, obs, pred in predictions
             ),
         ]
-    with atomic_path(path) as tmp:
-        tmp.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    write_lines(path, lines)
 
 
 def plot_length_control(
@@ -513,8 +512,7 @@ def length_control(
     slopes = within_task_slopes(means)
     finding = check_length_control(bins, slopes)
     for table, path in ((bins, bins_csv), (slopes, slopes_csv)):
-        with atomic_path(path) as tmp:
-            table.to_csv(tmp, index=False, float_format="%.5g")
+        write_csv(table, path, digits=5)
     _write_markdown(
         out_md,
         bins,

@@ -15,7 +15,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from comma.analysis.plots import save_figure  # noqa: E402
-from comma.io import atomic_path  # noqa: E402
+from comma.io import write_csv, write_lines  # noqa: E402
 
 BENCHMARK_COLUMNS = ("s", "max_rss", "cpu_time")
 
@@ -86,8 +86,7 @@ def summarize_runtimes(
     """Write the per-job table `out_csv`, the per-rule Markdown summary and a bar chart."""
     jobs = read_benchmarks(files, root)
     summary = runtime_summary(jobs)
-    with atomic_path(out_csv) as tmp:
-        jobs.to_csv(tmp, index=False, float_format="%.6g")
+    write_csv(jobs, out_csv)
     total = jobs.s.sum()
     lines = [
         "# Runtime per rule",
@@ -105,8 +104,7 @@ def summarize_runtimes(
             for r in summary.itertuples(index=False)
         ),
     ]
-    with atomic_path(out_md) as tmp:
-        tmp.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    write_lines(out_md, lines)
     if out_png is not None:
         fig, ax = plt.subplots(figsize=(7, 0.3 * len(summary) + 1.2))
         order = summary.iloc[::-1]

@@ -11,7 +11,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 from comma.analysis.plots import save_figure  # noqa: E402
 from comma.data.packed import SPLITS, load_split  # noqa: E402
-from comma.io import atomic_path, read_json  # noqa: E402
+from comma.io import read_json, write_lines  # noqa: E402
 
 # What a sequence is made of on each side, per task (for table headers and axis labels).
 UNITS = {
@@ -74,5 +74,4 @@ def summarize_prepared(task_dirs: dict[str, Path], table_path, plot_path, *, pre
         )
     fig.tight_layout()
     save_figure(fig, [plot_path], dpi=120)
-    with atomic_path(table_path) as tmp:
-        tmp.write_text("\n".join(lines + vocab_lines) + "\n", encoding="utf-8")
+    write_lines(table_path, lines + vocab_lines)

@@ -118,7 +118,7 @@ def write_tables(
     every number comes from those files."""
     import pandas as pd
 
-    from comma.io import atomic_path, read_json
+    from comma.io import atomic_path, read_json, write_lines
 
     out_dir = Path(out_dir)
     tables = {}
@@ -160,7 +160,6 @@ def write_tables(
             "| Task | Model | Corpus | AC | Seeds | Accuracy |",
             "|---|---|---|---|---:|---:|",
         ]
-        with atomic_path(out_dir / f"{name}.md") as tmp:
-            tmp.write_text("\n".join(header + lines) + "\n", encoding="utf-8")
+        write_lines(out_dir / f"{name}.md", header + lines)
         tables[name] = table
     return tables
