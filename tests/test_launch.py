@@ -22,14 +22,17 @@ from comma.data.packed import PackedSequences, Split, save_split
 from comma.data.vocab import Vocabulary
 from comma.engine.launch import (
     LaunchError,
+    entry_name,
     is_main_process,
     launch,
+    launch_job,
     processes_for,
     resolve_entry,
     threads_per_process,
 )
 from comma.engine.trainer import load_checkpoint
 from comma.models.comma import CoMMA, CoMMAConfig
+from comma.stages.comma import train_comma
 
 TESTS = Path(__file__).resolve().parent
 RUN = Path("work/comma/nmt/raw_noac/seed1")
@@ -67,6 +70,10 @@ def fail_in_rank_one(how: str) -> None:
         raise ValueError("rank one cannot go on: the data is bad")
 
 
+def record_threads(out_dir: str, threads: int) -> None:
+    record_rank(out_dir, [threads])
+
+
 def sleep_forever(out_dir: str) -> None:
     record_rank(out_dir, [])
     time.sleep(600)
@@ -95,7 +102,7 @@ def test_one_process_per_gpu_resource():
 
 
 def test_one_process_runs_in_process_with_json_arguments(tmp_path, importable_tests):
-    launch("test_launch:record_rank", {"out_dir": str(tmp_path), "values": (1, "a")}, 1)
+    launch(record_rank, {"out_dir": str(tmp_path), "values": (1, "a")}, 1)
     info = json.loads((tmp_path / "rank0.json").read_text())
     # in this very process, with the arguments as the workers would see them (JSON)
     assert info == {
@@ -108,27 +115,44 @@ def test_one_process_runs_in_process_with_json_arguments(tmp_path, importable_te
 
 
 def test_bad_calls_are_refused_before_any_process_starts(tmp_path, monkeypatch):
+    # the workers import the entry point by the name derived from the function
+    assert entry_name(train_comma) == "comma.stages.comma:train_comma"
+    assert resolve_entry(entry_name(train_comma)) is train_comma
+
+    def nested(**kwargs):
+        pass
+
+    for function in (nested, lambda: None, "comma.stages.comma:train_comma"):
+        with pytest.raises(ValueError, match="entry point"):
+            launch(function, {}, 2)
     with pytest.raises(ValueError, match="package.module:function"):
-        launch("comma.stages.comma.train_comma", {}, 2)
+        resolve_entry("comma.stages.comma.train_comma")
     with pytest.raises(ValueError, match="has no no_such_function"):
-        launch("comma.stages.comma:no_such_function", {}, 2)
+        resolve_entry("comma.stages.comma:no_such_function")
     with pytest.raises(ValueError, match="cannot import"):
         resolve_entry("comma.no_such_module:f")
     with pytest.raises(TypeError, match="JSON-serializable"):
-        launch("comma.stages.comma:train_comma", {"data_dir": tmp_path}, 2)
+        launch(train_comma, {"data_dir": tmp_path}, 2)
     with pytest.raises(ValueError, match="nprocs"):
-        launch("comma.stages.comma:train_comma", {}, 0)
+        launch(train_comma, {}, 0)
     # Slurm gave the job one GPU, the rule asks for two processes
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0")
     with pytest.raises(ValueError, match=r"CUDA_VISIBLE_DEVICES='0' lists 1"):
-        launch("comma.stages.comma:train_comma", {}, 2)
+        launch(train_comma, {}, 2)
+    with pytest.raises(ValueError, match=r"CUDA_VISIBLE_DEVICES='0' lists 1"):
+        launch_job(train_comma, {}, resources={"gpu": 2}, threads=4)
+
+
+def test_a_job_shares_its_threads_among_its_processes(tmp_path, importable_tests):
+    launch_job(record_threads, {"out_dir": str(tmp_path)}, resources={"gpu": 0}, threads=3)
+    assert json.loads((tmp_path / "rank0.json").read_text())["values"] == [3]
 
 
 # --- real torchrun workers --------------------------------------------------------------------
 
 
 def test_workers_get_ranks_and_the_same_arguments(tmp_path, importable_tests):
-    launch("test_launch:record_rank", {"out_dir": str(tmp_path), "values": [1.5, None]}, 2)
+    launch(record_rank, {"out_dir": str(tmp_path), "values": [1.5, None]}, 2)
     ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
     assert [(r["rank"], r["world_size"], r["main"]) for r in ranks] == [
         (0, 2, True),
@@ -141,7 +165,7 @@ def test_workers_get_ranks_and_the_same_arguments(tmp_path, importable_tests):
 @pytest.mark.parametrize("how", ["exit", "exception"])
 def test_a_failing_worker_fails_the_launch_with_its_exit_code(how, importable_tests, capsys):
     with pytest.raises(LaunchError) as failure:
-        launch("test_launch:fail_in_rank_one", {"how": how}, 2)
+        launch(fail_in_rank_one, {"how": how}, 2)
     error = failure.value
     assert error.returncode != 0
     assert error.failures.get(1) == (3 if how == "exit" else 1), str(error)
@@ -156,7 +180,8 @@ def test_sigterm_to_the_launcher_stops_torchrun_and_its_workers(tmp_path):
     """A cancelled job: the launching process gets SIGTERM; no worker may outlive it."""
     code = (
         "from comma.engine.launch import launch\n"
-        f"launch('test_launch:sleep_forever', {{'out_dir': {str(tmp_path)!r}}}, 2)\n"
+        "from test_launch import sleep_forever\n"
+        f"launch(sleep_forever, {{'out_dir': {str(tmp_path)!r}}}, 2)\n"
     )
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(TESTS), str(REPO)])}
     parent = subprocess.Popen(

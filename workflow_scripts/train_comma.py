@@ -6,12 +6,12 @@ when there are several (comma.engine.launch); the job's threads are shared among
 from pathlib import Path
 
 from _workflow import rule_log
-from comma.engine.launch import launch, processes_for, threads_per_process
+from comma.engine.launch import launch_job
+from comma.stages.comma import train_comma
 
-processes = processes_for(snakemake.resources)
 with rule_log(snakemake):
-    launch(
-        "comma.stages.comma:train_comma",
+    launch_job(
+        train_comma,
         dict(
             task=snakemake.wildcards.task,
             data_dir=str(Path(snakemake.input.vocab[0]).parent),
@@ -24,7 +24,7 @@ with rule_log(snakemake):
             architecture=dict(snakemake.params.architecture),
             training=dict(snakemake.params.training),
             seed=int(snakemake.wildcards.seed),
-            threads=threads_per_process(snakemake.threads, processes),
         ),
-        processes,
+        resources=snakemake.resources,
+        threads=snakemake.threads,
     )

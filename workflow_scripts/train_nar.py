@@ -6,12 +6,12 @@ when there are several (comma.engine.launch); the job's threads are shared among
 from pathlib import Path
 
 from _workflow import rule_log
-from comma.engine.launch import launch, processes_for, threads_per_process
+from comma.engine.launch import launch_job
+from comma.stages.nar import train_nar
 
-processes = processes_for(snakemake.resources)
 with rule_log(snakemake):
-    launch(
-        "comma.stages.nar:train_nar",
+    launch_job(
+        train_nar,
         dict(
             task=snakemake.wildcards.task,
             data_dir=str(Path(snakemake.input.vocab[0]).parent),
@@ -24,7 +24,7 @@ with rule_log(snakemake):
             seed=int(snakemake.params.seed),
             alignment_path=snakemake.input.get("alignment"),
             alignment_summary_path=snakemake.input.get("alignment_summary"),
-            threads=threads_per_process(snakemake.threads, processes),
         ),
-        processes,
+        resources=snakemake.resources,
+        threads=snakemake.threads,
     )

@@ -1,8 +1,9 @@
 """Run a training entry point in one process, or data-parallel in several through torchrun.
 
-Every training rule calls :func:`launch` with its entry point, an importable
-``"module:function"`` name, the function's keyword arguments (JSON-serializable) and a
-process count:
+Every training rule calls :func:`launch_job` with its entry point (a module-level function,
+which the workers import by its ``"module:function"`` name, :func:`entry_name`), the function's
+keyword arguments (JSON-serializable) and the job's resources and threads; it calls
+:func:`launch` with a process count:
 
 * ``nprocs == 1``: the function is called in this process (what a rule did before).
 * ``nprocs > 1``: the keyword arguments go to a spec file, and torchrun (run as
@@ -54,7 +55,9 @@ from typing import Any
 
 __all__ = [
     "LaunchError",
+    "entry_name",
     "launch",
+    "launch_job",
     "processes_for",
     "threads_per_process",
     "is_main_process",
@@ -103,6 +106,25 @@ def resolve_entry(entry: str) -> Callable[..., Any]:
     return target
 
 
+def entry_name(function: Callable[..., Any]) -> str:
+    """The ``"module:function"`` name by which a worker process imports `function`; a
+    function that cannot be imported by its name (a lambda, a nested function) is refused."""
+    module = getattr(function, "__module__", None)
+    qualname = getattr(function, "__qualname__", None)
+    if not callable(function) or not module or not qualname or module == "__main__":
+        raise ValueError(
+            f"entry point {function!r}: worker processes import it by name, so it must be a "
+            "function of an importable module"
+        )
+    name = f"{module}:{qualname}"
+    if "<" in qualname or resolve_entry(name) is not function:
+        raise ValueError(
+            f"entry point {name}: worker processes cannot import it by that name (define it "
+            "at the top level of its module)"
+        )
+    return name
+
+
 def processes_for(resources: Mapping[str, Any]) -> int:
     """Processes for a training job with these Snakemake resources: one per GPU (``gpu``, or
     the count in a ``gres`` of GPUs: ``gpu``, ``gpu:N``, ``gpu:MODEL:N``); 1 without GPUs."""
@@ -143,19 +165,34 @@ def is_main_process() -> bool:
     return int(os.environ.get("RANK", "0")) == 0
 
 
+def launch_job(
+    function: Callable[..., Any],
+    kwargs: Mapping[str, Any],
+    *,
+    resources: Mapping[str, Any],
+    threads: int,
+) -> None:
+    """Call `function` as a job with these Snakemake `resources` and `threads` (a training
+    rule's one call): one process per GPU (:func:`processes_for`), each given its share of the
+    job's threads as its ``threads`` argument (:func:`threads_per_process`)."""
+    nprocs = processes_for(resources)
+    launch(function, {**kwargs, "threads": threads_per_process(threads, nprocs)}, nprocs)
+
+
 def launch(
-    entry: str,
+    function: Callable[..., Any],
     kwargs: Mapping[str, Any],
     nprocs: int,
     *,
     master_port: int | None = None,
 ) -> None:
-    """Call `entry` with `kwargs` in this process (``nprocs == 1``) or in `nprocs` torchrun
-    workers on this machine; see the module docstring. `master_port` defaults to a free port
-    on 127.0.0.1. Raises LaunchError when a worker fails."""
+    """Call `function` with `kwargs` in this process (``nprocs == 1``) or in `nprocs`
+    torchrun workers on this machine, which import it by :func:`entry_name`; see the module
+    docstring. `master_port` defaults to a free port on 127.0.0.1. Raises LaunchError when a
+    worker fails."""
     if isinstance(nprocs, bool) or not isinstance(nprocs, int) or nprocs < 1:
         raise ValueError(f"nprocs must be an int >= 1, got {nprocs!r}")
-    function = resolve_entry(entry)
+    entry = entry_name(function)
     try:
         encoded = json.dumps({"format": SPEC_FORMAT, "entry": entry, "kwargs": dict(kwargs)})
     except TypeError as err:
