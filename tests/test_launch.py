@@ -20,6 +20,7 @@ from conftest import REPO, TINY_CONFIG, snakemake
 
 from comma.data.packed import PackedSequences, Split, save_split
 from comma.data.vocab import Vocabulary
+from comma.engine.checkpoint import load_checkpoint
 from comma.engine.launch import (
     LaunchError,
     entry_name,
@@ -30,7 +31,6 @@ from comma.engine.launch import (
     resolve_entry,
     threads_per_process,
 )
-from comma.engine.trainer import load_checkpoint
 from comma.models.comma import CoMMA, CoMMAConfig
 from comma.stages.comma import train_comma
 

@@ -26,7 +26,7 @@ from conftest import REPO, TINY_CONFIG, snakemake
 from slurm import cluster as slurm_cluster
 from slurm.cluster import MARKER, SLURM_CONF, SlurmUnavailable, foreign_conf, running_cluster
 
-from comma.engine.trainer import load_checkpoint
+from comma.engine.checkpoint import load_checkpoint
 
 SLURM_PROFILE = REPO / "profiles" / "slurm"
 LOCAL_PROFILE = REPO / "profiles" / "local"

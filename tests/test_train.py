@@ -20,15 +20,13 @@ from _train_worker import CopyModel, copy_split
 
 from comma.data.batching import BatchPlan, collate, make_batches, rank_share, sentence_sizes
 from comma.data.packed import PackedSequences, Split
-from comma.engine.trainer import (
-    TrainConfig,
+from comma.engine.checkpoint import (
     TrainingError,
-    inverse_sqrt_lr,
     load_checkpoint,
     run_fingerprint,
     seed_everything,
-    train,
 )
+from comma.engine.trainer import TrainConfig, inverse_sqrt_lr, train
 
 WORKER = Path(__file__).with_name("_train_worker.py")
 VOCAB = 16

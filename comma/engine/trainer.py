@@ -39,17 +39,19 @@ Distributed: under ``torchrun`` (env vars RANK, WORLD_SIZE, LOCAL_RANK, MASTER_A
 trainer initializes torch.distributed (nccl on CUDA, gloo on CPU) and wraps the model in
 DistributedDataParallel; every process builds the same global batches and computes
 :func:`comma.data.batching.rank_share` of each. Rank 0 writes the checkpoint and metrics.
+
+This module is the schedule and the training loop; the device, process group and precision
+are :mod:`comma.engine.device`'s, the RNG states, checkpoint file and run fingerprints
+:mod:`comma.engine.checkpoint`'s.
 """
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import logging
 import math
 import os
-import random
 import shutil
 import time
 from collections.abc import Callable
@@ -65,28 +67,34 @@ from tqdm import tqdm
 
 from comma.data.batching import MEASURES, Batch, BatchPlan, TeacherTargets, rank_share
 from comma.data.packed import Split
+from comma.engine.checkpoint import (
+    CHECKPOINT_FORMAT,
+    TrainingError,
+    fingerprint_differences,
+    load_checkpoint,
+    rank_seed,
+    rng_state,
+    run_fingerprint,
+    seed_everything,
+    set_rng_state,
+)
+from comma.engine.device import (
+    DistributedContext,
+    bf16_autocast,
+    pick_device,
+    setup_distributed,
+    torch_settings,
+)
 from comma.engine.launch import is_main_process
-from comma.io import atomic_path, remove_stale_temporaries, torch_load, torch_save
+from comma.io import atomic_path, remove_stale_temporaries, torch_save, write_lines
 
 __all__ = [
-    "run_fingerprint",
-    "fingerprint_differences",
-    "file_identity",
     "UNITS_KEY",
-    "TrainingError",
     "LossModel",
     "TrainConfig",
     "TrainResult",
     "inverse_sqrt_lr",
     "InverseSqrtSchedule",
-    "DistributedContext",
-    "setup_distributed",
-    "pick_device",
-    "seed_everything",
-    "rng_state",
-    "set_rng_state",
-    "load_checkpoint",
-    "load_model_weights",
     "train",
     "train_and_save",
 ]
@@ -94,7 +102,6 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 UNITS_KEY = "units"
-CHECKPOINT_FORMAT = "comma-train-checkpoint-v1"
 # Metric names the trainer writes itself; a model's logs may not reuse them.
 TRAINER_METRICS = (
     "step",
@@ -108,12 +115,6 @@ TRAINER_METRICS = (
     "grad_norm",
     "seconds",
 )
-# Config fields that may change between a checkpoint and its resumption.
-RESUMABLE_CHANGES = frozenset({"max_steps", "checkpoint_every", "threads", "progress"})
-
-
-class TrainingError(RuntimeError):
-    """Training cannot go on (non-finite loss or gradient, incompatible checkpoint)."""
 
 
 class LossModel(Protocol):
@@ -232,138 +233,6 @@ class InverseSqrtSchedule:
         self.last_step = int(state["last_step"])
 
 
-@dataclass(frozen=True)
-class DistributedContext:
-    rank: int = 0
-    world_size: int = 1
-    local_rank: int = 0
-    initialized_here: bool = False
-
-    @property
-    def distributed(self) -> bool:
-        return self.world_size > 1
-
-
-def setup_distributed() -> DistributedContext:
-    """Join the process group torchrun describes in the environment (nccl with CUDA, gloo
-    without), or return a single-process context when WORLD_SIZE is absent or 1."""
-    if dist.is_available() and dist.is_initialized():
-        local_rank = int(os.environ.get("LOCAL_RANK", 0))
-        return DistributedContext(dist.get_rank(), dist.get_world_size(), local_rank, False)
-    world_size = int(os.environ.get("WORLD_SIZE", 1))
-    if world_size <= 1:
-        return DistributedContext()
-    if not dist.is_available():
-        raise TrainingError(f"WORLD_SIZE={world_size} but torch.distributed is not available")
-    local_rank = int(os.environ.get("LOCAL_RANK", 0))
-    if torch.cuda.is_available():
-        torch.cuda.set_device(local_rank)
-        backend = "nccl"
-    else:
-        backend = "gloo"
-    dist.init_process_group(backend=backend, init_method="env://")
-    return DistributedContext(dist.get_rank(), dist.get_world_size(), local_rank, True)
-
-
-def pick_device(local_rank: int = 0) -> torch.device:
-    """``cuda:<local_rank>`` when a GPU is present, else the CPU."""
-    if torch.cuda.is_available():
-        return torch.device("cuda", local_rank % torch.cuda.device_count())
-    return torch.device("cpu")
-
-
-def bf16_autocast(device: torch.device, enabled: bool = True):
-    """bf16 autocast on a CUDA device (training and inference alike), a no-op elsewhere."""
-    if device.type == "cuda" and enabled:
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return contextlib.nullcontext()
-
-
-def seed_everything(seed: int) -> None:
-    """Seed python's, numpy's and torch's (CPU and every CUDA device) global generators."""
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-
-
-def _rank_seed(seed: int, rank: int) -> int:
-    """Rank 0 uses `seed` itself (a single process is seeded plainly); others a derived seed,
-    so that their dropout masks differ."""
-    if rank == 0:
-        return seed
-    return int(np.random.SeedSequence([seed, rank]).generate_state(1, np.uint64)[0] >> 1)
-
-
-def rng_state() -> dict[str, Any]:
-    """Every global RNG state of this process, as tensors and primitives (weights_only-safe)."""
-    py_version, py_state, py_gauss = random.getstate()
-    np_kind, np_key, np_pos, np_has_gauss, np_gauss = np.random.get_state()
-    return {
-        "python": {
-            "version": int(py_version),
-            "state": torch.tensor(py_state, dtype=torch.int64),  # [625]
-            "gauss": py_gauss,
-        },
-        "numpy": {
-            "kind": str(np_kind),
-            "key": torch.from_numpy(np_key.astype(np.int64)),  # [624] uint32 values
-            "pos": int(np_pos),
-            "has_gauss": int(np_has_gauss),
-            "cached_gaussian": float(np_gauss),
-        },
-        "torch": torch.get_rng_state(),
-        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-    }
-
-
-def set_rng_state(state: dict[str, Any]) -> None:
-    """Restore what :func:`rng_state` returned."""
-    py = state["python"]
-    random.setstate((py["version"], tuple(int(x) for x in py["state"].tolist()), py["gauss"]))
-    npy = state["numpy"]
-    np.random.set_state(
-        (
-            npy["kind"],
-            npy["key"].numpy().astype(np.uint32),
-            npy["pos"],
-            npy["has_gauss"],
-            npy["cached_gaussian"],
-        )
-    )
-    torch.set_rng_state(state["torch"])
-    if state["cuda"]:
-        if not torch.cuda.is_available() or torch.cuda.device_count() != len(state["cuda"]):
-            raise TrainingError(
-                f"the checkpoint holds RNG states of {len(state['cuda'])} CUDA devices, but "
-                f"{torch.cuda.device_count() if torch.cuda.is_available() else 0} are present"
-            )
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def load_checkpoint(path: str | Path) -> dict[str, Any]:
-    """A trainer checkpoint (on the CPU), checked to be one."""
-    path = Path(path)
-    if not path.is_file():
-        raise TrainingError(f"{path}: checkpoint not found")
-    try:
-        checkpoint = torch_load(path)
-    except Exception as err:  # a truncated or foreign file: say which
-        raise TrainingError(f"{path}: cannot read the checkpoint: {err}") from err
-    if not isinstance(checkpoint, dict) or checkpoint.get("format") != CHECKPOINT_FORMAT:
-        raise TrainingError(f"{path}: not a {CHECKPOINT_FORMAT} checkpoint")
-    return checkpoint
-
-
-def load_model_weights(model: nn.Module, path: str | Path) -> dict[str, Any]:
-    """Load a trainer checkpoint's weights into `model`; returns the checkpoint."""
-    checkpoint = load_checkpoint(path)
-    try:
-        model.load_state_dict(checkpoint["model"])
-    except RuntimeError as err:
-        raise TrainingError(f"{path}: the weights do not fit this model: {err}") from err
-    return checkpoint
-
-
 def train_and_save(
     model: nn.Module,
     split: Split,
@@ -406,30 +275,6 @@ class _LossModule(nn.Module):
         return self.model.loss(batch)
 
 
-@contextlib.contextmanager
-def _torch_settings(config: TrainConfig, device: torch.device):
-    """Thread count and deterministic algorithms for the run; restored afterwards."""
-    threads = torch.get_num_threads()
-    deterministic = torch.are_deterministic_algorithms_enabled()
-    warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
-    cudnn = (torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic)
-    if config.threads is not None:
-        torch.set_num_threads(config.threads)
-    if config.deterministic:
-        if device.type == "cuda":
-            os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-        torch.backends.cudnn.benchmark = False
-        torch.backends.cudnn.deterministic = True
-        # warn_only: an op without a deterministic kernel warns instead of stopping training.
-        torch.use_deterministic_algorithms(True, warn_only=True)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
-        torch.use_deterministic_algorithms(deterministic, warn_only=warn_only)
-        torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic = cudnn
-
-
 def _truncate_metrics(path: Path, last_step: int) -> None:
     """Keep the complete records of steps <= last_step (drop a line cut by a kill)."""
     kept = []
@@ -441,42 +286,7 @@ def _truncate_metrics(path: Path, last_step: int) -> None:
                 continue
             if isinstance(record, dict) and record.get("step", math.inf) <= last_step:
                 kept.append(line)
-    with atomic_path(path) as tmp:
-        tmp.write_text("".join(f"{line}\n" for line in kept), encoding="utf-8")
-
-
-def run_fingerprint(config: TrainConfig, identity: dict[str, Any] | None) -> dict[str, Any]:
-    """What decides a run's result: the training settings (except those a run may change and
-    still resume: RESUMABLE_CHANGES) and the caller's `identity` (model config, input files'
-    content hashes, family). A checkpoint resumes only a run with an equal fingerprint."""
-    settings = {k: v for k, v in asdict(config).items() if k not in RESUMABLE_CHANGES}
-    return json.loads(json.dumps({"training": settings, **(identity or {})}, sort_keys=True))
-
-
-def fingerprint_differences(saved: Any, current: Any, prefix: str = "") -> list[str]:
-    """The keys whose values differ between two fingerprints, as "key: old -> new"."""
-    if isinstance(saved, dict) and isinstance(current, dict):
-        out = []
-        for key in sorted(set(saved) | set(current)):
-            name = f"{prefix}.{key}" if prefix else str(key)
-            if key not in saved:
-                out.append(f"{name}: (absent) -> {current[key]!r}")
-            elif key not in current:
-                out.append(f"{name}: {saved[key]!r} -> (absent)")
-            else:
-                out.extend(fingerprint_differences(saved[key], current[key], name))
-        return out
-    return [] if saved == current else [f"{prefix or 'fingerprint'}: {saved!r} -> {current!r}"]
-
-
-def file_identity(path: str | Path) -> str:
-    """The sha256 of a file's content: a run's inputs are identified by what they hold, not by
-    their mtime (a re-prepared corpus with equal bytes still resumes)."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+    write_lines(path, kept)
 
 
 def train(
@@ -505,7 +315,7 @@ def train(
     ctx = setup_distributed()
     try:
         device = pick_device(ctx.local_rank)
-        with _torch_settings(config, device):
+        with torch_settings(config.threads, config.deterministic, device):
             trainer = _Trainer(
                 model, split, config, checkpoint_path, ctx, device, identity, teacher_targets
             )
@@ -580,7 +390,7 @@ class _Trainer:
         path, config, ctx = self.checkpoint_path, self.config, self.ctx
         checkpoint = self._checkpoint_of_this_run() if path.is_file() else None
         if checkpoint is None:
-            seed_everything(_rank_seed(config.seed, ctx.rank))
+            seed_everything(rank_seed(config.seed, ctx.rank))
             return None
         try:
             self.model.load_state_dict(checkpoint["model"])
@@ -593,7 +403,7 @@ class _Trainer:
         if len(checkpoint["rng"]) == ctx.world_size:
             set_rng_state(checkpoint["rng"][ctx.rank])
         else:  # another process count: the data order holds, the dropout streams cannot
-            seed_everything(_rank_seed(config.seed + self.step, ctx.rank))
+            seed_everything(rank_seed(config.seed + self.step, ctx.rank))
         return self.step
 
     def _checkpoint_of_this_run(self) -> dict[str, Any] | None:

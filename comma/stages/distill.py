@@ -52,7 +52,7 @@ import torch
 
 from comma.data.packed import PackedSequences, Split, load_split, save_split
 from comma.engine.decode import decode_split, generate_split, max_lengths
-from comma.engine.trainer import bf16_autocast, pick_device
+from comma.engine.device import bf16_autocast, pick_device
 from comma.errors import InputError
 from comma.io import torch_load, torch_save, write_json
 from comma.models.registry import load_teacher

@@ -26,7 +26,7 @@ import torch
 from comma.data.packed import Split, load_split
 from comma.data.vocab import Vocabulary
 from comma.engine.decode import map_split
-from comma.engine.trainer import bf16_autocast, pick_device
+from comma.engine.device import bf16_autocast, pick_device
 from comma.io import read_json, write_json, write_lines
 from comma.models.registry import load_nar
 from comma.stages.scoring import (

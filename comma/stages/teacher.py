@@ -22,7 +22,7 @@ from comma.data.batching import collate, make_batches
 from comma.data.packed import Split, load_split
 from comma.data.vocab import Vocabulary
 from comma.engine.decode import decode_split, generate_split
-from comma.engine.trainer import bf16_autocast, pick_device
+from comma.engine.device import bf16_autocast, pick_device
 from comma.io import read_json, write_json, write_lines
 from comma.models.registry import load_teacher
 from comma.models.teacher import TokenTeacher, TransformerTTS

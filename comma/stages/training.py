@@ -17,7 +17,8 @@ import torch
 
 from comma.alignment.store import TeacherAlignment
 from comma.data.packed import Split, load_split, prepared_corpus_sizes
-from comma.engine.trainer import TrainConfig, file_identity, train_and_save
+from comma.engine.checkpoint import file_identity
+from comma.engine.trainer import TrainConfig, train_and_save
 from comma.models.registry import FAMILIES
 
 __all__ = ["load_alignment_for", "train_model"]
@@ -60,7 +61,7 @@ def train_model(
     `training`: TrainConfig fields other than seed and threads. `alignment`: the teacher's
     alignment of `split`, for the constrained variants. `inputs`: the files that decide the
     result besides ``data_dir``'s train.pt and vocabularies (a KD corpus, an alignment), by
-    role. The run's fingerprint (:func:`comma.engine.trainer.run_fingerprint`) holds the
+    role. The run's fingerprint (:func:`comma.engine.checkpoint.run_fingerprint`) holds the
     family and its model file format (the code version), the model config, the training
     settings and the sha256 of every input file, so a resumable checkpoint of another run is
     never resumed. `probe`: measured at every checkpoint
