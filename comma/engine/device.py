@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
+from torch import nn
 
 from comma.engine.checkpoint import TrainingError
 
@@ -18,6 +19,7 @@ __all__ = [
     "setup_distributed",
     "pick_device",
     "bf16_autocast",
+    "for_inference",
     "torch_settings",
 ]
 
@@ -67,6 +69,13 @@ def bf16_autocast(device: torch.device, enabled: bool = True):
     if device.type == "cuda" and enabled:
         return torch.autocast("cuda", dtype=torch.bfloat16)
     return contextlib.nullcontext()
+
+
+def for_inference(model: nn.Module) -> tuple[nn.Module, contextlib.AbstractContextManager]:
+    """`model` moved to this process's device (:func:`pick_device`) and the precision to run
+    it in there: bf16 autocast on a GPU, as training (:func:`bf16_autocast`)."""
+    device = pick_device()
+    return model.to(device), bf16_autocast(device)
 
 
 @contextlib.contextmanager

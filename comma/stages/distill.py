@@ -52,7 +52,7 @@ import torch
 
 from comma.data.packed import PackedSequences, Split, load_split, save_split
 from comma.engine.decode import decode_split, generate_split, max_lengths
-from comma.engine.device import bf16_autocast, pick_device
+from comma.engine.device import for_inference
 from comma.errors import InputError
 from comma.io import torch_load, torch_save, write_json
 from comma.models.registry import load_teacher
@@ -194,10 +194,8 @@ def distill_shard(
         train_path,
     )
 
-    device = pick_device()
-    model = model.to(device)
     # bf16 on a GPU, as evaluate_teacher; the search itself scores in float32
-    precision = bf16_autocast(device)
+    model, precision = for_inference(model)
     torch_seed = shard_seed(seed, shard)
     torch.manual_seed(torch_seed)  # TTS: the decoder pre-net's inference-time dropout
     limits = dict(max_len_a=float(settings["max_len_a"]), max_len_b=int(settings["max_len_b"]))

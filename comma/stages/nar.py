@@ -26,11 +26,10 @@ import torch
 from comma.data.packed import Split, load_split
 from comma.data.vocab import Vocabulary
 from comma.engine.decode import map_split
-from comma.engine.device import bf16_autocast, pick_device
 from comma.io import read_json, write_json, write_lines
-from comma.models.registry import load_nar
 from comma.stages.scoring import (
     ids_to_text,
+    load_for_evaluation,
     read_references,
     score_generated_mels,
     text_scores,
@@ -148,15 +147,8 @@ def evaluate_nar(
     split (``save_split`` format) to `hypotheses_path`, MCD and mel L1 after DTW against the
     recordings (``evaluation``: mcd_cepstra, griffin_lim_wavs, griffin_lim_iters; ``features``:
     f_min, f_max), the length ratio, and Griffin-Lim WAVs in `samples_dir`."""
-    if threads is not None:
-        torch.set_num_threads(threads)
     data_dir = Path(data_dir)
-    device = pick_device()
-    model = load_nar(model_path).to(device)
-    if model.config.task != task:
-        raise ValueError(f"{model_path} is a {model.config.task} model, not {task}")
-    test = load_split(data_dir / "test.pt")
-    precision = bf16_autocast(device)
+    model, test, precision = load_for_evaluation("nar", task, model_path, data_dir, threads)
     torch.manual_seed(seed)
     with precision:
         generated = _generate_split(model, test, batch_sentences)

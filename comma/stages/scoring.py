@@ -31,6 +31,7 @@ are for listening, not for scoring.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 from collections.abc import Sequence
@@ -46,11 +47,13 @@ import soundfile
 import torch
 from sacrebleu.metrics import BLEU
 
-from comma.data.packed import PackedSequences, Split, save_split
+from comma.data.packed import PackedSequences, Split, load_split, save_split
 from comma.data.text import BpeSegmenter
 from comma.data.vocab import Vocabulary
+from comma.engine.device import for_inference
 from comma.errors import InputError
 from comma.io import atomic_path
+from comma.models.registry import load_model
 
 __all__ = [
     "corpus_bleu",
@@ -70,6 +73,26 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 MCD_SCALE = 10.0 / math.log(10.0) * math.sqrt(2.0)  # dB per unit of cepstral distance
+
+
+def load_for_evaluation(
+    family: str,
+    task: str,
+    model_path: str | Path,
+    data_dir: str | Path,
+    threads: int | None = None,
+) -> tuple[torch.nn.Module, Split, contextlib.AbstractContextManager]:
+    """What every evaluation of a trained model starts with: torch's thread count (`threads`;
+    None leaves it), the model of `family` saved at `model_path` on this process's device,
+    checked to be one of `task`, the test split of `data_dir`, and the precision to run the
+    model in (:func:`comma.engine.device.for_inference`)."""
+    if threads is not None:
+        torch.set_num_threads(threads)
+    model, precision = for_inference(load_model(model_path, family))
+    if model.config.task != task:
+        noun = "teacher" if family == "teacher" else "model"
+        raise ValueError(f"{model_path} is a {model.config.task} {noun}, not {task}")
+    return model, load_split(Path(data_dir) / "test.pt"), precision
 
 
 def _check_pairs(hypotheses: Sequence[str], references: Sequence[str]) -> None:

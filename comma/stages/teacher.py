@@ -22,12 +22,11 @@ from comma.data.batching import collate, make_batches
 from comma.data.packed import Split, load_split
 from comma.data.vocab import Vocabulary
 from comma.engine.decode import decode_split, generate_split
-from comma.engine.device import bf16_autocast, pick_device
 from comma.io import read_json, write_json, write_lines
-from comma.models.registry import load_teacher
 from comma.models.teacher import TokenTeacher, TransformerTTS
 from comma.stages.scoring import (
     ids_to_text,
+    load_for_evaluation,
     mel_distance,
     read_references,
     score_generated_mels,
@@ -215,16 +214,9 @@ def evaluate_teacher(
     `hypotheses_path` (``save_split`` format), MCD and mel L1 (``evaluation``: mcd_cepstra,
     griffin_lim_wavs, griffin_lim_iters; ``features``: f_min, f_max of the log-mel), a
     mean-frame baseline, and Griffin-Lim WAVs in `samples_dir`. Writes `metrics_path` (JSON)."""
-    if threads is not None:
-        torch.set_num_threads(threads)
     data_dir = Path(data_dir)
-    device = pick_device()
-    model = load_teacher(model_path).to(device)
     # bf16 on a GPU, as training; the search itself scores in float32
-    precision = bf16_autocast(device)
-    if model.config.task != task:
-        raise ValueError(f"{model_path} is a {model.config.task} teacher, not {task}")
-    test = load_split(data_dir / "test.pt")
+    model, test, precision = load_for_evaluation("teacher", task, model_path, data_dir, threads)
     started = time.perf_counter()
     with precision:
         if task == "tts":
