@@ -1,6 +1,6 @@
-"""Train and evaluate the NAR models, and lay out the paper's Tables 2-4.
+"""Train and evaluate the NAR models of the paper's Tables 2-4.
 
-The entry points of the `train_nar`, `evaluate_nar` and `tables` rules, usable from Python:
+The entry points of the `train_nar` and `evaluate_nar` rules, usable from Python:
 
 * :func:`train_nar` trains NAT, NAR-ASR or FastSpeech (``comma.models.nat``,
   ``nar_asr``, ``fastspeech``) on a training
@@ -11,7 +11,7 @@ The entry points of the `train_nar`, `evaluate_nar` and `tables` rules, usable f
 * :func:`evaluate_nar` generates the test set in one parallel pass per batch and scores it with
   the teachers' metrics (BLEU and WER; MCD and mel L1 after DTW, with Griffin-Lim samples).
 
-Tables 2-4 are laid out by :mod:`comma.analysis.tables`.
+The `tables` rule lays out Tables 2-4 from their metrics (:mod:`comma.analysis.tables`).
 """
 
 from __future__ import annotations
