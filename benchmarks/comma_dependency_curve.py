@@ -26,15 +26,16 @@ sys.path.insert(0, str(REPO))
 
 from comma.analysis.curves import read_metrics  # noqa: E402
 from comma.stages.comma import train_comma  # noqa: E402
-from comma.workflow_config import comma_architecture, comma_training  # noqa: E402
+from comma.workflow_config import family_settings  # noqa: E402
 
 P_GRID = (0.1, 0.3, 0.5)
 
 
 def curve(task: str, data: Path, lr: float, steps: int, seed: int, every: int, out: Path):
     config = yaml.safe_load((REPO / "config.yaml").read_text())
+    architecture, training = family_settings(config, "comma", task)
     training = {
-        **comma_training(config, task),
+        **training,
         "max_steps": steps,
         "lr": lr,
         "checkpoint_every": every,
@@ -46,7 +47,7 @@ def curve(task: str, data: Path, lr: float, steps: int, seed: int, every: int, o
         data,
         run / "model.pt",
         run / "metrics.jsonl",
-        architecture=comma_architecture(config),
+        architecture=architecture,
         training=training,
         seed=seed,
         threads=1,

@@ -39,7 +39,7 @@ from comma.analysis.length_control import sentence_means  # noqa: E402
 from comma.data.packed import PackedSequences, Split, load_split, save_split  # noqa: E402
 from comma.data.vocab import Vocabulary  # noqa: E402
 from comma.stages.comma import measure_ratio, train_comma  # noqa: E402
-from comma.workflow_config import comma_architecture, comma_training  # noqa: E402
+from comma.workflow_config import family_settings  # noqa: E402
 
 WORD_BOUNDARY = "▁"  # sentencepiece's symbol: a space cannot be a dict.txt symbol
 
@@ -75,7 +75,7 @@ def _rows(packed: PackedSequences):
 def train_and_measure(
     data: Path, run: Path, seed: int, config: dict, steps: int | None
 ) -> pd.DataFrame:
-    training = comma_training(config, "nmt")
+    architecture, training = family_settings(config, "comma", "nmt")
     if steps:
         training["max_steps"] = steps
     # a finished run resumes at its last step and only rewrites model.pt; a run of other
@@ -85,7 +85,7 @@ def train_and_measure(
         data,
         run / "model.pt",
         run / "metrics.jsonl",
-        architecture=comma_architecture(config),
+        architecture=architecture,
         training=training,
         seed=seed,
         threads=1,

@@ -53,6 +53,7 @@ from comma.analysis.runtimes import read_benchmarks  # noqa: E402
 from comma.data.batching import BatchPlan  # noqa: E402
 from comma.data.packed import load_split, prepared_corpus_sizes  # noqa: E402
 from comma.models.registry import FAMILIES  # noqa: E402
+from comma.workflow_config import family_settings  # noqa: E402
 
 SNAKEMAKE = str(Path(sys.executable).with_name("snakemake"))
 
@@ -289,13 +290,12 @@ def comma_step_efficiency(workdir: Path, steps: int = 10) -> None:
 
     torch.set_num_threads(1)
     config = yaml.safe_load((REPO / "config.yaml").read_text())
-    settings = config["models"]["comma"]
-    architecture = {k: v for k, v in settings.items() if k not in ("batch_size", "lr", "ac_weight")}
     peak = mm_peak()
     print(f"\n== CoMMA training step, 1 thread; torch.mm peak {peak / 1e9:.1f} GFLOP/s")
     header = ("task", "batch", "positions", "GFLOP", "ms", "GFLOP/s", "of peak")
     print(f"{header[0]:<5}" + "".join(f" {h:>9}" for h in header[1:]))
     for task in config["tasks"]:
+        architecture, training = family_settings(config, "comma", task)
         data = workdir / "work" / "data" / task
         split = load_split(data / "train.pt")
         kind = FAMILIES["comma"]
@@ -303,7 +303,7 @@ def comma_step_efficiency(workdir: Path, steps: int = 10) -> None:
             kind.config(task=task, **prepared_corpus_sizes(data, split), **architecture)
         )
         optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
-        plan = BatchPlan(split, max_sentences=settings["batch_size"], seed=0, measure="sum")
+        plan = BatchPlan(split, max_sentences=training["max_sentences"], seed=0, measure="sum")
         batches = [plan.collate(ix) for ix in plan.epoch_batches(0)[: steps + 2]]
 
         def step(batch, model=model, optimizer=optimizer):

@@ -32,8 +32,7 @@ __all__ = [
     "schema_problems",
     "config_problems",
     "check_config",
-    "comma_architecture",
-    "comma_training",
+    "family_settings",
 ]
 
 _SCALARS = {"integer": int, "number": (int, float), "boolean": bool, "null": type(None)}
@@ -338,27 +337,36 @@ def config_file_problems(paths: Sequence[str | Path]) -> list[str]:
     return problems
 
 
-# CoMMA's settings as its trainer takes them, one mapping for the rules (rules/common.smk) and
-# the benchmarks that train CoMMA outside the workflow.
-def comma_architecture(config: dict) -> dict:
-    """models.comma without the optimization keys (batch size and lr go to training) and the
-    attention constraint's settings (only the ac variant's runs get those)."""
-    return {
-        k: v
-        for k, v in config["models"]["comma"].items()
-        if k not in ("batch_size", "lr", "ac_weight", "ac_mode")
-    }
+# A family's settings as its trainer takes them, one split for the rules (rules/common.smk) and
+# the benchmarks that train outside the workflow. models.<family> holds the model config's
+# keyword arguments and two optimization keys, which go to training: lr, and batch_size as the
+# trainer's max_sentences.
+OPTIMIZATION_KEYS = ("batch_size", "lr")
+# models.<family> keys that are neither: CoMMA's attention constraint reaches only the ac
+# variant's runs (rules/common.smk comma_constraint), so that changing it retrains only those.
+HELD_BACK_KEYS = {"comma": ("ac_weight", "ac_mode")}
+# training.<family>.<task> keys that are the job's resources (a cluster's time and memory
+# limits), not training settings.
+RESOURCE_KEYS = {"teacher": ("runtime_minutes", "mem_mb")}
+# Families with one models.<family> and training.<family> for every task (max_steps may still
+# be given per task); the others have one per task, models.<family>.<task>.
+SHARED_FAMILIES = ("comma",)
 
 
-def comma_training(config: dict, task: str) -> dict:
-    """training.comma for `task` (max_steps may be given per task), lr and batch size."""
-    steps = config["training"]["comma"]["max_steps"]
-    return {
-        **config["training"]["comma"],
-        "max_steps": steps[task] if isinstance(steps, dict) else steps,
-        "lr": config["models"]["comma"]["lr"],
-        "max_sentences": config["models"]["comma"]["batch_size"],
-    }
+def family_settings(config: dict, family: str, task: str) -> tuple[dict, dict]:
+    """(architecture, training) of `family` (comma, teacher, nar) for `task`: models.<family>
+    (.<task>) without the optimization keys and the keys held back (CoMMA's ac_weight and
+    ac_mode), and training.<family>(.<task>) without the job's resources, its max_steps for
+    `task` where it is given per task, with lr and max_sentences (models' batch_size)."""
+    model, training = config["models"][family], config["training"][family]
+    if family not in SHARED_FAMILIES:
+        model, training = model[task], training[task]
+    dropped = OPTIMIZATION_KEYS + HELD_BACK_KEYS.get(family, ())
+    architecture = {k: v for k, v in model.items() if k not in dropped}
+    schedule = {k: v for k, v in training.items() if k not in RESOURCE_KEYS.get(family, ())}
+    if isinstance(schedule.get("max_steps"), dict):
+        schedule["max_steps"] = schedule["max_steps"][task]
+    return architecture, {**schedule, "lr": model["lr"], "max_sentences": model["batch_size"]}
 
 
 if __name__ == "__main__":

@@ -20,8 +20,8 @@ rule train_comma:
     resources:
         mem_mb=4000,
     params:
-        architecture=comma_architecture(),
-        training=comma_training,
+        architecture=family_architecture("comma"),
+        training=family_training("comma"),
         constraint=comma_constraint,
         probe=comma_probe(),
     script:

@@ -171,9 +171,20 @@ def vocab_files(wildcards):
     ]
 
 
-def comma_architecture():
-    """models.comma as CoMMA's model config takes it (comma.workflow_config)."""
-    return workflow_config.comma_architecture(config)
+def family_architecture(family):
+    """params: models.{family} (.{task}) as the family's model config takes it, without the
+    keys that go to training (comma.workflow_config.family_settings)."""
+    return lambda wildcards: workflow_config.family_settings(
+        config, family, wildcards.task
+    )[0]
+
+
+def family_training(family):
+    """params: training.{family} (.{task}) for this task with lr and batch size, without the
+    job's resources (comma.workflow_config.family_settings)."""
+    return lambda wildcards: workflow_config.family_settings(
+        config, family, wildcards.task
+    )[1]
 
 
 def comma_constraint(wildcards):
@@ -210,41 +221,10 @@ def comma_probe():
     )
 
 
-def comma_training(wildcards):
-    """CoMMA's training settings for this task (comma.workflow_config)."""
-    return workflow_config.comma_training(config, wildcards.task)
-
-
 # AR teachers (rules/teacher.smk): one per task, trained with the run's `seed`.
 def teacher_file(name, task="{task}"):
     """A file of a task's AR teacher: work/teacher/{task}/<name>."""
     return f"work/teacher/{task}/{name}"
-
-
-TEACHER_RESOURCE_KEYS = ("runtime_minutes", "mem_mb")
-
-
-def teacher_architecture(wildcards):
-    """models.teacher.{task} without the optimization keys (they go to training)."""
-    return {
-        k: v
-        for k, v in config["models"]["teacher"][wildcards.task].items()
-        if k not in ("batch_size", "lr")
-    }
-
-
-def teacher_training(wildcards):
-    """training.teacher.{task} (without the job's resources) with lr and batch size."""
-    model = config["models"]["teacher"][wildcards.task]
-    return {
-        **{
-            k: v
-            for k, v in config["training"]["teacher"][wildcards.task].items()
-            if k not in TEACHER_RESOURCE_KEYS
-        },
-        "lr": model["lr"],
-        "max_sentences": model["batch_size"],
-    }
 
 
 def teacher_runtime(wildcards):
@@ -283,25 +263,6 @@ def nar_inputs(wildcards):
             "summary.json", wildcards.task, wildcards.corpus
         )
     return inputs
-
-
-def nar_architecture(wildcards):
-    """models.nar.{task} without the optimization keys (they go to training)."""
-    return {
-        k: v
-        for k, v in config["models"]["nar"][wildcards.task].items()
-        if k not in ("batch_size", "lr")
-    }
-
-
-def nar_training(wildcards):
-    """training.nar.{task} with lr and batch size."""
-    model = config["models"]["nar"][wildcards.task]
-    return {
-        **config["training"]["nar"][wildcards.task],
-        "lr": model["lr"],
-        "max_sentences": model["batch_size"],
-    }
 
 
 def nar_metrics_files(wildcards=None):

@@ -25,8 +25,8 @@ rule train_nar:
     resources:
         mem_mb=4000,
     params:
-        architecture=nar_architecture,
-        training=nar_training,
+        architecture=family_architecture("nar"),
+        training=family_training("nar"),
         seed=lambda wildcards: int(wildcards.seed),
     script:
         "../workflow_scripts/train_nar.py"

@@ -22,8 +22,8 @@ rule train_teacher:
         mem_mb=teacher_mem_mb,
         runtime=teacher_runtime,
     params:
-        architecture=teacher_architecture,
-        training=teacher_training,
+        architecture=family_architecture("teacher"),
+        training=family_training("teacher"),
         seed=config["seed"],
     script:
         "../workflow_scripts/train_teacher.py"

@@ -284,3 +284,47 @@ def test_a_config_file_snakemake_cannot_read_is_named_with_its_line(tmp_path):
         f"'{tmp_path / 'missing.yaml'}')",
     ]
     assert subprocess.run(command, cwd=REPO).returncode == 0
+
+
+def _preset(*files: str) -> dict:
+    from comma.workflow_config import merge_config_layers
+
+    return merge_config_layers([yaml.safe_load((REPO / f).read_text()) for f in files])[0]
+
+
+@pytest.mark.parametrize("preset", [("config.yaml",), ("config.yaml", "config/paper.yaml")])
+def test_family_settings_hand_the_trainers_what_the_rules_handed_them(preset):
+    """One split of models.<family> for the rules and the benchmarks; the architecture and
+    training mappings (hence every run's fingerprint) are those the rules' own copies built,
+    written out here key by key for both presets."""
+    from comma.tasks import TASK_NAMES
+    from comma.workflow_config import family_settings
+
+    config = _preset(*preset)
+    models, training = config["models"], config["training"]
+    for task in TASK_NAMES:
+        steps = training["comma"]["max_steps"]
+        expected = {
+            "comma": (
+                models["comma"],
+                {
+                    **training["comma"],
+                    "max_steps": steps[task] if isinstance(steps, dict) else steps,
+                },
+                ("batch_size", "lr", "ac_weight", "ac_mode"),
+            ),
+            "teacher": (
+                models["teacher"][task],
+                {
+                    k: v
+                    for k, v in training["teacher"][task].items()
+                    if k not in ("runtime_minutes", "mem_mb")
+                },
+                ("batch_size", "lr"),
+            ),
+            "nar": (models["nar"][task], training["nar"][task], ("batch_size", "lr")),
+        }
+        for family, (model, schedule, dropped) in expected.items():
+            architecture, trainer = family_settings(config, family, task)
+            assert architecture == {k: v for k, v in model.items() if k not in dropped}
+            assert trainer == {**schedule, "lr": model["lr"], "max_sentences": model["batch_size"]}
