@@ -50,3 +50,4 @@ rule all:
         "results/training_curves.png",
         "results/ratio_convergence.png",
         "results/runtimes.md",
+        INTELLIGIBILITY,

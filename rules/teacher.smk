@@ -99,6 +99,41 @@ rule evaluate_teacher_tts:
         "../workflow_scripts/evaluate_teacher.py"
 
 
+# The ASR teacher transcribes the TTS teacher's test utterances (Griffin-Lim audio) and their
+# recordings: the WER of synthesized speech, the usual objective intelligibility check.
+rule tts_intelligibility:
+    input:
+        generated=teacher_file("test.hyp.pt", "tts"),
+        test=prepared("tts", "test.pt"),
+        tts_stats=prepared("tts", "stats.json"),
+        ljspeech="resources/LJSpeech-1.1",
+        asr_model=teacher_file("model.pt", "asr"),
+        asr_stats=prepared("asr", "stats.json"),
+        asr_vocab=prepared("asr", "dict.tgt.txt"),
+    output:
+        metrics=report(
+            "results/teacher/tts/intelligibility.json",
+            caption="../report/teacher_metrics.rst",
+            category="AR teachers",
+            subcategory="tts",
+        ),
+    log:
+        "logs/teacher/tts_intelligibility.log",
+    benchmark:
+        "logs/benchmarks/tts_intelligibility.tsv"
+    conda:
+        "../envs/comma.yaml"
+    threads: 1
+    params:
+        features=feature_params(),
+        decoding=config["decoding"]["asr"],
+        griffin_lim_iters=config["evaluation"]["tts"]["griffin_lim_iters"],
+        seed=config["seed"],
+    script:
+        "../workflow_scripts/tts_intelligibility.py"
+
+
 rule teachers:
     input:
         expand("results/teacher/{task}/metrics.json", task=TASKS),
+        INTELLIGIBILITY,
