@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -30,24 +31,17 @@ import yaml
 
 from comma.data.packed import Split, load_split
 from comma.engine.decode import decode_split, generate_split, max_lengths
+from comma.engine.decode_settings import DecodingSettings
 from comma.models.registry import load_teacher
 
 REPO = Path(__file__).resolve().parents[1]
 UNITS = {"nmt": "tokens", "asr": "tokens", "tts": "frames"}
 
 
-def run_tokens(model, split: Split, decoding: dict, beam: int, batch: int) -> dict:
-    hypotheses, seconds = decode_split(
-        model,
-        split,
-        beam=beam,
-        lenpen=float(decoding["lenpen"]),
-        max_len_a=float(decoding["max_len_a"]),
-        max_len_b=int(decoding["max_len_b"]),
-        batch_sentences=batch,
-        progress=False,
-    )
-    limits = max_lengths(split.src.lengths, decoding["max_len_a"], decoding["max_len_b"]).tolist()
+def run_tokens(model, split: Split, decoding: DecodingSettings, beam: int, batch: int) -> dict:
+    search = replace(decoding, beam=beam, batch_sentences=batch)
+    hypotheses, seconds = decode_split(model, split, **search.arguments(), progress=False)
+    limits = max_lengths(split.src.lengths, **decoding.limits).tolist()
     outputs = [h.tokens for h in hypotheses]
     return {
         "seconds": seconds,
@@ -57,17 +51,10 @@ def run_tokens(model, split: Split, decoding: dict, beam: int, batch: int) -> di
     }
 
 
-def run_mel(model, split: Split, decoding: dict, batch: int, seed: int) -> dict:
+def run_mel(model, split: Split, decoding: DecodingSettings, batch: int, seed: int) -> dict:
     torch.manual_seed(seed)
-    generated, seconds = generate_split(
-        model,
-        split,
-        max_len_a=float(decoding["max_len_a"]),
-        max_len_b=int(decoding["max_len_b"]),
-        stop_threshold=float(decoding["stop_threshold"]),
-        batch_sentences=batch,
-        progress=False,
-    )
+    search = replace(decoding, batch_sentences=batch)
+    generated, seconds = generate_split(model, split, **search.arguments(), progress=False)
     return {
         "seconds": seconds,
         "units": sum(len(f) for f in generated.frames),
@@ -116,15 +103,15 @@ def main() -> None:
     print(header)
     print("-" * len(header))
     for task in args.tasks:
-        decoding = config["decoding"][task]
+        decoding = DecodingSettings.from_config(config["decoding"][task], task)
         model = load_teacher(args.workdir / "work" / "teacher" / task / "model.pt")
         train = load_split(args.workdir / "work" / "data" / task / "train.pt")
         split = train.select(range(min(args.sentences, len(train))))
-        batched = int(decoding["batch_sentences"])
+        batched = decoding.batch_sentences
         if task == "tts":
             searches = [("greedy mel", None)]
         else:
-            searches = [(f"beam {decoding['beam']}", int(decoding["beam"])), ("greedy", 1)]
+            searches = [(f"beam {decoding.beam}", decoding.beam), ("greedy", 1)]
         warm = split.select(range(min(2, len(split))))
         for name, beam in searches:
             rows = {}

@@ -260,3 +260,32 @@ def test_teacher_forced_attention_rows_are_distributions_over_the_source(task):
         s = int(result.src_lengths[b])
         torch.testing.assert_close(rows[..., :s].sum(-1), torch.ones(rows.shape[:-1]))
         assert float(rows[..., s:].abs().sum()) == 0.0  # nothing on padded source positions
+
+
+def test_decoding_settings_are_typed_once_and_name_a_bad_key():
+    from comma.engine.decode_settings import DecodingSettings
+
+    token = DecodingSettings.from_config(
+        {"beam": 5, "lenpen": 1, "max_len_a": 1.2, "max_len_b": 10.0, "batch_sentences": 64}, "nmt"
+    )
+    assert token.arguments() == {
+        "beam": 5,
+        "lenpen": 1.0,
+        "max_len_a": 1.2,
+        "max_len_b": 10,
+        "batch_sentences": 64,
+    }
+    assert isinstance(token.lenpen, float) and isinstance(token.max_len_b, int)
+    assert token.limits == {"max_len_a": 1.2, "max_len_b": 10} and token.stop_threshold is None
+    mel = {"max_len_a": 15.0, "max_len_b": 50, "stop_threshold": 0.5, "batch_sentences": 16}
+    assert DecodingSettings.from_config(mel, "tts").arguments() == mel
+    with pytest.raises(ValueError, match=r"decoding\.tts lacks \['stop_threshold'\]"):
+        DecodingSettings.from_config({k: v for k, v in mel.items() if k != "stop_threshold"}, "tts")
+    with pytest.raises(ValueError, match=r"decoding\.asr\.stop_threshold: not a decoding setting"):
+        DecodingSettings.from_config({**token.arguments(), "stop_threshold": 0.5}, "asr")
+    with pytest.raises(ValueError, match=r"decoding\.nmt\.beam: 2\.5 is not an integer"):
+        DecodingSettings.from_config({**token.arguments(), "beam": 2.5}, "nmt")
+    with pytest.raises(ValueError, match=r"decoding\.tts\.max_len_a: 'x' is not a number"):
+        DecodingSettings.from_config({**mel, "max_len_a": "x"}, "tts")
+    with pytest.raises(ValueError, match="unknown task"):
+        DecodingSettings.from_config(mel, "xyz")

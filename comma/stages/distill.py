@@ -52,6 +52,7 @@ import torch
 
 from comma.data.packed import PackedSequences, Split, load_split, save_split
 from comma.engine.decode import decode_split, generate_split, max_lengths
+from comma.engine.decode_settings import DecodingSettings
 from comma.engine.device import for_inference
 from comma.errors import InputError
 from comma.io import torch_load, torch_save, write_json
@@ -61,7 +62,6 @@ from comma.models.teacher import TokenTeacher, TransformerTTS
 __all__ = [
     "SHARD_FORMAT",
     "DROP_CAUSES",
-    "DECODING_KEYS",
     "shard_indices",
     "shard_seed",
     "distill_shard",
@@ -75,11 +75,6 @@ SHARD_FORMAT = "comma-distill-shard-v1"
 DROP_CAUSES = ("max_length", "not_stopped", "empty")
 # Source / target side of each task's prepared corpus: tokens (True) or mel frames (False).
 SIDES = {"nmt": (True, True), "asr": (False, True), "tts": (True, False)}
-DECODING_KEYS = {
-    "nmt": ("beam", "lenpen", "max_len_a", "max_len_b", "batch_sentences"),
-    "asr": ("beam", "lenpen", "max_len_a", "max_len_b", "batch_sentences"),
-    "tts": ("max_len_a", "max_len_b", "stop_threshold", "batch_sentences"),
-}
 PERCENTILES = (5, 25, 50, 75, 95)
 
 
@@ -139,13 +134,6 @@ def _check_corpus(task: str, split: Split, model: Any, train_path: Path, teacher
         )
 
 
-def _check_decoding(task: str, decoding: dict) -> dict:
-    missing = [key for key in DECODING_KEYS[task] if key not in decoding]
-    if missing:
-        raise ValueError(f"decoding settings for {task} lack {missing} (config decoding.{task})")
-    return {key: decoding[key] for key in DECODING_KEYS[task]}
-
-
 def _rate(count: float, seconds: float) -> float | None:
     return float(count) / seconds if seconds > 0 else None
 
@@ -177,7 +165,7 @@ def distill_shard(
         raise InputError(teacher_path, "teacher model not found (run the train_teacher rule)")
     model = load_teacher(teacher_path)
     task = model.config.task
-    settings = _check_decoding(task, decoding)
+    settings = DecodingSettings.from_config(decoding, task)
     train = load_split(train_path)
     _check_corpus(task, train, model, train_path, teacher_path)
     indices = shard_indices(len(train), shard, shards)
@@ -198,8 +186,6 @@ def distill_shard(
     model, precision = for_inference(model)
     torch_seed = shard_seed(seed, shard)
     torch.manual_seed(torch_seed)  # TTS: the decoder pre-net's inference-time dropout
-    limits = dict(max_len_a=float(settings["max_len_a"]), max_len_b=int(settings["max_len_b"]))
-    batch_sentences = int(settings["batch_sentences"])
     dropped = dict.fromkeys(DROP_CAUSES, 0)
     outputs: list[torch.Tensor] = []
     keep: list[int] = []  # positions within the shard
@@ -207,12 +193,7 @@ def distill_shard(
     if len(part) and isinstance(model, TransformerTTS):
         with precision:
             generated, seconds = generate_split(
-                model,
-                part,
-                stop_threshold=float(settings["stop_threshold"]),
-                batch_sentences=batch_sentences,
-                progress=progress,
-                **limits,
+                model, part, **settings.arguments(), progress=progress
             )
         for k, (mel, stopped) in enumerate(zip(generated.frames, generated.stopped, strict=True)):
             if not len(mel):
@@ -227,15 +208,9 @@ def distill_shard(
             raise TypeError(f"{teacher_path}: not a token or TTS teacher: {type(model).__name__}")
         with precision:
             hypotheses, seconds = decode_split(
-                model,
-                part,
-                beam=int(settings["beam"]),
-                lenpen=float(settings["lenpen"]),
-                batch_sentences=batch_sentences,
-                progress=progress,
-                **limits,
+                model, part, **settings.arguments(), progress=progress
             )
-        caps = max_lengths(part.src.lengths, **limits).tolist()
+        caps = max_lengths(part.src.lengths, **settings.limits).tolist()
         for k, (hypothesis, cap) in enumerate(zip(hypotheses, caps, strict=True)):
             tokens = torch.tensor(hypothesis.tokens, dtype=train.tgt.values.dtype)
             if not len(tokens):
@@ -272,7 +247,7 @@ def distill_shard(
         "seconds": seconds,
         "sentences_per_second": _rate(len(part), seconds),
         "units_per_second": _rate(generated_units, seconds),
-        "decoding": settings,
+        "decoding": settings.arguments(),
         "torch_seed": torch_seed,
         "exact_matches": exact,
     }

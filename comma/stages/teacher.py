@@ -22,6 +22,7 @@ from comma.data.batching import collate, make_batches
 from comma.data.packed import Split, load_split
 from comma.data.vocab import Vocabulary
 from comma.engine.decode import decode_split, generate_split
+from comma.engine.decode_settings import DecodingSettings
 from comma.io import read_json, write_json, write_lines
 from comma.models.teacher import TokenTeacher, TransformerTTS
 from comma.stages.scoring import (
@@ -93,23 +94,15 @@ def _evaluate_text(
     data_dir: Path,
     test: Split,
     hypotheses_path: Path,
-    decoding: dict,
+    decoding: DecodingSettings,
 ) -> dict[str, Any]:
     vocab = Vocabulary.load(data_dir / "dict.tgt.txt")
     references = read_references(data_dir / "test.ref.txt", len(test))
-    hypotheses, seconds = decode_split(
-        model,
-        test,
-        beam=int(decoding["beam"]),
-        lenpen=float(decoding["lenpen"]),
-        max_len_a=float(decoding["max_len_a"]),
-        max_len_b=int(decoding["max_len_b"]),
-        batch_sentences=int(decoding["batch_sentences"]),
-    )
+    hypotheses, seconds = decode_split(model, test, **decoding.arguments())
     texts = [ids_to_text(h.tokens, vocab) for h in hypotheses]
     write_lines(hypotheses_path, texts)
     scores = text_scores(texts, references)
-    nll = _teacher_forced_token_nll(model, test, int(decoding["batch_sentences"]))
+    nll = _teacher_forced_token_nll(model, test, decoding.batch_sentences)
     # Baselines: what BLEU/WER a model that learned nothing would get on this test set.
     if task == "nmt":
         src_vocab = Vocabulary.load(data_dir / "dict.src.txt")
@@ -140,21 +133,14 @@ def _evaluate_speech(
     data_dir: Path,
     test: Split,
     hypotheses_path: Path,
-    decoding: dict,
+    decoding: DecodingSettings,
     evaluation: dict,
     features: dict,
     samples_dir: Path | None,
     seed: int,
 ) -> dict[str, Any]:
     torch.manual_seed(seed)  # the decoder pre-net's inference-time dropout
-    generated, seconds = generate_split(
-        model,
-        test,
-        max_len_a=float(decoding["max_len_a"]),
-        max_len_b=int(decoding["max_len_b"]),
-        stop_threshold=float(decoding["stop_threshold"]),
-        batch_sentences=int(decoding["batch_sentences"]),
-    )
+    generated, seconds = generate_split(model, test, **decoding.arguments())
     scores = score_generated_mels(test, generated.frames, evaluation, seconds, hypotheses_path)
     n_cepstra = int(evaluation["mcd_cepstra"])
     # Baseline: the mean training frame held for the true length (a model that learned nothing
@@ -167,7 +153,7 @@ def _evaluate_speech(
         )
         for k in range(len(test))
     ]
-    teacher_forced = _teacher_forced_mel_l1(model, test, int(decoding["batch_sentences"]))
+    teacher_forced = _teacher_forced_mel_l1(model, test, decoding.batch_sentences)
     stats = read_json(data_dir / "stats.json")["features"]
     if samples_dir is not None:
         write_samples(samples_dir, test, generated.frames, stats, features, evaluation, seed)
@@ -217,6 +203,7 @@ def evaluate_teacher(
     data_dir = Path(data_dir)
     # bf16 on a GPU, as training; the search itself scores in float32
     model, test, precision = load_for_evaluation("teacher", task, model_path, data_dir, threads)
+    settings = DecodingSettings.from_config(decoding, task)
     started = time.perf_counter()
     with precision:
         if task == "tts":
@@ -227,19 +214,19 @@ def evaluate_teacher(
                 data_dir,
                 test,
                 Path(hypotheses_path),
-                decoding,
+                settings,
                 evaluation,
                 features,
                 Path(samples_dir) if samples_dir is not None else None,
                 seed,
             )
         else:
-            scores = _evaluate_text(task, model, data_dir, test, Path(hypotheses_path), decoding)
+            scores = _evaluate_text(task, model, data_dir, test, Path(hypotheses_path), settings)
     metrics = {
         "task": task,
         "model": str(model_path),
         "test_sentences": len(test),
-        "decoding": dict(decoding),
+        "decoding": settings.arguments(),
         **scores,
         "seconds": time.perf_counter() - started,
     }
