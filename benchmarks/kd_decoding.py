@@ -33,9 +33,9 @@ from comma.data.packed import Split, load_split
 from comma.engine.decode import decode_split, generate_split, max_lengths
 from comma.engine.decode_settings import DecodingSettings
 from comma.models.registry import load_teacher
+from comma.tasks import TASKS
 
 REPO = Path(__file__).resolve().parents[1]
-UNITS = {"nmt": "tokens", "asr": "tokens", "tts": "frames"}
 
 
 def run_tokens(model, split: Split, decoding: DecodingSettings, beam: int, batch: int) -> dict:
@@ -73,7 +73,7 @@ def main() -> None:
     )
     parser.add_argument("--sentences", type=int, default=200, help="training sentences decoded")
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--tasks", nargs="+", default=["nmt", "tts"], choices=list(UNITS))
+    parser.add_argument("--tasks", nargs="+", default=["nmt", "tts"], choices=list(TASKS))
     parser.add_argument("--config", type=Path, default=REPO / "config.yaml")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -104,6 +104,7 @@ def main() -> None:
     print("-" * len(header))
     for task in args.tasks:
         decoding = DecodingSettings.from_config(config["decoding"][task], task)
+        unit = "frames" if TASKS[task].is_mel("tgt") else "tokens"
         model = load_teacher(args.workdir / "work" / "teacher" / task / "model.pt")
         train = load_split(args.workdir / "work" / "data" / task / "train.pt")
         split = train.select(range(min(args.sentences, len(train))))
@@ -134,7 +135,7 @@ def main() -> None:
                 print(
                     f"{task:<5} {name:<14} {batch:>5} {len(split):>5} {row['seconds']:>8.2f} "
                     f"{len(split) / row['seconds']:>8.1f} {row['units'] / row['seconds']:>9.0f} "
-                    f"{UNITS[task]:<7} {speedup:>7.1f}x {row['at_limit']:>8} {same:>6}"
+                    f"{unit:<7} {speedup:>7.1f}x {row['at_limit']:>8} {same:>6}"
                 )
     print(
         "\nbatch: sentences per batch (the config's batch_sentences, or 1); units/s: generated "

@@ -4,7 +4,7 @@ from pathlib import Path
 
 sys.path.insert(0, workflow.basedir)  # comma, also when snakemake runs from another env
 from comma.analysis.tables import nar_variants_of_tables
-from comma.tasks import TASK_NAMES, WILDCARD as TASK_WILDCARD
+from comma.tasks import TASK_NAMES, TASKS as TASKS_BY_NAME, WILDCARD as TASK_WILDCARD
 from comma.data.libritts import SAMPLE_RATE as LIBRITTS_RATE
 from comma.data.ljspeech import SAMPLE_RATE as LJSPEECH_RATE
 
@@ -73,15 +73,8 @@ wildcard_constraints:
     subset="|".join(sorted(set(LIBRITTS_SUBSETS.values()))),
 
 
-# Every prepared corpus lands in work/data/{task}/: one packed file per split, the
-# vocabularies, and stats.json (what later rules and the report read).
-PREPARED_FILES = {
-    "nmt": ["dict.src.txt", "dict.tgt.txt", "bpe.codes", "test.ref.txt", "stats.json"],
-    "asr": ["dict.tgt.txt", "bpe.codes", "test.ref.txt", "stats.json"],
-    "tts": ["dict.src.txt", "stats.json"],
-}
-
-
+# Every prepared corpus lands in work/data/{task}/: one packed file per split beside the
+# task's prepared_files (comma.tasks: vocabularies, BPE codes, references, stats.json).
 def prepared(task, name):
     return f"work/data/{task}/{name}"
 
@@ -169,9 +162,7 @@ def comma_variant(wildcards):
 
 def vocab_files(wildcards):
     return [
-        prepared(wildcards.task, f)
-        for f in PREPARED_FILES[wildcards.task]
-        if f.startswith("dict.")
+        prepared(wildcards.task, f) for f in TASKS_BY_NAME[wildcards.task].vocabularies
     ]
 
 

@@ -31,11 +31,8 @@ from comma.analysis.verdicts import (
     seed_verdict,
     sign_test_p,
 )
-from comma.tasks import TASK_LABELS
+from comma.tasks import METRICS, TASK_LABELS, TASKS
 
-# task -> (metric, +1 if higher is better else -1): primary and secondary metrics
-PRIMARY = {"nmt": ("bleu", 1), "asr": ("wer", -1), "tts": ("mcd", -1)}
-SECONDARY = {"nmt": ("wer", -1), "asr": ("bleu", 1), "tts": ("mel_l1", -1)}
 TABLE_COLUMNS = ("task", "model", "kind", "corpus", "constraint")
 TEACHER_ONE_RUN = (
     "The AR teachers are trained once: their seed-to-seed spread is not in these gaps."
@@ -50,7 +47,7 @@ def read_table(path: str | Path | None) -> pd.DataFrame | None:
     missing = [c for c in TABLE_COLUMNS if c not in table.columns]
     if missing:
         raise ValueError(f"{path}: missing columns {', '.join(missing)}")
-    for column in ("bleu", "wer", "mcd", "mel_l1"):  # absent or empty: not applicable
+    for column in METRICS:  # absent or empty: not applicable
         values = table[column] if column in table else pd.Series(np.nan, index=table.index)
         table[column] = pd.to_numeric(values, errors="coerce")
     bad_kind = set(table.kind) - {"AR", "NAR"}
@@ -92,7 +89,7 @@ def table2_gaps(table2: pd.DataFrame, per_seed: bool = False) -> pd.DataFrame:
     table2 = _with_seeds(table2)
     source = table2.attrs.get("source", "table 2")
     for task, group in table2.groupby("task", sort=False):
-        if task not in PRIMARY:
+        if task not in TASKS:
             continue
         ar, nar = group[group.kind == "AR"], group[group.kind == "NAR"]
         if len(ar) != 1 or nar.model.nunique() != 1 or nar.seed.duplicated().any():
@@ -101,7 +98,7 @@ def table2_gaps(table2: pd.DataFrame, per_seed: bool = False) -> pd.DataFrame:
                 f"{len(ar)} and {len(nar)}"
             )
         ar = ar.iloc[0]
-        metrics = ["bleu", "wer", "mcd", "mel_l1"]
+        metrics = list(METRICS)
         sides = (
             [nar.iloc[k] for k in range(len(nar))]
             if per_seed
@@ -111,10 +108,8 @@ def table2_gaps(table2: pd.DataFrame, per_seed: bool = False) -> pd.DataFrame:
             row = {"task": task, "ar_model": ar.model, "nar_model": side.model}
             row["seed"] = side.seed if per_seed else np.nan
             row["seeds"] = len(nar)
-            for name, (metric, sign) in (
-                ("primary", PRIMARY[task]),
-                ("secondary", SECONDARY[task]),
-            ):
+            ranked = TASKS[task].ranked_metrics()
+            for name, (metric, sign) in zip(("primary", "secondary"), ranked, strict=True):
                 a, b = _metric(ar, metric), _metric(side, metric)
                 row[f"{name}_metric"], row[f"{name}_ar"], row[f"{name}_nar"] = metric, a, b
                 row[f"{name}_gap"] = -_relative_change(a, b, sign)
@@ -276,7 +271,7 @@ def ablation_pairs(table: pd.DataFrame, factor: str, better: str, worse: str) ->
     rows = []
     for (task, fixed, seed), group in nar.groupby(["task", held, "seed"], sort=False):
         with_, without = group[group[factor] == better], group[group[factor] == worse]
-        if len(with_) != 1 or len(without) != 1 or task not in PRIMARY:
+        if len(with_) != 1 or len(without) != 1 or task not in TASKS:
             continue
         a, b = with_.iloc[0], without.iloc[0]
         row = {
@@ -286,7 +281,8 @@ def ablation_pairs(table: pd.DataFrame, factor: str, better: str, worse: str) ->
             "with_model": a.model,
             "without_model": b.model,
         }
-        for name, (metric, sign) in (("primary", PRIMARY[task]), ("secondary", SECONDARY[task])):
+        ranked = TASKS[task].ranked_metrics()
+        for name, (metric, sign) in zip(("primary", "secondary"), ranked, strict=True):
             before, after = _metric(b, metric), _metric(a, metric)
             row[f"{name}_metric"], row[f"{name}_without"], row[f"{name}_with"] = (
                 metric,

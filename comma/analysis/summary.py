@@ -12,13 +12,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 from comma.analysis.plots import save_figure  # noqa: E402
 from comma.data.packed import SPLITS, load_split  # noqa: E402
 from comma.io import read_json, write_lines  # noqa: E402
-
-# What a sequence is made of on each side, per task (for table headers and axis labels).
-UNITS = {
-    "nmt": ("German BPE tokens", "English BPE tokens"),
-    "asr": ("log-mel frames", "BPE tokens"),
-    "tts": ("phonemes", "log-mel frames"),
-}
+from comma.tasks import TASKS  # noqa: E402
 
 
 def summarize_prepared(task_dirs: dict[str, Path], table_path, plot_path, *, preset: str) -> None:
@@ -35,7 +29,7 @@ def summarize_prepared(task_dirs: dict[str, Path], table_path, plot_path, *, pre
     fig, axes = plt.subplots(1, len(task_dirs), figsize=(4.2 * len(task_dirs), 3.4), squeeze=False)
     for ax, (task, directory) in zip(axes[0], task_dirs.items(), strict=True):
         stats = read_json(Path(directory) / "stats.json")
-        src_unit, tgt_unit = UNITS[task]
+        src_unit, tgt_unit = TASKS[task].units  # table headers and axis labels
         for split in SPLITS:
             s = stats["splits"][split]
             m, n = s["src_len"]["mean"], s["tgt_len"]["mean"]

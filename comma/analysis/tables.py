@@ -17,6 +17,9 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+from comma.tasks import METRICS as TASK_METRICS
+from comma.tasks import TASKS
+
 # The paper's tables: (table, task) -> rows of (model name, NAR variant or None for the teacher)
 # where a NAR variant is "{corpus}_{constraint}".
 TABLE_ROWS: dict[str, dict[str, list[tuple[str, str | None]]]] = {
@@ -52,13 +55,9 @@ TABLE_CAPTIONS = {
     "table3": "Table 3: NAR models with and without knowledge distillation.",
     "table4": "Table 4: NAR models with and without the alignment constraint.",
 }
-TASK_HEADINGS = {
-    "nmt": "NMT (BLEU / WER)",
-    "asr": "ASR (BLEU / WER)",
-    "tts": "TTS (MCD dB / mel L1; MOS proxy, lower is better)",
-}
 COLUMNS = ["task", "model", "kind", "corpus", "constraint", "seed"]
-METRICS = ["bleu", "wer", "mcd", "mel_l1"]
+METRICS = list(TASK_METRICS)
+DIGITS = {"bleu": 2, "wer": 2, "mcd": 2, "mel_l1": 3}  # in the Markdown tables
 
 
 def nar_variants_of_tables(tasks: Iterable[str]) -> dict[str, list[str]]:
@@ -100,9 +99,8 @@ def _spread(values, digits: int) -> str:
 
 
 def _accuracy(task: str, rows: list[Mapping[str, Any]]) -> str:
-    if task == "tts":
-        return f"{_spread([r['mcd'] for r in rows], 2)} / {_spread([r['mel_l1'] for r in rows], 3)}"
-    return f"{_spread([r['bleu'] for r in rows], 2)} / {_spread([r['wer'] for r in rows], 2)}"
+    """The task's two metrics (:attr:`comma.tasks.Task.metrics`), mean ± std over seeds."""
+    return " / ".join(_spread([r[m] for r in rows], DIGITS[m]) for m in TASKS[task].metrics)
 
 
 def write_tables(
@@ -142,7 +140,7 @@ def write_tables(
                 constraint = {"ac": "yes", "noac": "no", "": ""}[model_rows[0]["constraint"]]
                 seeds = "" if variant is None else str(len(model_rows))
                 lines.append(
-                    f"| {TASK_HEADINGS[task]} | {model} | {model_rows[0]['corpus']} | "
+                    f"| {TASKS[task].table_heading} | {model} | {model_rows[0]['corpus']} | "
                     f"{constraint} | {seeds} | {_accuracy(task, model_rows)} |"
                 )
         table = pd.DataFrame(rows, columns=COLUMNS + METRICS).astype({"seed": "Int64"})

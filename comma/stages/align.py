@@ -1,7 +1,9 @@
 """The alignment stage (rule ``extract_alignment``): run each AR teacher teacher-forced over a
 training corpus and store one :class:`comma.alignment.store.TeacherAlignment` per corpus: per
-sentence the teacher's attention maps of every decoder layer and head (float16), the chosen map
-(NMT, ASR), durations (TTS) and expected positions (ASR)."""
+sentence the teacher's attention maps of every decoder layer and head (float16), and what the
+task's NAR student reads besides (its ``TEACHER_TARGETS``, :func:`stored_kinds`): durations
+(FastSpeech, TTS) in place of the chosen map, expected positions for the windows (NAR-ASR), the
+chosen map otherwise (NMT, ASR)."""
 
 from __future__ import annotations
 
@@ -18,11 +20,21 @@ from comma.data.batching import collate, make_batches
 from comma.data.packed import PackedSequences, load_split
 from comma.engine.decode import teacher_forced_attention
 from comma.io import write_json
-from comma.models.registry import load_teacher
+from comma.models.registry import NAR_MODELS, load_teacher
 
 log = logging.getLogger(__name__)
 
-__all__ = ["extract_alignment"]
+__all__ = ["stored_kinds", "extract_alignment"]
+
+
+def stored_kinds(task: str) -> frozenset[str]:
+    """What the alignment of `task` stores beside the per-head maps, from what its NAR student
+    reads (``TEACHER_TARGETS`` of ``NAR_MODELS[task]``; CoMMA reads maps, which every store
+    gives): ``durations`` (FastSpeech's; they stand for the chosen map, whose hard alignment
+    they give), ``expected`` positions (NAR-ASR's windows), else the chosen ``map``."""
+    reads = set(getattr(NAR_MODELS[task], "TEACHER_TARGETS", ()))
+    kinds = {"durations"} if "durations" in reads else {"map"}
+    return frozenset(kinds | ({"expected"} if "window" in reads else set()))
 
 
 @torch.no_grad()
@@ -62,7 +74,9 @@ def extract_alignment(
         raise ValueError(f"attention must be one of {ATTENTION_CHOICES}, got {attention!r}")
     model = load_teacher(teacher_path)
     task = model.config.task
-    if task == "tts":
+    kinds = stored_kinds(task)
+    with_durations, with_expected = "durations" in kinds, "expected" in kinds
+    if with_durations:
         attention = "diagonal_head"  # durations are argmax counts of one consistent head
     split = load_split(train_path)
     layers, heads = model.config.decoder_layers, model.config.heads
@@ -120,18 +134,18 @@ def extract_alignment(
                 raise RuntimeError("the teacher's lengths changed between the two passes")
             batch_rates = focus_rate(chosen[:, None], s_len, t_len)[:, 0]
             batch_durations = (
-                durations_from_attention(chosen, s_len, t_len) if task == "tts" else None
+                durations_from_attention(chosen, s_len, t_len) if with_durations else None
             )
-            batch_expected = expected_positions(chosen, s_len, t_len) if task == "asr" else None
+            batch_expected = expected_positions(chosen, s_len, t_len) if with_expected else None
             for row, k in enumerate(batch.indices.tolist()):
                 t, m = int(t_len[row]), int(s_len[row])
                 rates[k] = batch_rates[row]
                 head_values[offsets[k] : offsets[k + 1]] = every_head[row, :, :, :t, :m].reshape(-1)
-                if task == "tts":
+                if with_durations:
                     durations[k] = batch_durations[row, :m].int()
                 else:
                     maps[k] = chosen[row, :t, :m].reshape(-1).half()
-                if task == "asr":
+                if with_expected:
                     expected[k] = batch_expected[row, :t].int()
 
         alignment = TeacherAlignment(
@@ -140,14 +154,14 @@ def extract_alignment(
             tgt_lengths,
             rates,
             source,
-            maps=PackedSequences.from_list(maps) if task != "tts" else None,
-            token_durations=PackedSequences.from_list(durations) if task == "tts" else None,
-            expected=PackedSequences.from_list(expected) if task == "asr" else None,
+            maps=PackedSequences.from_list(maps) if not with_durations else None,
+            token_durations=PackedSequences.from_list(durations) if with_durations else None,
+            expected=PackedSequences.from_list(expected) if with_expected else None,
             head_maps=PackedSequences(head_values, offsets),
             head_shape=(layers, heads),
         )
         alignment.save(out_path)  # copies the scratch file into the store, page by page
-    low_focus = (rates < min_focus_rate).nonzero().squeeze(1).tolist() if task == "tts" else []
+    low_focus = (rates < min_focus_rate).nonzero().squeeze(1).tolist() if with_durations else []
     summary = {
         "task": task,
         "sentences": n,
@@ -164,7 +178,7 @@ def extract_alignment(
         "head_maps_bytes": int(offsets[-1]) * 2,
         "chosen_map_bytes": int((src_lengths * tgt_lengths).sum() * 2),
     }
-    if task == "tts":
+    if with_durations:
         zero = sum(int((d == 0).sum()) for d in durations)
         phonemes = int(src_lengths.sum())
         summary["zero_duration_phonemes"] = {"count": zero, "share": zero / phonemes}

@@ -58,6 +58,7 @@ from comma.errors import InputError
 from comma.io import torch_load, torch_save, write_json
 from comma.models.registry import load_teacher
 from comma.models.teacher import TokenTeacher, TransformerTTS
+from comma.tasks import TASKS
 
 __all__ = [
     "SHARD_FORMAT",
@@ -73,8 +74,6 @@ log = logging.getLogger(__name__)
 
 SHARD_FORMAT = "comma-distill-shard-v1"
 DROP_CAUSES = ("max_length", "not_stopped", "empty")
-# Source / target side of each task's prepared corpus: tokens (True) or mel frames (False).
-SIDES = {"nmt": (True, True), "asr": (False, True), "tts": (True, False)}
 PERCENTILES = (5, 25, 50, 75, 95)
 
 
@@ -116,17 +115,21 @@ def _select(split: Split, indices: Sequence[int]) -> Split:
 
 
 def _check_corpus(task: str, split: Split, model: Any, train_path: Path, teacher: Path) -> None:
-    """The training split must be the kind this teacher reads and writes."""
-    src_tokens, tgt_tokens = SIDES[task]
+    """The training split must be the kind this teacher reads and writes (the task's log-mel
+    sides, :attr:`comma.tasks.Task.mel_sides`)."""
+    spec = TASKS[task]
     kind = {True: "tokens", False: "mel frames"}
-    for name, side, want in (("source", split.src, src_tokens), ("target", split.tgt, tgt_tokens)):
+    for name, side, want in (
+        ("source", split.src, not spec.is_mel("src")),
+        ("target", split.tgt, not spec.is_mel("tgt")),
+    ):
         if side.is_tokens != want:
             raise InputError(
                 train_path,
                 f"{name} side holds {kind[side.is_tokens]}, but the {task} teacher {teacher} "
                 f"expects {kind[want]} (is this the {task} corpus?)",
             )
-    if task == "tts" and int(split.tgt.values.shape[1]) != int(model.config.n_mels):
+    if spec.is_mel("tgt") and int(split.tgt.values.shape[1]) != int(model.config.n_mels):
         raise InputError(
             train_path,
             f"targets have {split.tgt.values.shape[1]} mel bins, the teacher {teacher} "
@@ -230,7 +233,8 @@ def distill_shard(
     kd = Split(kept_src, kept_tgt, [part.ids[k] for k in keep])
     generated_units = sum(len(o) for o in outputs)
     exact = None
-    if task != "tts":
+    mel_target = TASKS[task].is_mel("tgt")
+    if not mel_target:
         exact = sum(bool(torch.equal(outputs[k], part.tgt[k])) for k in keep)
     stats = {
         "task": task,
@@ -241,7 +245,7 @@ def distill_shard(
         "sentences": len(part),
         "kept": len(keep),
         "dropped": dropped,
-        "unit": "frames" if task == "tts" else "tokens",
+        "unit": "frames" if mel_target else "tokens",
         "generated_units": int(generated_units),
         "kept_units": int(kd.tgt.values.shape[0]),
         "seconds": seconds,
@@ -421,7 +425,7 @@ def merge_distilled(
     raw_kept = torch.cat(kept_raw_lengths)
     kd_lengths = merged.tgt.lengths
     exact = None
-    if task != "tts":
+    if not TASKS[task].is_mel("tgt"):
         exact = sum(s["exact_matches"] for s in stats) / len(merged)
     report = {
         "task": task,
