@@ -33,6 +33,7 @@ from comma.data.packed import PackedSequences, Split, load_split
 from comma.data.text import MosesPipeline
 from comma.data.vocab import Vocabulary
 from comma.engine.decode import decode_split
+from comma.engine.decode_settings import DecodingSettings
 from comma.engine.device import for_inference
 from comma.errors import InputError
 from comma.io import read_json, write_json
@@ -62,7 +63,7 @@ def _transcribe(
     frames: Sequence[torch.Tensor],
     ids: Sequence[str],
     vocab: Vocabulary,
-    decoding: dict,
+    decoding: DecodingSettings,
 ) -> list[str]:
     split = Split(
         PackedSequences.from_list(list(frames), dtype=torch.float32),
@@ -70,15 +71,7 @@ def _transcribe(
         PackedSequences.from_list([torch.ones(1, dtype=torch.int32)] * len(ids)),
         list(ids),
     )
-    hypotheses, _ = decode_split(
-        model,
-        split,
-        beam=int(decoding["beam"]),
-        lenpen=float(decoding["lenpen"]),
-        max_len_a=float(decoding["max_len_a"]),
-        max_len_b=int(decoding["max_len_b"]),
-        batch_sentences=int(decoding["batch_sentences"]),
-    )
+    hypotheses, _ = decode_split(model, split, **decoding.arguments())
     return [ids_to_text(h.tokens, vocab) for h in hypotheses]
 
 
@@ -101,6 +94,7 @@ def evaluate_intelligibility(
     recordings in `ljspeech_root`; writes `metrics_path` (JSON) and returns it."""
     if threads is not None:
         torch.set_num_threads(threads)
+    search = DecodingSettings.from_config(decoding, "asr")
     tts_data_dir, asr_data_dir = Path(tts_data_dir), Path(asr_data_dir)
     generated = load_split(generated_path)
     test = load_split(tts_data_dir / "test.pt")
@@ -151,7 +145,7 @@ def evaluate_intelligibility(
     scores = {}
     with precision:
         for name, speech in frames.items():
-            texts = _transcribe(model, [f.to(device) for f in speech], test.ids, vocab, decoding)
+            texts = _transcribe(model, [f.to(device) for f in speech], test.ids, vocab, search)
             scores[name] = {
                 "wer": text_scores(texts, references)["wer"],
                 "examples": [
