@@ -155,6 +155,11 @@ def _schema() -> dict:
             "config key training.comma.max_steps: -5 is less than the minimum of 1",
         ),
         (lambda c: c["ratio"].update(p_grid=[0.1, 1.5]), "config key ratio.p_grid[1]: 1.5 is"),
+        # fewer than 3 seeds cannot reach p = 0.05 in a t-test over seeds (docs/verdicts.md)
+        (
+            lambda c: c["findings"].update(min_seeds=2),
+            "config key findings.min_seeds: 2 is less than the minimum of 3",
+        ),
     ],
 )
 def test_schema_problems_name_the_key_path(change, expected):

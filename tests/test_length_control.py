@@ -21,14 +21,14 @@ LEVEL = {"asr": 0.8, "nmt": 0.5, "tts": 0.2}
 
 
 def sentences_table(lengths, level=LEVEL, slope=0.0, seed_spread=0.01, per_length=3):
-    """Per-sentence rows for every task, seed 1-2 and p 0.2/0.5: `per_length` sentences of each
+    """Per-sentence rows for every task, seed 1-3 and p 0.2/0.5: `per_length` sentences of each
     (M, N) in lengths[task]; R = level + slope·log2(M/N) + seed offset ± 0.01 between p."""
     rows = []
     for task, pairs in lengths.items():
         sentence = 0
         for m, n in pairs:
             for _ in range(per_length):
-                for seed in (1, 2):
+                for seed in (1, 2, 3):
                     for p, jitter in ((0.2, 0.01), (0.5, -0.01)):
                         r = level[task] + slope * math.log2(m / n) + (seed - 1.5) * seed_spread
                         rows.append(
@@ -63,8 +63,10 @@ def control(table, width=1.0, min_sentences=3):
 
 def test_binning_counts_sentences_and_averages_over_p():
     means = sentence_means(sentences_table(OVERLAPPING))
-    assert len(means) == 3 * 2 * 6  # tasks x seeds x sentences
-    assert means.R.round(6).isin([0.795, 0.805, 0.495, 0.505, 0.195, 0.205]).all()
+    assert len(means) == 3 * 3 * 6  # tasks x seeds x sentences
+    assert (
+        means.R.round(6).isin([0.795, 0.805, 0.815, 0.495, 0.505, 0.515, 0.195, 0.205, 0.215]).all()
+    )
     bins = bin_sentences(means, 1.0, min_sentences=3)
     asr = bins[(bins.task == "asr") & (bins.seed == 1)]
     assert asr.bin_low.tolist() == [1.0, 2.0] and asr.bin_high.tolist() == [2.0, 3.0]
@@ -119,8 +121,8 @@ def test_pairs_that_only_connect_the_tasks_do_not_reproduce_the_ranking():
 def test_within_task_slopes_and_their_reading():
     means = sentence_means(sentences_table(OVERLAPPING, slope=0.1))
     slopes = within_task_slopes(means)
-    assert slopes.R_slope.to_numpy() == pytest.approx([0.1] * 6)
-    assert slopes.T_slope.to_numpy() == pytest.approx([-0.1] * 6)
+    assert slopes.R_slope.to_numpy() == pytest.approx([0.1] * 9)
+    assert slopes.T_slope.to_numpy() == pytest.approx([-0.1] * 9)
     assert (
         "R rises with M/N inside every task"
         in control(sentences_table(OVERLAPPING, slope=0.1)).evidence
@@ -135,6 +137,19 @@ def test_nothing_to_compare_is_not_measured():
     assert control(only_nmt).verdict == NOT_MEASURED
 
 
+def test_a_missing_task_or_one_seed_of_one_task_cannot_reproduce_the_ranking():
+    # ASR and TTS share a bin and rank as the paper says; NMT, between them, is missing
+    no_nmt = sentences_table({"asr": [(4, 2)], "tts": [(4, 2)]})
+    finding = control(no_nmt)
+    assert finding.verdict == NOT_MEASURED and "lack NMT" in finding.evidence
+    # every task there, but ASR with one seed beside three of NMT and TTS
+    table = sentences_table(OVERLAPPING, slope=0.05)
+    assert control(table).verdict == REPRODUCED
+    one_asr_seed = table[(table.task != "asr") | (table.seed == 1)]
+    finding = control(one_asr_seed)
+    assert finding.verdict == INCONCLUSIVE and "Only 1 seed(s) in a task" in finding.evidence
+
+
 def test_rule_entry_point_writes_tables_and_plot(tmp_path):
     table = sentences_table(OVERLAPPING, slope=0.05)
     paths = []
@@ -146,8 +161,8 @@ def test_rule_entry_point_writes_tables_and_plot(tmp_path):
     finding = length_control(paths, *out.values(), bin_width=1.0, min_sentences=3, variant="raw")
     assert finding.verdict == REPRODUCED
     bins = pd.read_csv(out["b.csv"])
-    assert len(bins) == 2 * 6 and set(bins.columns) >= {"task", "seed", "bin_low", "R", "T"}
-    assert len(pd.read_csv(out["s.csv"])) == 3 * 2
+    assert len(bins) == 3 * 6 and set(bins.columns) >= {"task", "seed", "bin_low", "R", "T"}
+    assert len(pd.read_csv(out["s.csv"])) == 3 * 3
     text = out["c.md"].read_text()
     assert "**Verdict: reproduced.**" in text and "| ASR − NMT |" in text
     assert out["c.png"].stat().st_size > 10_000

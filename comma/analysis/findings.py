@@ -12,16 +12,19 @@ Generated from the run's own tables, never written by hand. This module assemble
 * :mod:`comma.analysis.findings_accuracy`: the accuracy claims of sections 3.1, 4.1 and 5.1,
   from ``results/table2.csv``, ``table3.csv`` and ``table4.csv``.
 
-Verdicts (:mod:`comma.analysis.verdicts` holds the rules). Seeds are the unit of replication. A
-claim is "reproduced" only when it holds in every seed, "inconclusive" when it holds for the
-seed means but not in every seed, "not reproduced" when the means contradict it. KD and AC are
-judged on paired per-seed differences: the raw, kd and ac runs of one seed share initialization
-and data order; so are the ablations of Tables 3 and 4, on the relative gain of the primary
-metric. Any claim whose runs or tables this run lacks is "not measured".
+Verdicts (:mod:`comma.analysis.verdicts` holds the rules, ``docs/verdicts.md`` says why). Seeds
+are the unit of replication: each claim is a one-sided t-test over them (paired per-seed
+differences for KD, AC and the ablations of Tables 3 and 4; Welch between tasks for rankings),
+"reproduced" only with at least ``findings.min_seeds`` seeds in every task it reads, p <= 0.05
+after Holm's correction over the tested claims of the file and an effect above the noise floor
+of the raw/rawkept twin runs (:mod:`comma.analysis.noise_floor`); "not reproduced" when the
+estimate contradicts the claim; "inconclusive" otherwise. Any claim whose runs or tables this
+run lacks (a task it names included) is "not measured".
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -39,14 +42,17 @@ from comma.analysis.findings_instrument import check_uses_target, target_use, wi
 from comma.analysis.findings_ratio import (
     MEASURE_NAMES,
     MEASURES,
+    RANKING_TOPICS,
     check_falls_with_p,
     check_kd,
     check_length_effect,
     check_ranking,
     check_variant,
+    twin_floors,
 )
 from comma.analysis.length_control import check_length_control
 from comma.analysis.verdicts import (
+    ALPHA,
     INCONCLUSIVE,
     MIN_DEPENDENCY,
     MIN_SEEDS,
@@ -54,9 +60,10 @@ from comma.analysis.verdicts import (
     NOT_REPRODUCED,
     REPRODUCED,
     Finding,
+    holm,
 )
 from comma.io import read_json, write_lines
-from comma.tasks import TASK_LABELS, TASK_NAMES
+from comma.tasks import PAPER_RANKING, TASK_LABELS, TASK_NAMES
 
 __all__ = [
     "INCONCLUSIVE",
@@ -102,15 +109,24 @@ def check_claims_by_section(
         None: "",
     }[ac_mode]
     ranking, kd, ac, gap, length = SECTIONS[0], SECTIONS[2], SECTIONS[3], SECTIONS[4], SECTIONS[1]
+    floors = twin_floors(runs)
     sections = {
         ranking: [
-            *(check_ranking(runs, min_seeds, m) for m in MEASURES),
-            *(f for m in MEASURES for f in check_falls_with_p(runs, min_seeds, m)),
+            *(check_ranking(runs, min_seeds, m, floors) for m in MEASURES),
+            *(f for m in MEASURES for f in check_falls_with_p(runs, min_seeds, m, floors)),
         ],
-        length: [check_length_effect(runs), check_length_control(length_bins, length_slopes)],
+        length: [
+            check_length_effect(runs, min_seeds, floors),
+            check_length_control(
+                length_bins,
+                length_slopes,
+                min_seeds,
+                floors.get(PAPER_RANKING, "R"),
+            ),
+        ],
         kd: [
             *(
-                check_kd(runs, task, (distill or {}).get(task), min_seeds, m)
+                check_kd(runs, task, (distill or {}).get(task), min_seeds, m, floors)
                 for task in ("nmt", "tts", "asr")
                 for m in MEASURES
             ),
@@ -129,7 +145,9 @@ def check_claims_by_section(
         ],
         ac: [
             *(
-                check_variant(runs, "ac", task, min_seeds=min_seeds, measure=m, note=ac_note)
+                check_variant(
+                    runs, "ac", task, min_seeds=min_seeds, measure=m, note=ac_note, floors=floors
+                )
                 for task in TASK_NAMES
                 for m in MEASURES
             ),
@@ -150,13 +168,15 @@ def check_claims_by_section(
         gap: [
             check_gap_smallest_for_tts(table2),
             check_gap_asr_above_nmt(table2, min_seeds),
-            check_gap_matches_ratio(table2, runs),
+            check_gap_matches_ratio(table2, runs, min_seeds, floors),
         ],
     }
     sections[ranking].insert(0, check_uses_target(runs, min_dependency, min_seeds))
+    # Holm over every tested claim of the file, then the instrument check per seed.
+    corrected = iter(holm([f for findings in sections.values() for f in findings], ALPHA))
     by_seed = target_use(runs)
     return {
-        section: [without_target_use(f, by_seed, min_dependency) for f in findings]
+        section: [without_target_use(next(corrected), by_seed, min_dependency) for _ in findings]
         for section, findings in sections.items()
     }
 
@@ -164,6 +184,39 @@ def check_claims_by_section(
 def check_claims(runs: pd.DataFrame, **tables: pd.DataFrame | None) -> list[Finding]:
     """Every finding, in report order (keyword tables as :func:`check_claims_by_section`)."""
     return [f for section in check_claims_by_section(runs, **tables).values() for f in section]
+
+
+def _numbers(finding: Finding) -> str:
+    """The table cell of a tested finding: effect, its CI, the Holm-adjusted p, the floor."""
+    test = finding.test
+    if test is None or math.isnan(test.effect):
+        return ""
+    ci = f" [{test.low:+.3f}, {test.high:+.3f}]" if not math.isnan(test.low) else ""
+    p = "n/a" if math.isnan(test.p_holm) else f"{test.p_holm:.2g}"
+    floor = "-" if test.floor is None else "n/a" if math.isnan(test.floor) else f"{test.floor:.3f}"
+    return f"{test.effect:+.3f}{ci}; {p}; {floor}"
+
+
+def _disagreements(findings: Sequence[Finding]) -> str:
+    """The headline's opening: each ranking of the tasks on which R, T and D disagree, in
+    words (empty if they agree on every one)."""
+    parts = []
+    for topic in RANKING_TOPICS:
+        by = {f.measure: f.verdict for f in findings if f.topic == topic}
+        if len(set(by.values())) > 1:
+            parts.append(
+                f'"{topic}" is {by.get("R", "not judged")} by R but '
+                + ", ".join(f"{v} by {m}" for m, v in by.items() if m != "R")
+            )
+    if not parts:
+        return ""
+    return (
+        "R, T and D disagree on a ranking of the tasks: "
+        + "; ".join(parts)
+        + ". There the verdict by R rests on how eq. 1 divides the attention by the lengths "
+        "(M/N differs by an order of magnitude between the tasks), not on the dependency "
+        "that D measures without attention or lengths. "
+    )
 
 
 def _read_optional(path: str | Path | None) -> pd.DataFrame | None:
@@ -205,6 +258,8 @@ def write_findings(
     )
     findings = [f for section in sections.values() for f in section]
     headline = [f for f in findings if f.measure in ("", "R")]
+    tested_count = sum(f.test is not None and not math.isnan(f.test.p) for f in findings)
+    floors = twin_floors(runs)
     counts = {v: sum(f.verdict == v for f in headline) for v in VERDICT_ORDER}
     sources = [Path(runs_csv).name] + [
         Path(p).name for p in (length_bins_csv, length_slopes_csv, *table_csvs) if p is not None
@@ -216,24 +271,36 @@ def write_findings(
         f"{runs.task.nunique()} task(s), variants {', '.join(sorted(set(runs.variant)))}, "
         f"seeds {sorted(set(runs.seed))}, p in {', '.join(f'{p:g}' for p in sorted(set(runs.p)))}.",
         "",
-        f"R(p) claims are reproduced only if they hold in every training seed, and there are "
-        f"at least {min_seeds} seeds (KD and AC: the paired per-seed difference to the raw run "
-        "of the same seed, with an exact sign test), inconclusive if only the seed means "
-        "support them or there are fewer seeds. The NAR models are trained once per seed as "
-        "well: an ablation (Tables 3 and 4) is judged the same way on the paired per-seed gain "
-        "of the primary metric, and is inconclusive if the secondary metric's mean gain "
-        "contradicts it; the gap claims (Table 2) set the NAR models' seed means against the "
-        "teachers' single run. Not measured: the run lacks what the claim needs.",
+        f"Each claim is a one-sided test over the training seeds, the unit of replication: "
+        "a one-sample t-test of the paired per-seed differences for KD and AC (to the raw, or "
+        "for KD the rawkept, run of the same seed) and for the ablations of Tables 3 and 4 "
+        "(the relative gain of the primary metric; inconclusive if the secondary metric's mean "
+        "gain contradicts it), Welch t-tests between tasks for the rankings, a t-test of the "
+        "per-seed slopes for R falling with p; a claim made of several comparisons (every p, "
+        "every adjacent pair) needs each (the largest p decides). Reproduced: at least "
+        f"{min_seeds} seeds in every task the claim reads (findings.min_seeds), p <= {ALPHA:g} "
+        f"after Holm's correction over the {tested_count} tested claims of this file, and an "
+        "effect above the noise floor; not reproduced: the estimate contradicts the claim; "
+        "inconclusive otherwise. The gap claims (Table 2) set the NAR models' seeds against "
+        "the teachers' single run. Not measured: the run lacks what the claim needs, a task it "
+        "names included. docs/verdicts.md says why this rule.",
+        "",
+        "Noise floor: the largest |raw - rawkept| difference over the seeds of one task (the "
+        "twin runs share initialization, their corpora differ only in the sentences the "
+        "teacher dropped), per measure; * borrowed from the other tasks where the twins are "
+        f"the same run. {floors.text(MEASURES, PAPER_RANKING)}. An effect at or below it is "
+        "inconclusive. Accuracy claims have no twin NAR runs, hence no floor.",
         "",
         "Each claim about target-token dependency is judged three times, by the same rule: by "
         + "; by ".join(f"{m}: {name}" for m, name in MEASURE_NAMES.items())
         + ". Where they disagree, the verdict by R rests on how eq. 1 weighs the lengths. "
         f"R and T are read from CoMMA's attention, which measures dependency only if CoMMA "
-        f"uses the target: where a task's raw CoMMA has D below {min_dependency:g} "
+        f"uses the target: where any seed of a task's raw CoMMA has D below {min_dependency:g} "
         "(findings.min_dependency; claim 1), the R and T verdicts resting on that task are "
         "inconclusive.",
         "",
-        "Summary, by R and the accuracy tables: "
+        _disagreements(findings)
+        + "Summary, by R and the accuracy tables: "
         + ", ".join(f"{n} {v}" for v, n in counts.items() if n)
         + "."
         + "".join(
@@ -248,21 +315,21 @@ def write_findings(
             if m != "R"
         ),
         "",
-        "| # | claim | verdict (by R) | by T | by D |",
-        "|---:|---|---|---|---|",
+        "| # | claim | verdict (by R) | by T | by D | effect [95 % CI]; p (Holm); floor |",
+        "|---:|---|---|---|---|---|",
     ]
     number = 0
     for section, items in sections.items():
-        lines.append(f"| | *{section}* | | | |")
+        lines.append(f"| | *{section}* | | | | |")
         for f in items:
             number += 1
             if f.measure == "":
-                lines.append(f"| {number} | {f.claim} | **{f.verdict}** | | |")
+                lines.append(f"| {number} | {f.claim} | **{f.verdict}** | | | {_numbers(f)} |")
             elif f.measure == "R":
                 others = {g.measure: g.verdict for g in items if g.topic == f.topic}
                 lines.append(
                     f"| {number} | {f.topic} | **{f.verdict}** | {others.get('T', '')} "
-                    f"| {others.get('D', '')} |"
+                    f"| {others.get('D', '')} | {_numbers(f)} |"
                 )
     lines += ["", "## Evidence", ""]
     number = 0

@@ -24,7 +24,6 @@ from comma.analysis.verdicts import (
     Finding,
     graded_verdict,
     seed_note,
-    too_few_seeds,
 )
 from comma.tasks import TASK_LABELS
 
@@ -56,7 +55,7 @@ def check_uses_target(
     every_seed = bool((by_seed >= min_dependency).all().all())
     every_mean = bool((means >= min_dependency).all())
     verdict = graded_verdict(every_seed, every_mean)
-    seeds = by_seed.shape[1]
+    seeds = int(by_seed.notna().sum(axis=1).min())  # the fewest seeds of any task
     evidence = (
         "D of the raw runs, mean over p, per seed: "
         + "; ".join(
@@ -75,28 +74,33 @@ def check_uses_target(
             )
             or "none"
         )
-        + ". Tasks whose mean over seeds is below it, so that the R and T verdicts resting on "
-        "their attention are inconclusive: "
-        + (", ".join(TASK_LABELS.get(t, t) for t in means.index[means < min_dependency]) or "none")
+        + ". Tasks with a seed below it, so that the R and T verdicts resting on their "
+        "attention are inconclusive (the bar applies per seed, not to the seed mean): "
+        + (", ".join(TASK_LABELS.get(t, t) for t in _weak(by_seed, min_dependency)) or "none")
         + ". "
         "Train CoMMA longer (training.comma.max_steps; results/ratio_convergence.png shows D "
         "against the step) until D stops rising."
     )
-    return Finding(
-        claim, too_few_seeds(verdict, seeds, min_seeds), evidence + seed_note(seeds, min_seeds)
-    )
+    if seeds < min_seeds and verdict == REPRODUCED:
+        verdict = INCONCLUSIVE
+    return Finding(claim, verdict, evidence + seed_note(seeds, min_seeds))
+
+
+def _weak(by_seed: pd.DataFrame, min_dependency: float) -> list[str]:
+    """The tasks with a seed whose raw CoMMA has D below `min_dependency`."""
+    return [t for t, row in by_seed.iterrows() if bool((row.dropna() < min_dependency).any())]
 
 
 def without_target_use(
     finding: Finding, by_seed: pd.DataFrame | None, min_dependency: float = MIN_DEPENDENCY
 ) -> Finding:
     """`finding`, inconclusive when it rests on the attention of a task whose raw CoMMA barely
-    uses the target (seed-mean D below `min_dependency`; `by_seed` is :func:`target_use` of the
-    runs): whatever R or T say there, they do not measure target-token dependency."""
+    uses the target in any seed (D below `min_dependency`; `by_seed` is :func:`target_use` of
+    the runs): whatever R or T say there, they do not measure target-token dependency, and a
+    seed mean above the bar does not make the seeds below it measure it."""
     if by_seed is None or not finding.attention_tasks:
         return finding
-    means = by_seed.mean(axis=1)
-    weak = [t for t in finding.attention_tasks if t in means.index and means[t] < min_dependency]
+    weak = [t for t in finding.attention_tasks if t in _weak(by_seed, min_dependency)]
     if not weak or finding.verdict not in (REPRODUCED, NOT_REPRODUCED):
         return finding
     return dataclasses.replace(
@@ -104,7 +108,12 @@ def without_target_use(
         verdict=INCONCLUSIVE,
         evidence=finding.evidence
         + f" Inconclusive whatever these numbers say ({finding.verdict} as computed): the "
-        + ", ".join(f"{TASK_LABELS.get(t, t)} (D {means[t]:+.3f})" for t in weak)
-        + f" CoMMA barely uses the target (D below findings.min_dependency {min_dependency:g}),"
-        " so its attention is not a measure of target-token dependency.",
+        + ", ".join(
+            f"{TASK_LABELS.get(t, t)} (D per seed "
+            + ", ".join(f"{d:+.3f}" for d in by_seed.loc[t].dropna())
+            + ")"
+            for t in weak
+        )
+        + f" CoMMA barely uses the target in some seed (D below findings.min_dependency "
+        f"{min_dependency:g}), so its attention is not a measure of target-token dependency.",
     )

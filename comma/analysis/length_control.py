@@ -35,10 +35,14 @@ import pandas as pd  # noqa: E402
 from comma.analysis.plots import save_figure  # noqa: E402
 from comma.analysis.verdicts import (  # noqa: E402
     INCONCLUSIVE,
+    MIN_SEEDS,
     NOT_MEASURED,
     NOT_REPRODUCED,
     REPRODUCED,
     Finding,
+    all_of,
+    tested,
+    welch_test,
 )
 from comma.io import write_csv, write_lines  # noqa: E402
 from comma.tasks import PAPER_RANKING, TASK_COLORS  # noqa: E402
@@ -185,6 +189,9 @@ def compare_tasks_in_bins(bins: pd.DataFrame) -> list[dict]:
                 "R": {t: (float(v.mean()), float(v.min()), float(v.max())) for t, v in r.items()},
                 "T": t_mean,
                 "verdict": verdict,
+                "test": welch_test(
+                    r[higher], r[lower], what=f"seeds (R of {higher.upper()} - {lower.upper()})"
+                ),
             }
         )
     return results
@@ -285,18 +292,30 @@ def _slope_text(slopes: pd.DataFrame | None) -> str:
     return text
 
 
-def check_length_control(bins: pd.DataFrame | None, slopes: pd.DataFrame | None) -> Finding:
+def check_length_control(
+    bins: pd.DataFrame | None,
+    slopes: pd.DataFrame | None,
+    min_seeds: int = MIN_SEEDS,
+    floor: float | None = None,
+) -> Finding:
     """The length-matched verdict from the binned table (and the slopes as extra evidence).
 
-    Not measured without a table; inconclusive if no two tasks share a bin with enough
-    sentences (no overlap in M/N) or an adjacent pair of the ranking is untested; not
-    reproduced if any comparable pair is in the other order by its seed means; reproduced if
-    every adjacent pair of the ranking is tested and holds in every seed."""
+    Not measured without a table or without every task of the ranking; inconclusive if no two
+    tasks share a bin with enough sentences (no overlap in M/N) or an adjacent pair of the
+    ranking is untested; not reproduced if any comparable pair is in the other order by its
+    seed means; reproduced only if every adjacent pair of the ranking is tested and holds by a
+    Welch t-test over seeds (all must hold; at least `min_seeds` seeds per task, Holm-adjusted
+    with the other claims of the findings, effect above the R noise `floor`)."""
     if bins is None or bins.empty:
         return Finding(CLAIM, NOT_MEASURED, "no per-sentence R tables of the raw variant")
-    tasks = [t for t in PAPER_RANKING if t in set(bins.task)]
-    if len(tasks) < 2:
-        return Finding(CLAIM, NOT_MEASURED, "fewer than two tasks in the per-sentence tables")
+    tasks = list(PAPER_RANKING)
+    lacking = [t.upper() for t in tasks if t not in set(bins.task)]
+    if lacking:
+        return Finding(
+            CLAIM,
+            NOT_MEASURED,
+            f"needs every task it ranks; the per-sentence tables lack {', '.join(lacking)}",
+        )
     width = float((bins.bin_high - bins.bin_low).iloc[0])
     min_sentences = int(bins.min_sentences.iloc[0])
     pairs = compare_tasks_in_bins(bins)
@@ -321,14 +340,14 @@ def check_length_control(bins: pd.DataFrame | None, slopes: pd.DataFrame | None)
     verdicts = [p["verdict"] for p in pairs]
     # A ranking holds only if each adjacent pair of it (ASR > NMT, NMT > TTS) is tested and
     # holds: pairs that merely connect the tasks (ASR > TTS, NMT > TTS) leave ASR vs NMT open.
-    tested = {(p["higher"], p["lower"]): p["verdict"] for p in pairs}
+    by_pair = {(p["higher"], p["lower"]): p["verdict"] for p in pairs}
     adjacent = list(zip(tasks, tasks[1:], strict=False))
     untested_pairs = [
-        f"{h.upper()} > {low.upper()}" for h, low in adjacent if (h, low) not in tested
+        f"{h.upper()} > {low.upper()}" for h, low in adjacent if (h, low) not in by_pair
     ]
     if NOT_REPRODUCED in verdicts:
         verdict = NOT_REPRODUCED
-    elif not untested_pairs and all(tested[pair] == REPRODUCED for pair in adjacent):
+    elif not untested_pairs and all(by_pair[pair] == REPRODUCED for pair in adjacent):
         verdict = REPRODUCED
     else:
         verdict = INCONCLUSIVE
@@ -338,16 +357,20 @@ def check_length_control(bins: pd.DataFrame | None, slopes: pd.DataFrame | None)
         if untested_pairs
         else ""
     )
-    return Finding(
-        CLAIM,
-        verdict,
+    evidence = (
         f"R and T pooled over shared log2(M/N) bins of width {width:g} (at least "
         f"{min_sentences} sentences per task and bin), mean [min, max] over seeds: "
         + "; ".join(lines)
         + "."
         + untested
-        + slope_text,
+        + slope_text
     )
+    test = all_of(
+        [p["test"] for p in pairs if (p["higher"], p["lower"]) in adjacent]
+        or [p["test"] for p in pairs],
+        "adjacent pairs",
+    ).with_floor(floor)
+    return Finding(CLAIM, **tested(verdict, evidence, test, min_seeds))
 
 
 def _write_markdown(
