@@ -90,6 +90,7 @@ rule prepare_tts:
         **config["prepare"]["tts"]["split"],
         min_seconds=config["prepare"]["tts"]["min_seconds"],
         max_seconds=config["prepare"]["tts"]["max_seconds"],
+        max_chars_per_second=config["prepare"]["tts"]["max_chars_per_second"],
         seed=config["seed"],
     script:
         "../workflow_scripts/prepare_tts.py"

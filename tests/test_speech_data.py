@@ -465,6 +465,40 @@ def test_clips_outside_the_duration_bounds_are_left_out_and_counted(tmp_path, ph
     assert not (tmp_path / "none").exists()
 
 
+def test_tts_transcript_too_long_for_its_clip_is_left_out_and_counted(tmp_path, phonemizer):
+    root = write_ljspeech(tmp_path / "LJSpeech-1.1", 14)  # 0.2-0.4 s clips, <= 200 chars/s
+    metadata = root / "metadata.csv"
+    lines = metadata.read_text(encoding="utf-8").splitlines()
+    lines[2] = "LJ900-0003|RAW|" + " ".join(["printer"] * 625)  # 5,000 characters in 0.3 s
+    metadata.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    mels_path = tmp_path / "mels.pt"
+    extract_corpus_mels("ljspeech", root, mels_path, **FEATURES)
+    unbounded = prepare_tts(root, mels_path, tmp_path / "all", valid=2, test=2, seed=1)
+    assert sum(s["sequences"] for s in unbounded["splits"].values()) == 14
+    stats = prepare_tts(
+        root, mels_path, tmp_path / "tts", valid=2, test=2, seed=1, max_chars_per_second=300
+    )
+    assert stats["text_filter"] == {
+        "max_chars_per_second": 300,
+        "left_out": 1,
+        "utterances": [
+            f"{metadata} utterance LJ900-0003: 4999 characters in 0.30 s (16641 per second)"
+        ],
+    }
+    assert sum(s["sequences"] for s in stats["splits"].values()) == 13
+    ids = [
+        i
+        for name in ("train", "valid", "test")
+        for i in load_split(tmp_path / "tts" / f"{name}.pt").ids
+    ]
+    assert "LJ900-0003" not in ids and len(ids) == 13
+    with pytest.raises(InputError, match="no utterance's transcript has at most 1 characters per"):
+        prepare_tts(
+            root, mels_path, tmp_path / "none", valid=2, test=2, seed=1, max_chars_per_second=1
+        )
+    assert not (tmp_path / "none").exists()
+
+
 def test_prepare_tts(tmp_path, phonemizer):
     root = write_ljspeech(tmp_path / "LJSpeech-1.1", 14)
     mels_path = tmp_path / "mels.pt"
@@ -582,6 +616,40 @@ def test_prepare_asr(tmp_path):
     assert (
         stats["features"]["sample_rate"] == 24000 and stats["features"]["frames_per_second"] == 80
     )
+
+
+def test_asr_test_transcript_too_long_for_its_clip_is_left_out_and_named(tmp_path, caplog):
+    root = tmp_path / "LibriTTS"
+    subsets = {"train": "train-clean-100", "valid": "dev-clean", "test": "test-clean"}
+    mels_paths = {}
+    for offset, (split, subset) in enumerate(subsets.items()):
+        write_libritts(
+            root / subset, {"train": 12, "valid": 3, "test": 4}[split], offset=100 * offset
+        )
+        mels_paths[split] = tmp_path / f"{subset}.pt"
+        extract_corpus_mels("libritts", root / subset, mels_paths[split], **FEATURES)
+    corrupt = root / "test-clean" / "19" / "198" / "19_198_000001_000000.normalized.txt"
+    corrupt.write_text(" ".join(["reader"] * 800), encoding="utf-8")  # 5,599 chars in 0.25 s
+    options = dict(subsets=subsets, lowercase=True, bpe_merges=20)
+    unbounded = prepare_asr(root, mels_paths, tmp_path / "all", **options)
+    assert unbounded["splits"]["test"]["sequences"] == 4
+    stats = prepare_asr(root, mels_paths, tmp_path / "asr", max_chars_per_second=300, **options)
+    assert stats["text_filter"]["test"] == {
+        "max_chars_per_second": 300,
+        "left_out": 1,
+        "utterances": [
+            f"{corrupt} utterance 19_198_000001_000000: 5599 characters in 0.26 s "
+            "(21330 per second)"
+        ],
+    }
+    assert (
+        stats["text_filter"]["train"]["left_out"] == 0 == stats["text_filter"]["valid"]["left_out"]
+    )
+    test = load_split(tmp_path / "asr" / "test.pt")
+    assert "19_198_000001_000000" not in test.ids and len(test) == 3
+    refs = (tmp_path / "asr" / "test.ref.txt").read_text(encoding="utf-8").splitlines()
+    assert len(refs) == 3 and "reader reader reader" not in "\n".join(refs)
+    assert f"{corrupt} utterance 19_198_000001_000000" in caplog.text
 
 
 def test_prepare_asr_features_must_agree(tmp_path):

@@ -16,4 +16,5 @@ with rule_log(snakemake):
         lowercase=p.lowercase,
         bpe_merges=p.bpe_merges,
         seconds=(p.min_seconds, p.max_seconds),
+        max_chars_per_second=p.max_chars_per_second,
     )

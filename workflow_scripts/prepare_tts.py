@@ -15,4 +15,5 @@ with rule_log(snakemake):
         test=p.test,
         seed=p.seed,
         seconds=(p.min_seconds, p.max_seconds),
+        max_chars_per_second=p.max_chars_per_second,
     )

@@ -15,6 +15,13 @@ test.pt` (src = frames float32, tgt = BPE ids int32), `dict.tgt.txt`, `bpe.codes
 `test.ref.txt` (the test transcripts as target-side tokens before BPE, one per line in test.pt
 order, the reference for WER) and `stats.json`.
 
+Both leave out clips outside `seconds` = (min, max) and, with `max_chars_per_second`, clips whose
+transcript has more characters per second of their audio than anyone speaks (natural speech
+is about 15; a corrupt transcript of thousands of tokens on a short clip would ask a training
+or measure_ratio batch for gigabytes): each such clip is named by file and utterance id in
+the log and in stats.json's `text_filter`, and counted. Characters, not phonemes or BPE pieces,
+so that one bound fits any unit settings; either unit is at most about one per character.
+
 Token sequences are stored without BOS/EOS; models add them. Utterances keep corpus order
 within a split. Everything is checked and computed before the first file is written, and each
 file is written atomically (comma.io), so a failure leaves no half-written file.
@@ -23,7 +30,7 @@ file is written atomically (comma.io), so a failure leaves no half-written file.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import torch
@@ -99,6 +106,52 @@ def within_duration(
     return [utterances[k] for k in keep], frames.select(keep), record
 
 
+def within_speaking_rate(
+    utterances: Sequence[Utterance],
+    frames: PackedSequences,
+    frames_per_second: float,
+    max_chars_per_second: float | None,
+    transcript_of: Callable[[Utterance], str],
+    where: Path,
+) -> tuple[list[Utterance], PackedSequences, dict]:
+    """The utterances (and their frames) whose transcript has at most `max_chars_per_second`
+    characters per second of audio, and a record of those left out, each named by its
+    transcript file (`transcript_of`) and utterance id; InputError naming `where` if none is
+    left."""
+    if max_chars_per_second is None:
+        return list(utterances), frames, {"left_out": 0}
+    seconds = frames.lengths.double() / frames_per_second
+    keep, out = [], []
+    for k, utt in enumerate(utterances):
+        chars, duration = len(utt.text), float(seconds[k])
+        if chars <= max_chars_per_second * duration:
+            keep.append(k)
+            continue
+        out.append(
+            f"{transcript_of(utt)} utterance {utt.id}: {chars} characters in {duration:.2f} s "
+            f"({chars / duration if duration else float('inf'):.0f} per second)"
+        )
+    record = {"max_chars_per_second": max_chars_per_second, "left_out": len(out), "utterances": out}
+    if out:
+        log.warning(
+            "left out %d of %d utterances with more than %g transcript characters per second "
+            "of audio: %s",
+            len(out),
+            len(utterances),
+            max_chars_per_second,
+            "; ".join(out[:20]),
+        )
+    if not keep:
+        raise InputError(
+            where,
+            f"no utterance's transcript has at most {max_chars_per_second:g} characters per "
+            "second of its audio",
+        )
+    if not out:
+        return list(utterances), frames, record
+    return [utterances[k] for k in keep], frames.select(keep), record
+
+
 def token_ids(vocab: Vocabulary, sequences: Sequence[Sequence[str]]) -> PackedSequences:
     return PackedSequences.from_list(
         [torch.tensor(vocab.encode(seq), dtype=torch.int32) for seq in sequences],
@@ -131,9 +184,11 @@ def prepare_tts(
     test: int,
     seed: int,
     seconds: tuple[float, float] | None = None,
+    max_chars_per_second: float | None = None,
 ) -> dict:
     """LJSpeech -> phoneme ids (src) and log-mel frames (tgt), split at random by `seed`;
-    clips outside `seconds` = (min, max) are left out first (counted in the stats)."""
+    clips outside `seconds` = (min, max), or whose transcript has more than
+    `max_chars_per_second` characters per second, are left out first (counted in the stats)."""
     ljspeech_root, out_dir = Path(ljspeech_root), Path(out_dir)
     metadata = ljspeech_root / METADATA
     utterances = read_ljspeech(ljspeech_root)
@@ -151,7 +206,10 @@ def prepare_tts(
     frames = mel_frames(mels, utterances, ljspeech_root)
     fps = mels.features()["frames_per_second"]
     utterances, frames, duration = within_duration(utterances, frames, fps, seconds, metadata)
-    check_split_sizes("within the duration bounds")
+    utterances, frames, text = within_speaking_rate(
+        utterances, frames, fps, max_chars_per_second, lambda utt: str(metadata), metadata
+    )
+    check_split_sizes("within the duration and speaking-rate bounds")
 
     phonemizer = Phonemizer()
     phonemes = []
@@ -182,6 +240,7 @@ def prepare_tts(
         },
         "features": mels.features(),
         "duration_filter": duration,
+        "text_filter": text,
         "units": {"src": "ARPAbet phonemes (g2p_en, no word boundaries)", "tgt": "log-mel frames"},
     }
     for name, split in splits.items():
@@ -190,6 +249,11 @@ def prepare_tts(
     write_json(out_dir / "stats.json", stats)
     log.info("prepared TTS corpus in %s: %s", out_dir, stats["splits"])
     return stats
+
+
+def transcript_path(utt: Utterance) -> Path:
+    """The LibriTTS transcript file of an utterance, beside its wav."""
+    return utt.wav_path.with_name(f"{utt.id}{TRANSCRIPT_SUFFIX}")
 
 
 def prepare_asr(
@@ -201,15 +265,17 @@ def prepare_asr(
     lowercase: bool,
     bpe_merges: int,
     seconds: tuple[float, float] | None = None,
+    max_chars_per_second: float | None = None,
 ) -> dict:
     """LibriTTS subsets -> log-mel frames (src) and BPE ids of the transcripts (tgt); clips
-    outside `seconds` = (min, max) are left out of every split (counted in the stats)."""
+    outside `seconds` = (min, max), or whose transcript has more than `max_chars_per_second`
+    characters per second, are left out of every split (counted in the stats)."""
     libritts_root, out_dir = Path(libritts_root), Path(out_dir)
     for name, mapping in (("mels_paths", mels_paths), ("subsets", subsets)):
         if set(mapping) != set(SPLITS):
             raise ValueError(f"{name} must have exactly the keys {SPLITS}, got {sorted(mapping)}")
     pipeline = MosesPipeline("en", lowercase)
-    utterances, frames, tokens, features, duration = {}, {}, {}, None, {}
+    utterances, frames, tokens, features, duration, text = {}, {}, {}, None, {}, {}
     for name in SPLITS:
         subset_dir = libritts_root / subsets[name]
         utterances[name] = read_libritts(subset_dir)
@@ -224,12 +290,19 @@ def prepare_asr(
         utterances[name], frames[name], duration[name] = within_duration(
             utterances[name], frames[name], features["frames_per_second"], seconds, subset_dir
         )
+        utterances[name], frames[name], text[name] = within_speaking_rate(
+            utterances[name],
+            frames[name],
+            features["frames_per_second"],
+            max_chars_per_second,
+            transcript_path,
+            subset_dir,
+        )
         tokens[name] = []
         for utt in tqdm(utterances[name], desc=f"tokenize {subsets[name]}", unit="utt"):
             seq = pipeline(utt.text)
             if not seq:
-                transcript = utt.wav_path.with_name(f"{utt.id}{TRANSCRIPT_SUFFIX}")
-                raise InputError(transcript, f"no tokens in transcript {utt.text!r}")
+                raise InputError(transcript_path(utt), f"no tokens in transcript {utt.text!r}")
             tokens[name].append(seq)
 
     codes_path = out_dir / "bpe.codes"
@@ -253,6 +326,7 @@ def prepare_asr(
         "unk_rate": {name: unk_rate(vocab, pieces[name]) for name in ("valid", "test")},
         "features": features,
         "duration_filter": duration,
+        "text_filter": text,
         "units": {"src": "log-mel frames", "tgt": "BPE pieces of Moses tokens"},
     }
     for name, split in splits.items():
