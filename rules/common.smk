@@ -192,9 +192,11 @@ def comma_constraint(wildcards):
 
 
 def comma_inputs(wildcards):
-    """A CoMMA run's training split (kd: the KD corpus) and, for ac, the teacher's alignment
-    of that split."""
+    """A CoMMA run's training split (kd: the KD corpus, with its rawkept twin, whose sizes plan
+    the kd run's batches) and, for ac, the teacher's alignment of that split."""
     inputs = {"train": corpus_train(wildcards.task, wildcards.corpus)}
+    if wildcards.corpus == "kd":  # batches planned by the rawkept twin: same ids, same order
+        inputs["batch_order"] = corpus_train(wildcards.task, "rawkept")
     if wildcards.constraint == "ac":
         inputs["alignment"] = alignment_file(
             "alignment.pt", wildcards.task, wildcards.corpus

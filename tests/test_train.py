@@ -382,3 +382,42 @@ def test_a_probe_joins_the_checkpoint_metrics_and_changes_nothing(tmp_path):
         assert torch.equal(weight, b["model"][name]), name
     records = [json.loads(line) for line in (tmp_path / "b.jsonl").read_text().splitlines()]
     assert [r["step"] for r in records if "R@0.5" in r] == [4, 8, 9]
+
+
+class _IdRecorder(CopyModel):
+    """The copy model, noting the sentence ids of every batch it trains on."""
+
+    def __init__(self, split: Split):
+        super().__init__(VOCAB)
+        self.split, self.seen = split, []
+
+    def loss(self, batch):
+        if self.training:
+            self.seen.append([self.split.ids[k] for k in batch.indices.tolist()])
+        return super().loss(batch)
+
+
+def test_kd_planned_by_its_rawkept_twin_sees_the_same_ids_in_the_same_batches(tmp_path):
+    """A kd corpus and its rawkept twin: the same sources and ids, other target lengths (the
+    teacher's outputs). Planned by its own lengths, kd sees other batches than rawkept with
+    the same seed; planned by rawkept's (order_of), the same ids in the same batches and
+    order, step by step."""
+    rawkept = copy_split(96, VOCAB, 3, 12, seed=0)
+    kd_targets = copy_split(96, VOCAB, 3, 12, seed=1).tgt  # other lengths, same sentences
+    kd = Split(rawkept.src, kd_targets, list(rawkept.ids))
+    config = _config(max_steps=12, max_sentences=None, max_tokens=120, checkpoint_every=12)
+    runs = {}
+    for name, split, order_of in (
+        ("rawkept", rawkept, None),
+        ("kd", kd, None),
+        ("kd planned by rawkept", kd, rawkept),
+    ):
+        model = _IdRecorder(split)
+        train(model, split, config, tmp_path / f"{name}.pt", order_of=order_of)
+        runs[name] = model.seen
+    assert len(runs["rawkept"]) == 12
+    assert runs["kd"] != runs["rawkept"]  # by its own lengths: another data order
+    assert runs["kd planned by rawkept"] == runs["rawkept"]
+    # a twin of other sentences cannot plan the batches
+    with pytest.raises(ValueError, match="other sentences"):
+        BatchPlan(kd, max_sentences=8, order_of=rawkept.select(range(95)))

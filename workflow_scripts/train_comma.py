@@ -17,6 +17,7 @@ with rule_log(snakemake):
             data_dir=str(Path(snakemake.input.vocab[0]).parent),
             train_path=str(snakemake.input.train),
             alignment_path=snakemake.input.get("alignment"),
+            order_path=snakemake.input.get("batch_order"),  # kd: its rawkept twin's batches
             **dict(snakemake.params.constraint),  # ac runs: ac_weight, ac_mode
             probe=snakemake.params.probe,
             model_path=str(snakemake.output.model),

@@ -300,9 +300,14 @@ class BatchPlan:
         shuffle: bool = True,
         measure: str = "max",
         teacher_targets: Callable[[torch.Tensor], TeacherTargets] | None = None,
+        order_of: Split | None = None,
     ):
         """`teacher_targets`: given a batch's sentence indices, the teacher's targets that
-        travel with it (a constrained run's alignment)."""
+        travel with it (a constrained run's alignment). `order_of`: a split of the same
+        sentences (the same ids in the same order) whose sizes plan the batches instead of
+        `split`'s: a KD run planned by its rawkept twin sees the same sentences in the same
+        batches in the same order as the twin, so that the targets are the only difference
+        (the budget then holds for the twin's sizes)."""
         if len(split) == 0:
             raise ValueError("cannot batch an empty split")
         self.split = split
@@ -311,11 +316,19 @@ class BatchPlan:
         self.max_sentences = max_sentences
         self.seed = seed
         self.shuffle = shuffle
-        self.sizes = sentence_sizes(split, measure)
-        if max_tokens is not None and int(self.sizes.max()) > max_tokens:
-            k = int(self.sizes.argmax())
+        if order_of is not None and list(order_of.ids) != list(split.ids):
             raise ValueError(
-                f"sentence {split.ids[k]!r} has size {int(self.sizes[k])} ({measure} of its "
+                "the split that plans the batches holds other sentences (or another order) than "
+                f"the training split: {len(order_of)} vs {len(split)} sentences"
+            )
+        # The plan's sizes; the budget check also covers the split's own (a sentence alone
+        # must fit, whoever plans).
+        self.sizes = sentence_sizes(split if order_of is None else order_of, measure)
+        largest = np.maximum(self.sizes, sentence_sizes(split, measure))
+        if max_tokens is not None and int(largest.max()) > max_tokens:
+            k = int(largest.argmax())
+            raise ValueError(
+                f"sentence {split.ids[k]!r} has size {int(largest[k])} ({measure} of its "
                 f"sides) > max_tokens {max_tokens}: raise max_tokens or filter it out"
             )
         # The count is the same in every epoch (see the module docstring).

@@ -246,6 +246,7 @@ def train_and_save(
     identity: dict[str, Any] | None = None,
     teacher_targets: Callable[[torch.Tensor], TeacherTargets] | None = None,
     probe: Callable[[nn.Module], dict[str, float]] | None = None,
+    order_of: Split | None = None,
 ) -> TrainResult | None:
     """`train`, then (rank 0 only) write the final weights with the model's config to
     `model_path` as ``{"format", "config", "model", "seed"}``: the file a rule declares. The
@@ -253,7 +254,7 @@ def train_and_save(
     job's retry resumes from it."""
     log.info("%s: %s parameters", type(model).__name__, sum(p.numel() for p in model.parameters()))
     result = train(
-        model, split, config, resume_path, metrics_path, identity, teacher_targets, probe
+        model, split, config, resume_path, metrics_path, identity, teacher_targets, probe, order_of
     )
     log.info("trained to step %d, last loss %s", result.step, result.loss)
     if not is_main_process():
@@ -298,6 +299,7 @@ def train(
     identity: dict[str, Any] | None = None,
     teacher_targets: Callable[[torch.Tensor], TeacherTargets] | None = None,
     probe: Callable[[nn.Module], dict[str, float]] | None = None,
+    order_of: Split | None = None,
 ) -> TrainResult:
     """Train `model` on `split` for ``config.max_steps`` updates (resuming from
     `checkpoint_path` if it holds a checkpoint of this very run: same fingerprint, see
@@ -305,9 +307,9 @@ def train(
     `teacher_targets` (sentence indices -> :class:`TeacherTargets`) attaches the teacher's
     alignment targets to every batch. `probe` (the model in eval mode -> named floats, e.g.
     R(p) on a held-out slice) runs on rank 0 at every checkpoint step; its values join that
-    step's metrics line, and it changes neither the weights nor any random stream. The model
-    ends on the training device with the final weights; `checkpoint_path` holds the final
-    checkpoint."""
+    step's metrics line, and it changes neither the weights nor any random stream. `order_of`:
+    the split whose sizes plan the batches (:class:`BatchPlan`). The model ends on the training
+    device with the final weights; `checkpoint_path` holds the final checkpoint."""
     checkpoint_path = Path(checkpoint_path)
     metrics_path = Path(metrics_path) if metrics_path is not None else None
     if not callable(getattr(model, "loss", None)):
@@ -319,6 +321,8 @@ def train(
             trainer = _Trainer(
                 model, split, config, checkpoint_path, ctx, device, identity, teacher_targets
             )
+            if order_of is not None:  # plan the batches by the twin's sizes instead
+                trainer.plan = trainer.batch_plan(split, teacher_targets, order_of)
             trainer.probe = probe
             return _train(trainer, checkpoint_path, metrics_path)
     finally:
@@ -355,15 +359,7 @@ class _Trainer:
         self.checkpoint_path = checkpoint_path
         self.ctx = ctx
         self.device = device
-        self.plan = BatchPlan(
-            split,
-            max_tokens=config.max_tokens,
-            max_sentences=config.max_sentences,
-            seed=config.seed,
-            shuffle=True,
-            measure=config.budget_length,
-            teacher_targets=teacher_targets,
-        )
+        self.plan = self.batch_plan(split, teacher_targets)
         self.src_lengths = split.src.lengths.numpy()
         self.tgt_lengths = split.tgt.lengths.numpy()
         self.optimizer = torch.optim.Adam(
@@ -377,6 +373,19 @@ class _Trainer:
         self.step, self.epoch, self.batch_in_epoch = 0, 0, 0
         self.loss_module: nn.Module = _LossModule(model)
         self.autocast = bf16_autocast(device, config.bf16)
+
+    def batch_plan(self, split, teacher_targets=None, order_of: Split | None = None) -> BatchPlan:
+        """The run's :class:`BatchPlan` of `split` (by `order_of`'s sizes, if given)."""
+        c = self.config
+        return BatchPlan(
+            split,
+            max_tokens=c.max_tokens,
+            max_sentences=c.max_sentences,
+            seed=c.seed,
+            measure=c.budget_length,
+            teacher_targets=teacher_targets,
+            order_of=order_of,
+        )
 
     def restore_or_seed(self) -> int | None:
         """Resume from the checkpoint if it belongs to this run (returns its step), else seed

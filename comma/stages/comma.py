@@ -54,6 +54,7 @@ def train_comma(
     ac_weight: float = 0.0,
     ac_mode: str = "head",
     probe: dict | None = None,
+    order_path: str | Path | None = None,
     **settings,
 ) -> None:
     """Train CoMMA for `task` (:func:`comma.stages.training.train_model`).
@@ -66,7 +67,9 @@ def train_comma(
     fields other than task, sizes and ac_weight; `settings`: training, seed, resume_path,
     threads, as :func:`train_model` takes them. `probe` (``sentences``, ``p_grid``,
     ``mask_seed``): R(p) on the first sentences of `data_dir`/valid.pt at every checkpoint,
-    into the metrics as ``R@p`` (the convergence curve behind the step counts)."""
+    into the metrics as ``R@p`` (the convergence curve behind the step counts). `order_path`:
+    the split whose sizes plan the batches (the kd run: its rawkept twin, so that the two see
+    the same sentence ids in the same batches and order; :func:`train_model`)."""
     train_path = Path(train_path or Path(data_dir) / "train.pt")
     split = load_split(train_path)
     if alignment_path is not None and ac_weight <= 0:
@@ -88,6 +91,7 @@ def train_comma(
         alignment=alignment,
         inputs={"train": train_path, **({"alignment": alignment_path} if alignment_path else {})},
         probe=ratio_probe(load_split(Path(data_dir) / "valid.pt"), **probe) if probe else None,
+        order_path=order_path,
         **settings,
     )
 

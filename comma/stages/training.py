@@ -52,6 +52,7 @@ def train_model(
     probe: Callable[[torch.nn.Module], dict[str, float]] | None = None,
     resume_path: str | Path | None = None,
     threads: int | None = None,
+    order_path: str | Path | None = None,
 ) -> None:
     """Train a model of `family` ("teacher", "comma", "nar") for `task`; write weights + config
     to `model_path` and one JSON line per update to `metrics_path`.
@@ -65,7 +66,10 @@ def train_model(
     family and its model file format (the code version), the model config, the training
     settings and the sha256 of every input file, so a resumable checkpoint of another run is
     never resumed. `probe`: measured at every checkpoint
-    into the metrics (:func:`comma.engine.trainer.train`). The trainer's resumable checkpoint goes
+    into the metrics (:func:`comma.engine.trainer.train`). `order_path`: a split of the same
+    sentences whose sizes plan the batches (a kd run's rawkept twin: both then see the same
+    sentences in the same batches and order), one of the fingerprint's inputs (``batch_order``).
+    The trainer's resumable checkpoint goes
     to `resume_path` (default ``resume.pt`` beside the model), which a rule does not declare,
     so it survives a killed job and the next run resumes from it."""
     kind = FAMILIES[family]
@@ -75,6 +79,8 @@ def train_model(
         inputs.setdefault("train", data_dir / "train.pt")
         split = load_split(inputs["train"])
     inputs.update({f.name: f for f in sorted(data_dir.glob("dict.*.txt"))})
+    if order_path is not None:
+        inputs["batch_order"] = order_path
     config = kind.config(task=task, **prepared_corpus_sizes(data_dir, split), **architecture)
     train_config = TrainConfig.from_dict({**training, "seed": seed, "threads": threads})
     torch.manual_seed(seed)  # initialization; the trainer reseeds data order and dropout
@@ -96,6 +102,7 @@ def train_model(
         model_config=config.to_dict(),
         teacher_targets=targets,
         probe=probe,
+        order_of=None if order_path is None else load_split(order_path),
         identity={
             "family": family,
             "format": kind.model_format,  # the family's code version: a new one never resumes
