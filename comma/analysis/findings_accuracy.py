@@ -333,9 +333,9 @@ def check_ablation(
     min_seeds: int = MIN_SEEDS,
 ) -> Finding:
     """One NAR technique (KD: factor corpus kd vs raw; AC: constraint ac vs noac) improves the
-    NAR model of `task`: judged like the R claims on the paired per-seed relative gain of the
-    primary metric (:func:`seed_verdict`); reproduced only if the secondary metric's mean gain
-    does not contradict it."""
+    NAR model of `task`: judged like the R claims, by a one-sample t-test of the paired
+    per-seed relative gain of the primary metric (:func:`judge`); reproduced only if the
+    secondary metric's mean gain does not contradict it."""
     if table is None:
         return Finding(claim, NOT_MEASURED, f"no {table_name} in this run")
     better, worse = ("kd", "raw") if factor == "corpus" else ("ac", "noac")
