@@ -626,7 +626,7 @@ def test_the_headline_names_a_ranking_r_t_and_d_disagree_on(tmp_path):
     assert summary.startswith(
         "R, T and D disagree on a ranking of the tasks: "
         '"Target tokens depend on each other most in ASR, then NMT, then TTS (Figure 2)" is '
-        "reproduced by R but reproduced by T, not reproduced by D"
+        "reproduced by R, reproduced by T, not reproduced by D"
     )
     assert summary.index("disagree") < summary.index("Summary, by R")
     agreeing = tmp_path / "agree.csv"

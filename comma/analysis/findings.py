@@ -204,10 +204,7 @@ def _disagreements(findings: Sequence[Finding]) -> str:
     for topic in RANKING_TOPICS:
         by = {f.measure: f.verdict for f in findings if f.topic == topic}
         if len(set(by.values())) > 1:
-            parts.append(
-                f'"{topic}" is {by.get("R", "not judged")} by R but '
-                + ", ".join(f"{v} by {m}" for m, v in by.items() if m != "R")
-            )
+            parts.append(f'"{topic}" is ' + ", ".join(f"{v} by {m}" for m, v in by.items()))
     if not parts:
         return ""
     return (
