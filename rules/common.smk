@@ -1,4 +1,5 @@
 # Config validation and input functions shared by every rule file.
+import re
 import sys
 from pathlib import Path
 
@@ -7,6 +8,7 @@ from comma.analysis.tables import nar_variants_of_tables
 from comma.tasks import TASK_NAMES, TASKS as TASKS_BY_NAME, WILDCARD as TASK_WILDCARD
 from comma.data.libritts import SAMPLE_RATE as LIBRITTS_RATE
 from comma.data.ljspeech import SAMPLE_RATE as LJSPEECH_RATE
+from comma.data.manifest import folder_state, manifest_of
 
 from comma import workflow_config
 from comma.workflow_config import check_config, prepare_config
@@ -87,6 +89,21 @@ def libritts_dir(subset):
     return f"resources/LibriTTS/{subset}"
 
 
+# The raw corpus folders (generated, or downloaded and extracted); each has a manifest beside
+# it (rule corpus_manifest), which the rules that read the folder take as input.
+RAW_CORPORA = [
+    "resources/iwslt14/de-en",
+    "resources/LJSpeech-1.1",
+    *(libritts_dir(subset) for subset in sorted(set(LIBRITTS_SUBSETS.values()))),
+]
+RAW_CORPUS_WILDCARD = "|".join(re.escape(folder) for folder in RAW_CORPORA)
+
+
+def corpus_manifest(folder):
+    """The manifest of a raw corpus folder: <folder>.manifest.json beside it."""
+    return str(manifest_of(folder))
+
+
 def libritts_sha256(wildcards):
     return config["data"]["libritts"]["sha256"][wildcards.subset]
 
@@ -96,6 +113,10 @@ def mel_corpus_dir(wildcards):
     if wildcards.corpus == "ljspeech":
         return "resources/LJSpeech-1.1"
     return libritts_dir(wildcards.part)
+
+
+def mel_corpus_manifest(wildcards):
+    return corpus_manifest(mel_corpus_dir(wildcards))
 
 
 def feature_params():
@@ -195,7 +216,8 @@ def comma_inputs(wildcards):
     """A CoMMA run's training split (kd: the KD corpus, with its rawkept twin, whose sizes plan
     the kd run's batches) and, for ac, the teacher's alignment of that split."""
     inputs = {"train": corpus_train(wildcards.task, wildcards.corpus)}
-    if wildcards.corpus == "kd":  # batches planned by the rawkept twin: same ids, same order
+    # kd: batches planned by the rawkept twin: same ids, same order
+    if wildcards.corpus == "kd":
         inputs["batch_order"] = corpus_train(wildcards.task, "rawkept")
     if wildcards.constraint == "ac":
         inputs["alignment"] = alignment_file(

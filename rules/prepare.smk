@@ -1,11 +1,43 @@
 # Preparation: Moses tokenization + joint BPE (NMT), transcripts + BPE and log-mel (ASR),
 # g2p phonemes and log-mel (TTS). Log-mel features are their own cached step per corpus, so
 # changing BPE or the phoneme split never recomputes them.
+#
+# Every raw corpus folder gets a manifest (its files' names, sizes, sha256; comma.data.manifest),
+# which the rules that read the folder take as input. Snakemake dates a directory() output by
+# its own timestamp file, so a file edited in place used to go unnoticed ("Nothing to be done").
+# The manifest is not written by the rule that makes the folder: rerunning that rule would
+# generate or extract the corpus again over the edit. Its own rule has a parameter that is a
+# cheap digest of the files' names, sizes and modification times (a stat each, taken whenever
+# Snakemake builds the DAG); an edit changes it, Snakemake reruns a job whose parameters
+# changed, and the rewritten manifest reruns what reads the corpus. Each reading job also
+# checks the folder against the manifest before it starts (_workflow.rule_log), which names a
+# changed file the digest could not see (an edit that kept size and time, or made while the
+# workflow ran) and says to rerun with --forcerun corpus_manifest.
+
+
+rule corpus_manifest:
+    input:
+        "{folder}",
+    output:
+        "{folder}.manifest.json",
+    log:
+        "logs/prepare/corpus_manifest/{folder}.log",
+    benchmark:
+        "logs/benchmarks/corpus_manifest/{folder}.tsv"
+    wildcard_constraints:
+        folder=RAW_CORPUS_WILDCARD,
+    conda:
+        "../envs/comma.yaml"
+    params:
+        state=lambda wildcards: folder_state(wildcards.folder),
+    script:
+        "../workflow_scripts/corpus_manifest.py"
 
 
 rule logmel:
     input:
         mel_corpus_dir,
+        manifest=mel_corpus_manifest,
     output:
         "work/features/{corpus}/{part}.pt",
     log:
@@ -26,6 +58,7 @@ rule logmel:
 rule prepare_nmt:
     input:
         "resources/iwslt14/de-en",
+        manifest=corpus_manifest("resources/iwslt14/de-en"),
     output:
         **prepared_splits("nmt"),
         dict_src=prepared("nmt", "dict.src.txt"),
@@ -52,6 +85,10 @@ rule prepare_asr:
             for split in SPLITS
         },
         corpora=[libritts_dir(subset) for subset in LIBRITTS_SUBSETS.values()],
+        manifests=[
+            corpus_manifest(libritts_dir(subset))
+            for subset in LIBRITTS_SUBSETS.values()
+        ],
     output:
         **prepared_splits("asr"),
         dict_tgt=prepared("asr", "dict.tgt.txt"),
@@ -75,6 +112,7 @@ rule prepare_asr:
 rule prepare_tts:
     input:
         corpus="resources/LJSpeech-1.1",
+        manifest=corpus_manifest("resources/LJSpeech-1.1"),
         mels="work/features/ljspeech/all.pt",
     output:
         **prepared_splits("tts"),

@@ -107,6 +107,7 @@ rule tts_intelligibility:
         test=prepared("tts", "test.pt"),
         tts_stats=prepared("tts", "stats.json"),
         ljspeech="resources/LJSpeech-1.1",
+        ljspeech_manifest=corpus_manifest("resources/LJSpeech-1.1"),
         asr_model=teacher_file("model.pt", "asr"),
         asr_stats=prepared("asr", "stats.json"),
         asr_vocab=prepared("asr", "dict.tgt.txt"),

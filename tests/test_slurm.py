@@ -50,6 +50,7 @@ TINY_JOBS = {
     "generate_mini_iwslt14": 1,
     "generate_mini_ljspeech": 1,
     "generate_mini_libritts": 1,
+    "corpus_manifest": 5,
     "logmel": 4,
     "prepare_nmt": 1,
     "prepare_asr": 1,

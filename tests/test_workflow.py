@@ -109,12 +109,12 @@ def test_rerun_is_a_no_op_and_forcerun_redoes_only_dependents(tiny_run):
 def test_every_job_logged_and_benchmarked(tiny_run):
     logs = list((tiny_run / "logs").rglob("*.log"))
     benchmarks = list((tiny_run / "logs" / "benchmarks").rglob("*.tsv"))
-    # 3 generators, 4 log-mel parts, 3 preparations, 1 summary; 3 teachers trained and
-    # evaluated; 6 KD shards and 3 merges; 5 alignments; 8 NAR models x 2 seeds trained and
-    # evaluated; 3 tasks x 4 variants (raw, kd, ac, rawkept) x 2 seeds x (train + measure);
-    # aggregation, length control, 4 figures, tables, findings, training curves, R(p)
-    # convergence, runtimes
-    assert len(logs) == len(benchmarks) == 11 + 6 + 9 + 5 + 32 + 48 + 11
+    # 3 generators and 5 corpus manifests, 4 log-mel parts, 3 preparations, 1 summary; 3
+    # teachers trained and evaluated; 6 KD shards and 3 merges; 5 alignments; 8 NAR models x 2
+    # seeds trained and evaluated; 3 tasks x 4 variants (raw, kd, ac, rawkept) x 2 seeds x
+    # (train + measure); aggregation, length control, 4 figures, tables, findings, training
+    # curves, R(p) convergence, runtimes
+    assert len(logs) == len(benchmarks) == 16 + 6 + 9 + 5 + 32 + 48 + 11
 
 
 def test_ratio_tables_and_figure2(tiny_run):

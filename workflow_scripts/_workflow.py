@@ -23,8 +23,11 @@ def rule_log(snakemake) -> Iterator[None]:
     after writing their traceback there too, so the log explains what Snakemake reports.
 
     Also caps torch's intra-op threads at the rule's `threads:`, so parallel jobs do not
-    oversubscribe the cores Snakemake handed out."""
+    oversubscribe the cores Snakemake handed out, and checks every raw corpus manifest among
+    the rule's inputs against its folder before the rule's call (comma.data.manifest)."""
     import torch
+
+    from comma.data.manifest import SUFFIX, check_manifest
 
     torch.set_num_threads(max(1, int(snakemake.threads)))
     log_path = Path(snakemake.log[0])
@@ -37,6 +40,9 @@ def rule_log(snakemake) -> Iterator[None]:
         root.setLevel(logging.INFO)
         try:
             with contextlib.redirect_stderr(log_file):
+                for name in snakemake.input:
+                    if str(name).endswith(SUFFIX):
+                        check_manifest(name)
                 yield
         except BaseException:
             log_file.write(traceback.format_exc())
