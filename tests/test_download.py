@@ -19,6 +19,7 @@ import yaml
 from conftest import snakemake
 
 from comma.data.download import DownloadError, download, extract, read_lock
+from comma.data.manifest import check_manifest
 from comma.errors import InputError
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -354,11 +355,13 @@ def served_archives(server, ljspeech_archive):
     return {"ljspeech": hashlib.sha256(good).hexdigest(), "libritts": sha256_of(libritts)}
 
 
-TARGETS = [
+CORPORA = [
     "resources/LJSpeech-1.1",
     "resources/iwslt14/de-en",
     f"resources/LibriTTS/{LIBRITTS_SUBSET}",
 ]
+# Each extracted folder and its manifest (rule corpus_manifest), which the readers take.
+TARGETS = [*CORPORA, *(f"{folder}.manifest.json" for folder in CORPORA)]
 
 
 @pytest.mark.slow
@@ -382,6 +385,12 @@ def test_rules_download_check_and_extract(server, served_archives, tmp_path):
     sample_wav = LJSPEECH_SAMPLE / "LJSpeech-1.1" / "wavs" / "LJ001-0001.wav"
     if sample_wav.is_file():
         assert wavs[0].read_bytes() == sample_wav.read_bytes()
+
+    for folder in CORPORA:
+        assert (
+            check_manifest(tmp_path / f"{folder}.manifest.json")
+            == len([f for f in (tmp_path / folder).rglob("*") if f.is_file()]) - 1
+        )  # Snakemake's .snakemake_timestamp is not listed
 
     de_en = tmp_path / "resources" / "iwslt14" / "de-en"
     assert (de_en / "train.tags.de-en.de").read_bytes() == IWSLT_FILES["de-en/train.tags.de-en.de"]
