@@ -56,8 +56,8 @@ def test_default_and_paper_presets_plan(tmp_path):
             ],
         ),
         (
-            {"training": {"teacher": {"tts": {"warmup_steps": 1501}}}},
-            ["training.teacher.tts.warmup_steps (1501) is above training.teacher.tts.max_steps"],
+            {"training": {"teacher": {"tts": {"max_steps": 1000, "warmup_steps": 1001}}}},
+            ["training.teacher.tts.warmup_steps (1001) is above training.teacher.tts.max_steps"],
         ),
         (
             {"training": {"nar": {"nmt": {"max_steps": 100}}}},
