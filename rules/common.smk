@@ -50,10 +50,6 @@ check_config(
 )
 
 TASKS = config["tasks"]
-# The ASR teacher's WER on the TTS teacher's speech (rule tts_intelligibility): with both tasks.
-INTELLIGIBILITY = (
-    ["results/teacher/tts/intelligibility.json"] if {"asr", "tts"} <= set(TASKS) else []
-)
 SPLITS = ["train", "valid", "test"]
 LIBRITTS_SUBSETS = config["data"]["libritts"]["subsets"]  # split -> subset name
 

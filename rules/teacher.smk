@@ -100,7 +100,13 @@ rule evaluate_teacher_tts:
 
 
 # The ASR teacher transcribes the TTS teacher's test utterances (Griffin-Lim audio) and their
-# recordings: the WER of synthesized speech, the usual objective intelligibility check.
+# recordings: the WER of synthesized speech, the usual objective intelligibility check; with
+# both tasks in the study.
+INTELLIGIBILITY = (
+    ["results/teacher/tts/intelligibility.json"] if {"asr", "tts"} <= set(TASKS) else []
+)
+
+
 rule tts_intelligibility:
     input:
         generated=teacher_file("test.hyp.pt", "tts"),
