@@ -81,19 +81,24 @@ def corpora(tmp_path_factory):
     return dict(ljspeech=ljspeech, tts=tts, asr=asr, model=model, utterances=utterances)
 
 
-def test_intelligibility_transcribes_generated_vocoded_and_recorded_speech(corpora, tmp_path):
-    metrics = evaluate_intelligibility(
-        corpora["tts"] / "test.pt",  # "generated" = the recordings' own log-mel here
+def _evaluate(corpora, generated, metrics_path):
+    return evaluate_intelligibility(
+        generated,
         corpora["tts"],
         corpora["ljspeech"],
         corpora["model"],
         corpora["asr"],
-        tmp_path / "m.json",
+        metrics_path,
         features=FEATURES,
         decoding=DECODING,
         griffin_lim_iters=4,
         seed=1,
     )
+
+
+def test_intelligibility_transcribes_generated_vocoded_and_recorded_speech(corpora, tmp_path):
+    # "generated" = the recordings' own log-mel here
+    metrics = _evaluate(corpora, corpora["tts"] / "test.pt", tmp_path / "m.json")
     assert json.loads((tmp_path / "m.json").read_text()) == metrics
     assert metrics["utterances"] == 3
     for key in ("wer_generated", "wer_vocoded_recordings", "wer_recordings"):
@@ -118,15 +123,5 @@ def test_intelligibility_refuses_generated_speech_of_other_utterances(corpora, t
         ),
     )
     with pytest.raises(InputError, match="not those of"):
-        evaluate_intelligibility(
-            other,
-            corpora["tts"],
-            corpora["ljspeech"],
-            corpora["model"],
-            corpora["asr"],
-            tmp_path / "m.json",
-            features=FEATURES,
-            decoding=DECODING,
-            griffin_lim_iters=4,
-        )
+        _evaluate(corpora, other, tmp_path / "m.json")
     assert not (tmp_path / "m.json").exists()

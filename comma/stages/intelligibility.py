@@ -39,7 +39,7 @@ from comma.errors import InputError
 from comma.io import read_json, write_json
 from comma.models.registry import load_teacher
 from comma.models.teacher import TokenTeacher
-from comma.stages.scoring import griffin_lim, ids_to_text, text_scores
+from comma.stages.scoring import griffin_lim, griffin_lim_settings, ids_to_text, text_scores
 
 __all__ = ["speech_to_asr_features", "evaluate_intelligibility"]
 
@@ -117,16 +117,7 @@ def evaluate_intelligibility(
     pipeline = MosesPipeline("en", bool(asr_stats["lowercase"]))
     references = [" ".join(pipeline(utterances[i].text)) for i in test.ids]
 
-    vocoder = dict(
-        sample_rate=int(tts_stats["sample_rate"]),
-        n_fft=int(tts_stats["n_fft"]),
-        hop_length=int(tts_stats["hop_length"]),
-        win_length=int(tts_stats["win_length"]),
-        f_min=float(features["f_min"]),
-        f_max=None if features["f_max"] is None else float(features["f_max"]),
-        n_iter=int(griffin_lim_iters),
-        seed=seed,
-    )
+    vocoder = griffin_lim_settings(tts_stats, features, griffin_lim_iters, seed)
     frames = {"generated": [], "vocoded_recordings": [], "recordings": []}
     for k, utt_id in enumerate(test.ids):
         for name, mel in (("generated", generated.tgt[k]), ("vocoded_recordings", test.tgt[k])):

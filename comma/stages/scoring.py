@@ -67,6 +67,7 @@ __all__ = [
     "score_generated_mels",
     "ids_to_text",
     "read_references",
+    "griffin_lim_settings",
     "write_samples",
 ]
 
@@ -274,6 +275,21 @@ def score_generated_mels(
     }
 
 
+def griffin_lim_settings(stats: dict, features: dict, n_iter: int, seed: int) -> dict:
+    """The keyword arguments of :func:`griffin_lim` for a corpus's log-mel: its STFT settings
+    (``stats.json``'s ``features``) and the study's mel range (``features``)."""
+    return dict(
+        sample_rate=int(stats["sample_rate"]),
+        n_fft=int(stats["n_fft"]),
+        hop_length=int(stats["hop_length"]),
+        win_length=int(stats["win_length"]),
+        f_min=float(features["f_min"]),
+        f_max=None if features["f_max"] is None else float(features["f_max"]),
+        n_iter=int(n_iter),
+        seed=seed,
+    )
+
+
 def write_samples(
     samples_dir: Path,
     test: Split,
@@ -286,16 +302,7 @@ def write_samples(
     """Griffin-Lim audio of the first test utterances: generated and ground truth (the latter
     through the same vocoder, so the two differ only in the model)."""
     samples_dir.mkdir(parents=True, exist_ok=True)
-    settings = dict(
-        sample_rate=int(stats["sample_rate"]),
-        n_fft=int(stats["n_fft"]),
-        hop_length=int(stats["hop_length"]),
-        win_length=int(stats["win_length"]),
-        f_min=float(features["f_min"]),
-        f_max=None if features["f_max"] is None else float(features["f_max"]),
-        n_iter=int(evaluation["griffin_lim_iters"]),
-        seed=seed,
-    )
+    settings = griffin_lim_settings(stats, features, int(evaluation["griffin_lim_iters"]), seed)
     for k in range(min(int(evaluation["griffin_lim_wavs"]), len(test))):
         for name, mel in (("generated", generated[k]), ("reference", test.tgt[k])):
             if len(mel) < 2:
