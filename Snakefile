@@ -30,6 +30,8 @@ include: "rules/nar.smk"
 include: "rules/comma.smk"
 include: "rules/report_inputs.smk"
 include: "rules/report.smk"
+include: "rules/calibration.smk"
+include: "rules/kd_vs_teacher.smk"
 
 
 rule all:
