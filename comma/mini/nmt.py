@@ -40,15 +40,24 @@ that only one register uses.
 
 Only the sampling for length and ratio can let the German hint at the register (formal
 variants are a little longer, so a formal sentence is a little less likely to be long).
+
+The register's prior is a knob (`register_prior`, default `REGISTER_PRIOR`, which reproduces the
+study's corpus byte for byte): from one register (no dependency) to uniform over three. The true
+dependency it leaves, H(register | German) in bits per sentence, is `register_dependency` (exact
+Bayes over the length filter, its acceptance rates estimated by Monte Carlo);
+`corpus_register_entropy` is the plug-in estimate of the same from generated, labelled pairs.
 """
 
 from __future__ import annotations
 
+import math
 import random
-from collections.abc import Sequence
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import yaml
 from tqdm import tqdm
 
@@ -60,7 +69,7 @@ from comma.data.iwslt14 import (
     write_train_tags,
     write_xml,
 )
-from comma.io import atomic_dir
+from comma.io import atomic_dir, write_json
 
 REGISTERS = ("plain", "casual", "formal")
 REGISTER_PRIOR = (0.5, 0.3, 0.2)
@@ -547,8 +556,9 @@ _NOUNS_BY_CLASS = {
 class SentenceSampler:
     """Draws sentence pairs; all randomness comes from the given `random.Random`."""
 
-    def __init__(self, rng: random.Random):
+    def __init__(self, rng: random.Random, register_prior: Sequence[float] = REGISTER_PRIOR):
         self.rng = rng
+        self.register_prior = check_register_prior(register_prior)
 
     def _pick(self, items):
         return items[self.rng.randrange(len(items))]
@@ -667,19 +677,52 @@ class SentenceSampler:
         return de, en
 
     def register(self) -> int:
-        return self.rng.choices(range(len(REGISTERS)), weights=REGISTER_PRIOR)[0]
+        # one random() per draw whatever the prior: the default consumes the stream as before
+        return self.rng.choices(range(len(REGISTERS)), weights=self.register_prior)[0]
 
     def pair(self) -> tuple[str, str, int]:
         """One (German, English, register) sentence pair within the length limits."""
         register = self.register()
         while True:
             de, en = self.sentence(register)
-            n_de, n_en = len(de), len(en)
-            if not (MIN_TOKENS <= n_de <= MAX_TOKENS and MIN_TOKENS <= n_en <= MAX_TOKENS):
-                continue
-            if max(n_de / n_en, n_en / n_de) > MAX_LENGTH_RATIO:
-                continue
-            return detokenize(de), detokenize(en), register
+            if fits(de, en):
+                return detokenize(de), detokenize(en), register
+
+    def accepted_registers(self) -> tuple[bool, ...]:
+        """Draw one sentence structure as :meth:`sentence` does and say, per register, whether
+        its rendering in that register passes the length limits. Every draw of `sentence` is
+        made before and apart from the register (which only picks English words), so the
+        renderings from one saved state share the structure and the German, and leave the
+        stream where one rendering would."""
+        state = self.rng.getstate()
+        accepted = []
+        for register in range(len(REGISTERS)):
+            self.rng.setstate(state)
+            accepted.append(fits(*self.sentence(register)))
+        return tuple(accepted)
+
+    def labelled_pair(self) -> tuple[str, str, int, tuple[bool, ...]]:
+        """:meth:`pair` with the acceptance pattern of the sentence it returns (which registers'
+        renderings of its structure pass the length limits: what its German tells about the
+        register); the same draws, so the same pairs as :meth:`pair` from the same stream."""
+        register = self.register()
+        while True:
+            before = self.rng.getstate()
+            de, en = self.sentence(register)
+            if fits(de, en):
+                after = self.rng.getstate()
+                self.rng.setstate(before)
+                accepted = self.accepted_registers()
+                self.rng.setstate(after)
+                return detokenize(de), detokenize(en), register, accepted
+
+
+def fits(de: Sequence[str], en: Sequence[str]) -> bool:
+    """The length filter of a pair: 5-15 tokens on both sides, length ratio at most 1.5."""
+    n_de, n_en = len(de), len(en)
+    if not (MIN_TOKENS <= n_de <= MAX_TOKENS and MIN_TOKENS <= n_en <= MAX_TOKENS):
+        return False
+    return max(n_de / n_en, n_en / n_de) <= MAX_LENGTH_RATIO
 
 
 def detokenize(tokens: Sequence[str]) -> str:
@@ -727,6 +770,138 @@ def register_markers() -> dict[str, list[str]]:
 
 
 # ---------------------------------------------------------------------------------------------
+# The register's prior and the dependency it leaves
+
+# A prior must sum to 1 within this (YAML cannot write 1/3 exactly).
+PRIOR_TOLERANCE = 1e-6
+
+
+def check_register_prior(prior: Sequence[float], where: str = "register_prior") -> tuple:
+    """`prior` as a tuple of floats (as given: the default keeps its exact weights), or a
+    ValueError naming `where`: one probability per register, none negative, summing to 1."""
+    values = tuple(prior) if isinstance(prior, (list, tuple)) else None
+    if values is None or len(values) != len(REGISTERS):
+        raise ValueError(
+            f"{where}: {prior!r} is not a register prior: give one probability per register "
+            f"({', '.join(REGISTERS)}), {len(REGISTERS)} numbers"
+        )
+    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
+        raise ValueError(f"{where}: {prior!r} holds a value that is not a number")
+    if not all(math.isfinite(v) and v >= 0 for v in values):
+        raise ValueError(f"{where}: {prior!r} holds a negative or non-finite probability")
+    if abs(sum(values) - 1) > PRIOR_TOLERANCE:
+        raise ValueError(
+            f"{where}: {prior!r} sums to {sum(values):.6g}, not 1 (within {PRIOR_TOLERANCE:g})"
+        )
+    return tuple(float(v) for v in values)
+
+
+def entropy_bits(probabilities: Iterable[float]) -> float:
+    """Shannon entropy in bits of a distribution (zeros contribute nothing)."""
+    return 0.0 - sum(p * math.log2(p) for p in probabilities if p > 0)  # no -0.0
+
+
+def acceptance_patterns(proposals: int, seed: int) -> Counter:
+    """How often each acceptance pattern (per register: does the rendering pass the length
+    limits) turns up among `proposals` sentence structures drawn as the corpus draws them
+    (:meth:`SentenceSampler.accepted_registers`), from a stream of its own. The structures
+    do not depend on the register, so neither do these counts: one set serves every prior."""
+    if proposals < 1:
+        raise ValueError(f"proposals must be positive, got {proposals}")
+    sampler = SentenceSampler(random.Random(f"mini-iwslt14/{seed}/registers"))
+    return Counter(sampler.accepted_registers() for _ in range(proposals))
+
+
+def _conditional_entropy(prior: Sequence[float], q: Mapping[tuple[bool, ...], float]) -> float:
+    """H(register | German) for the pattern probabilities `q` of the proposal (see
+    :func:`register_dependency`)."""
+    z = [sum(w for a, w in q.items() if a[r]) for r in range(len(prior))]
+    lacking = [REGISTERS[r] for r, pr in enumerate(prior) if pr > 0 and z[r] == 0]
+    if lacking:
+        raise ValueError(
+            f"no proposal passed the length limits in the register(s) {', '.join(lacking)}: "
+            "draw more proposals"
+        )
+    total = 0.0
+    for pattern, weight in q.items():
+        joint = [
+            pr * a / z[r] if a else 0.0
+            for r, (pr, a) in enumerate(zip(prior, pattern, strict=True))
+        ]
+        mass = sum(joint)  # p(German of this pattern) / q(...): the likelihood ratio
+        if mass > 0:
+            total += weight * mass * entropy_bits(j / mass for j in joint)
+    return total
+
+
+def register_dependency(
+    prior: Sequence[float], patterns: Mapping[tuple[bool, ...], int], *, resamples: int = 200
+) -> dict:
+    """The true dependency of a corpus drawn with `prior`: H(register | German) in bits per
+    sentence, the part of the register's entropy that only the other target tokens reveal.
+
+    A pair draws its register r from the prior, then sentence structures s from a proposal q
+    that does not depend on r, until s rendered in r passes the length limits (acceptance
+    a_r(s) in {0, 1}). So p(s | r) = q(s) a_r(s) / Z_r with Z_r = E_q[a_r], and, as the German
+    fixes s up to the rare structures that read alike, p(r | German) = prior_r a_r(s) / Z_r,
+    normalized: the German tells the register only through its acceptance pattern a(s).
+    Hence H = sum over patterns a of q(a) w(a) H(prior * a / Z, normalized), w(a) = sum_r
+    prior_r a_r / Z_r. Exact but for q(a), estimated from the counts `patterns`
+    (:func:`acceptance_patterns`); `sd_bits` is the estimate's Monte Carlo standard error (a
+    parametric bootstrap of the counts, `resamples` times, seeded)."""
+    prior = check_register_prior(prior)
+    n = sum(patterns.values())
+    if n < 1:
+        raise ValueError("no proposals to estimate the acceptance rates from")
+    keys = sorted(patterns)
+    q = {a: patterns[a] / n for a in keys}
+    value = _conditional_entropy(prior, q)
+    rng = np.random.default_rng(0)
+    draws = rng.multinomial(n, [q[a] for a in keys], size=resamples)
+    spread = []
+    for counts in draws:
+        try:
+            spread.append(_conditional_entropy(prior, dict(zip(keys, counts / n, strict=True))))
+        except ValueError:  # a resample without any acceptance in a register: skip it
+            continue
+    prior_entropy = entropy_bits(prior)
+    return {
+        "registers": list(REGISTERS),
+        "register_prior": list(prior),
+        "prior_entropy_bits": prior_entropy,
+        "true_dependency_bits": value,
+        "sd_bits": float(np.std(spread, ddof=1)) if len(spread) > 1 else math.nan,
+        "source_information_bits": prior_entropy - value,
+        "proposals": n,
+        "acceptance": {pattern_name(a): q[a] for a in keys},
+    }
+
+
+def pattern_name(pattern: Sequence[bool]) -> str:
+    """An acceptance pattern in words: the registers that pass, joined by '+' ('none')."""
+    return "+".join(name for name, a in zip(REGISTERS, pattern, strict=True) if a) or "none"
+
+
+def corpus_register_entropy(labels: Iterable[tuple[int, tuple[bool, ...]]]) -> float:
+    """Plug-in estimate of H(register | German) in bits from generated pairs labelled with
+    their register and acceptance pattern (:meth:`SentenceSampler.labelled_pair`): the
+    register's empirical entropy within each pattern, weighted by the pattern's share. It is
+    biased low by about (registers - 1) * patterns / (2 n ln 2) bits (under 0.002 for 1,000
+    pairs and 7 patterns' worth of cells of 3 registers)."""
+    cells = Counter((pattern, register) for register, pattern in labels)
+    n = sum(cells.values())
+    if n == 0:
+        raise ValueError("no labelled pairs")
+    by_pattern: dict[tuple[bool, ...], list[int]] = {}
+    for (pattern, _), count in cells.items():
+        by_pattern.setdefault(pattern, []).append(count)
+    return sum(
+        sum(counts) / n * entropy_bits(c / sum(counts) for c in counts)
+        for counts in by_pattern.values()
+    )
+
+
+# ---------------------------------------------------------------------------------------------
 # Corpus
 
 
@@ -734,9 +909,18 @@ def _slug(text: str) -> str:
     return "_".join(text.lower().split())
 
 
-def sample_pairs(n: int, rng: random.Random, desc: str) -> list[tuple[str, str, int]]:
-    sampler = SentenceSampler(rng)
-    return [sampler.pair() for _ in tqdm(range(n), desc=desc, unit="pair", leave=False)]
+def sample_pairs(
+    n: int,
+    rng: random.Random,
+    desc: str,
+    register_prior: Sequence[float] = REGISTER_PRIOR,
+    labelled: bool = False,
+) -> list[tuple]:
+    """`n` pairs (German, English, register), with `labelled` also each one's acceptance
+    pattern (the same pairs: :meth:`SentenceSampler.labelled_pair`)."""
+    sampler = SentenceSampler(rng, register_prior)
+    draw = sampler.labelled_pair if labelled else sampler.pair
+    return [draw() for _ in tqdm(range(n), desc=desc, unit="pair", leave=False)]
 
 
 def _talk_metadata(rng: random.Random, talkid: int) -> tuple[tuple[str, str], tuple[str, str]]:
@@ -804,17 +988,43 @@ def xml_documents(
     return sets
 
 
-def generate_mini_iwslt14(out_dir: str | Path, *, train: int, test: int, seed: int) -> None:
+def generate_mini_iwslt14(
+    out_dir: str | Path,
+    *,
+    train: int,
+    test: int,
+    seed: int,
+    register_prior: Sequence[float] = REGISTER_PRIOR,
+) -> None:
     """Write the mini corpus into `out_dir` (the `de-en/` folder) atomically.
 
     `train` sentence pairs end up in `train.tags.de-en.{de,en}` (as the reader returns them:
-    titles and descriptions included), `test` segments over the four TED test sets."""
+    titles and descriptions included), `test` segments over the four TED test sets.
+    `register_prior`: the hidden register's prior (plain, casual, formal); the default is the
+    study's corpus."""
+    _write_corpus(out_dir, train, test, seed, register_prior, labelled=False)
+
+
+def _write_corpus(
+    out_dir: str | Path,
+    train: int,
+    test: int,
+    seed: int,
+    register_prior: Sequence[float],
+    labelled: bool,
+) -> dict[str, list[tuple[int, tuple[bool, ...]]]]:
+    """The corpus into `out_dir`; with `labelled`, the (register, acceptance pattern) of every
+    train and test pair (else empty lists)."""
     if train < 1 or test < 1:
         raise ValueError(f"train and test must be positive, got train={train}, test={test}")
     train_rng = random.Random(f"mini-iwslt14/{seed}/train")
     test_rng = random.Random(f"mini-iwslt14/{seed}/test")
-    train_pairs = [(de, en) for de, en, _ in sample_pairs(train, train_rng, "mini IWSLT14 train")]
-    test_pairs = [(de, en) for de, en, _ in sample_pairs(test, test_rng, "mini IWSLT14 test")]
+    drawn = {
+        split: sample_pairs(n, rng, f"mini IWSLT14 {split}", register_prior, labelled)
+        for split, n, rng in (("train", train, train_rng), ("test", test, test_rng))
+    }
+    train_pairs = [(pair[0], pair[1]) for pair in drawn["train"]]
+    test_pairs = [(pair[0], pair[1]) for pair in drawn["test"]]
     with atomic_dir(out_dir) as tmp:
         write_train_tags(
             tmp / f"{TRAIN_PREFIX}.de",
@@ -825,3 +1035,42 @@ def generate_mini_iwslt14(out_dir: str | Path, *, train: int, test: int, seed: i
             setid = f"iwslt2014-{name.split('.')[-1]}"
             write_xml(tmp / f"IWSLT14.{name}.{PAIR}.de.xml", de_docs, setid=setid, lang="de")
             write_xml(tmp / f"IWSLT14.{name}.{PAIR}.en.xml", en_docs, setid=setid, lang="en")
+    if not labelled:
+        return {split: [] for split in drawn}
+    return {split: [(pair[2], pair[3]) for pair in pairs] for split, pairs in drawn.items()}
+
+
+def generate_register_level(
+    out_dir: str | Path,
+    report_json: str | Path,
+    *,
+    train: int,
+    test: int,
+    seed: int,
+    register_prior: Sequence[float],
+    proposals: int,
+    proposal_seed: int,
+) -> dict:
+    """One level of the calibration (docs/experiments.md): the mini corpus drawn with
+    `register_prior` into `out_dir` (as :func:`generate_mini_iwslt14`, the same bytes), and
+    into `report_json` its true dependency (:func:`register_dependency` from `proposals`
+    structures of the stream `proposal_seed`, the same for every level) beside the plug-in
+    estimate of the same from the corpus's own labelled train and test pairs
+    (:func:`corpus_register_entropy`) and their register shares. Returns the report."""
+    prior = check_register_prior(register_prior)
+    labels = _write_corpus(out_dir, train, test, seed, prior, labelled=True)
+    report = register_dependency(prior, acceptance_patterns(proposals, proposal_seed))
+    report["proposal_seed"] = proposal_seed
+    report["seed"] = seed
+    report["corpus"] = {
+        split: {
+            "pairs": len(pairs),
+            "plugin_bits": corpus_register_entropy(pairs),
+            "register_shares": [
+                sum(1 for r, _ in pairs if r == k) / len(pairs) for k in range(len(REGISTERS))
+            ],
+        }
+        for split, pairs in labels.items()
+    }
+    write_json(report_json, report)
+    return report
