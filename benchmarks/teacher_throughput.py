@@ -35,7 +35,8 @@ from comma.data.batching import Batch
 from comma.data.packed import load_split
 from comma.engine.decode import decode_split
 from comma.models.registry import load_teacher
-from comma.models.teacher import TeacherConfig, TransformerNMT, shift_tokens
+from comma.models.teacher import TransformerNMT
+from comma.models.teacher_base import TeacherConfig, shift_tokens
 
 SIZES = dict(d_model=512, encoder_layers=6, decoder_layers=6, heads=4, ffn_dim=1024)
 VOCAB = 10_000  # IWSLT14 De-En with 10k joint BPE merges has about this many symbols per side

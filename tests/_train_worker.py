@@ -22,7 +22,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository, 
 from comma.data.batching import Batch  # noqa: E402
 from comma.data.packed import PackedSequences, Split  # noqa: E402
 from comma.engine.checkpoint import seed_everything  # noqa: E402
-from comma.engine.trainer import TrainConfig, train  # noqa: E402
+from comma.engine.train_config import TrainConfig  # noqa: E402
+from comma.engine.trainer import train  # noqa: E402
 from comma.nn.transformer import Decoder, Encoder, SinusoidalPositions  # noqa: E402
 
 PAD, BOS, EOS, FIRST_WORD = 0, 1, 2, 5  # comma.data.vocab's specials, then words

@@ -17,14 +17,8 @@ from comma.engine.decode import (
     max_lengths,
     teacher_forced_attention,
 )
-from comma.models.teacher import (
-    EOS_ID,
-    EncoderOutput,
-    TeacherConfig,
-    TransformerASR,
-    TransformerNMT,
-    TransformerTTS,
-)
+from comma.models.teacher import TransformerASR, TransformerNMT, TransformerTTS
+from comma.models.teacher_base import EOS_ID, EncoderOutput, TeacherConfig
 
 A, B = 5, 6  # the two real tokens of the scripted model (0-4 are the specials)
 VOCAB = 7

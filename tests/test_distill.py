@@ -13,15 +13,8 @@ from comma.engine.decode import NEVER_GENERATED, decode_split, generate_split, m
 from comma.errors import InputError
 from comma.io import torch_save
 from comma.models.registry import load_teacher
-from comma.models.teacher import (
-    BOS_ID,
-    EOS_ID,
-    MODEL_FORMAT,
-    TeacherConfig,
-    TokenTeacher,
-    TransformerTTS,
-    build_teacher,
-)
+from comma.models.teacher import MODEL_FORMAT, TransformerTTS, build_teacher
+from comma.models.teacher_base import BOS_ID, EOS_ID, TeacherConfig, TokenTeacher
 from comma.stages.distill import (
     distill_shard,
     load_shard,

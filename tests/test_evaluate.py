@@ -17,7 +17,8 @@ from comma.data.audio import LogMel
 from comma.data.packed import PackedSequences, Split, load_split, save_split
 from comma.data.vocab import Vocabulary
 from comma.io import torch_save, write_json
-from comma.models.teacher import MODEL_FORMAT, TeacherConfig, build_teacher
+from comma.models.teacher import MODEL_FORMAT, build_teacher
+from comma.models.teacher_base import TeacherConfig
 from comma.stages.scoring import (
     corpus_bleu,
     griffin_lim,

@@ -17,7 +17,8 @@ from comma.data.vocab import Vocabulary
 from comma.errors import InputError
 from comma.io import torch_save, write_json
 from comma.mini.speech import generate_mini_ljspeech
-from comma.models.teacher import MODEL_FORMAT, TeacherConfig, build_teacher
+from comma.models.teacher import MODEL_FORMAT, build_teacher
+from comma.models.teacher_base import TeacherConfig
 from comma.stages.intelligibility import evaluate_intelligibility, speech_to_asr_features
 
 FEATURES = dict(n_mels=80, win_ms=50.0, hop_ms=12.5, f_min=0.0, f_max=None)

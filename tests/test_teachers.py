@@ -12,18 +12,21 @@ import torch.nn.functional as F
 from comma.data.batching import Batch, collate
 from comma.data.packed import PackedSequences, Split, save_split
 from comma.data.vocab import Vocabulary
-from comma.engine.trainer import TrainConfig, train
+from comma.engine.train_config import TrainConfig
+from comma.engine.trainer import train
 from comma.models.registry import load_teacher
 from comma.models.teacher import (
-    BOS_ID,
-    EOS_ID,
-    PAD_ID,
     ConvPostnet,
-    TeacherConfig,
     TransformerASR,
     TransformerNMT,
     TransformerTTS,
     build_teacher,
+)
+from comma.models.teacher_base import (
+    BOS_ID,
+    EOS_ID,
+    PAD_ID,
+    TeacherConfig,
     guided_attention_weights,
     shift_frames,
     shift_tokens,

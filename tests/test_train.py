@@ -26,7 +26,9 @@ from comma.engine.checkpoint import (
     run_fingerprint,
     seed_everything,
 )
-from comma.engine.trainer import TrainConfig, inverse_sqrt_lr, train
+from comma.engine.schedule import inverse_sqrt_lr
+from comma.engine.train_config import TrainConfig
+from comma.engine.trainer import train
 
 WORKER = Path(__file__).with_name("_train_worker.py")
 VOCAB = 16

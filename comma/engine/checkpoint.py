@@ -129,7 +129,7 @@ def load_model_weights(model: nn.Module, path: str | Path) -> dict[str, Any]:
 
 def run_fingerprint(config: Any, identity: dict[str, Any] | None) -> dict[str, Any]:
     """What decides a run's result: the training settings (`config`, a
-    :class:`~comma.engine.trainer.TrainConfig`) (except those a run may change and
+    :class:`~comma.engine.train_config.TrainConfig`) (except those a run may change and
     still resume: RESUMABLE_CHANGES) and the caller's `identity` (model config, input files'
     content hashes, family). A checkpoint resumes only a run with an equal fingerprint."""
     settings = {k: v for k, v in asdict(config).items() if k not in RESUMABLE_CHANGES}

@@ -2,7 +2,7 @@
 teacher-forced runs that return the encoder-decoder attention.
 
 Token search (NMT, ASR) works on any model with the incremental interface of
-``comma.models.teacher.TokenTeacher`` (:class:`TokenStepModel`):
+``comma.models.teacher_base.TokenTeacher`` (:class:`TokenStepModel`):
 
 * ``encode(src, src_len)`` -> an encoder output with ``index_select(rows)`` and ``lengths``;
 * ``new_cache()`` -> a cache with ``reorder_(rows)`` (``comma.nn.transformer.DecoderCache``:
@@ -45,15 +45,8 @@ from tqdm import tqdm
 from comma.data.batching import Batch, collate, make_batches
 from comma.data.packed import Split
 from comma.data.vocab import MASK, SPECIALS
-from comma.models.teacher import (
-    BOS_ID,
-    EOS_ID,
-    PAD_ID,
-    ARTeacher,
-    TokenTeacher,
-    TransformerTTS,
-    shift_tokens,
-)
+from comma.models.teacher import TransformerTTS
+from comma.models.teacher_base import BOS_ID, EOS_ID, PAD_ID, ARTeacher, TokenTeacher, shift_tokens
 from comma.nn.transformer import DecoderCache, padding_mask
 
 __all__ = [

@@ -12,8 +12,9 @@ A model is an ``nn.Module`` with ``loss(batch) -> (loss, logs)``:
   batch. Other logs are averaged over processes weighted by units.
 
 Training: Adam (betas 0.9/0.98, eps 1e-9), fairseq's inverse-square-root schedule with linear
-warm-up (:func:`inverse_sqrt_lr`), gradient-norm clipping, bf16 autocast on CUDA only, exactly
-``max_steps`` updates over length-bucketed batches (:class:`comma.data.batching.BatchPlan`).
+warm-up (:func:`comma.engine.schedule.inverse_sqrt_lr`), gradient-norm clipping, bf16 autocast
+on CUDA only, exactly ``max_steps`` updates over length-bucketed batches
+(:class:`comma.data.batching.BatchPlan`).
 
 Randomness: models draw it from torch's global generators (dropout does; for a
 ``torch.Generator`` argument, e.g. ``comma.nn.masking``, pass ``torch.default_generator`` on the
@@ -40,8 +41,10 @@ trainer initializes torch.distributed (nccl on CUDA, gloo on CPU) and wraps the 
 DistributedDataParallel; every process builds the same global batches and computes
 :func:`comma.data.batching.rank_share` of each. Rank 0 writes the checkpoint and metrics.
 
-This module is the schedule and the training loop; the device, process group and precision
-are :mod:`comma.engine.device`'s, the RNG states, checkpoint file and run fingerprints
+This module is the training loop, with what it writes (checkpoints, metrics) and resumes; its
+settings are :class:`comma.engine.train_config.TrainConfig`, the learning-rate schedule
+:mod:`comma.engine.schedule`'s, the device, process group and precision
+:mod:`comma.engine.device`'s, the RNG states, checkpoint file and run fingerprints
 :mod:`comma.engine.checkpoint`'s.
 """
 
@@ -55,7 +58,7 @@ import os
 import shutil
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -65,7 +68,7 @@ import torch.distributed as dist
 from torch import nn
 from tqdm import tqdm
 
-from comma.data.batching import MEASURES, Batch, BatchPlan, TeacherTargets, rank_share
+from comma.data.batching import Batch, BatchPlan, TeacherTargets, rank_share
 from comma.data.packed import Split
 from comma.engine.checkpoint import (
     CHECKPOINT_FORMAT,
@@ -86,15 +89,14 @@ from comma.engine.device import (
     torch_settings,
 )
 from comma.engine.launch import is_main_process
+from comma.engine.schedule import InverseSqrtSchedule
+from comma.engine.train_config import TrainConfig
 from comma.io import atomic_path, remove_stale_temporaries, torch_save, write_lines
 
 __all__ = [
     "UNITS_KEY",
     "LossModel",
-    "TrainConfig",
     "TrainResult",
-    "inverse_sqrt_lr",
-    "InverseSqrtSchedule",
     "train",
     "train_and_save",
 ]
@@ -122,115 +124,12 @@ class LossModel(Protocol):
 
 
 @dataclass(frozen=True)
-class TrainConfig:
-    """Hyperparameters of one training run (the `train` block of a model's config).
-
-    max_tokens / max_sentences bound the GLOBAL batch (what one update sees, summed over
-    processes); budget_length is how a sentence's size is measured ("max" or "sum" of its
-    sides, see comma.data.batching). clip_norm 0 disables clipping. threads None keeps torch's
-    default."""
-
-    max_steps: int
-    lr: float
-    warmup_steps: int
-    seed: int
-    max_tokens: int | None = None
-    max_sentences: int | None = None
-    budget_length: str = "max"
-    clip_norm: float = 0.0
-    adam_betas: tuple[float, float] = (0.9, 0.98)
-    adam_eps: float = 1e-9
-    weight_decay: float = 0.0
-    checkpoint_every: int = 1000
-    threads: int | None = None
-    deterministic: bool = True
-    bf16: bool = True
-    progress: bool = True
-    find_unused_parameters: bool = False
-
-    def __post_init__(self):
-        object.__setattr__(self, "adam_betas", tuple(float(b) for b in self.adam_betas))
-        problems = []
-        if self.max_steps < 1:
-            problems.append(f"max_steps must be >= 1, got {self.max_steps}")
-        if not self.lr > 0:
-            problems.append(f"lr must be > 0, got {self.lr}")
-        if self.warmup_steps < 1:
-            problems.append(f"warmup_steps must be >= 1, got {self.warmup_steps}")
-        if self.max_tokens is None and self.max_sentences is None:
-            problems.append("give a batch budget: max_tokens and/or max_sentences")
-        if self.budget_length not in MEASURES:
-            problems.append(f"budget_length must be one of {MEASURES}, got {self.budget_length!r}")
-        if self.clip_norm < 0:
-            problems.append(f"clip_norm must be >= 0, got {self.clip_norm}")
-        if len(self.adam_betas) != 2 or not all(0 <= b < 1 for b in self.adam_betas):
-            problems.append(f"adam_betas must be two numbers in [0, 1), got {self.adam_betas}")
-        if self.checkpoint_every < 1:
-            problems.append(f"checkpoint_every must be >= 1, got {self.checkpoint_every}")
-        if self.threads is not None and self.threads < 1:
-            problems.append(f"threads must be >= 1, got {self.threads}")
-        if problems:
-            raise ValueError("invalid training config: " + "; ".join(problems))
-
-    @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ValueError(f"unknown training config keys {unknown}; known: {sorted(known)}")
-        return cls(**values)
-
-
-@dataclass(frozen=True)
 class TrainResult:
     step: int  # updates done (== config.max_steps)
     epoch: int  # data position after the last update
     batch_in_epoch: int
     loss: float | None  # the last update's loss, None if no update ran in this call
     resumed_from: int | None  # the checkpoint's step if training resumed
-
-
-def inverse_sqrt_lr(step: int, peak_lr: float, warmup_steps: int) -> float:
-    """Learning rate of update `step` (1-based): ``peak * step / warmup`` during warm-up, then
-    ``peak * sqrt(warmup / step)``.
-
-    fairseq's inverse_sqrt with ``warmup_init_lr = 0``, except that fairseq gives update k the
-    rate of k - 1 (its first update has lr 0); here the first update already learns."""
-    if step < 1:
-        raise ValueError(f"updates are numbered from 1, got {step}")
-    if step <= warmup_steps:
-        return peak_lr * step / warmup_steps
-    return peak_lr * math.sqrt(warmup_steps / step)
-
-
-class InverseSqrtSchedule:
-    """Sets the optimizer's learning rate for each update (see :func:`inverse_sqrt_lr`)."""
-
-    def __init__(self, optimizer: torch.optim.Optimizer, peak_lr: float, warmup_steps: int):
-        self.optimizer = optimizer
-        self.peak_lr = peak_lr
-        self.warmup_steps = warmup_steps
-        self.last_step = 0
-
-    def step(self, step: int) -> float:
-        lr = inverse_sqrt_lr(step, self.peak_lr, self.warmup_steps)
-        for group in self.optimizer.param_groups:
-            group["lr"] = lr
-        self.last_step = step
-        return lr
-
-    def state_dict(self) -> dict[str, Any]:
-        return {
-            "name": "inverse_sqrt",
-            "peak_lr": self.peak_lr,
-            "warmup_steps": self.warmup_steps,
-            "last_step": self.last_step,
-        }
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.peak_lr = float(state["peak_lr"])
-        self.warmup_steps = int(state["warmup_steps"])
-        self.last_step = int(state["last_step"])
 
 
 def train_and_save(

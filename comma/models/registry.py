@@ -25,7 +25,8 @@ from comma.models.fastspeech import FastSpeech
 from comma.models.nar_asr import NARASR
 from comma.models.nar_base import NARConfig
 from comma.models.nat import NAT
-from comma.models.teacher import TeacherConfig, build_teacher
+from comma.models.teacher import build_teacher
+from comma.models.teacher_base import TeacherConfig
 
 __all__ = [
     "Family",

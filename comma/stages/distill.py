@@ -57,7 +57,8 @@ from comma.engine.device import for_inference
 from comma.errors import InputError
 from comma.io import torch_load, torch_save, write_json
 from comma.models.registry import load_teacher
-from comma.models.teacher import TokenTeacher, TransformerTTS
+from comma.models.teacher import TransformerTTS
+from comma.models.teacher_base import TokenTeacher
 from comma.tasks import TASKS
 
 __all__ = [

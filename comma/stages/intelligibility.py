@@ -38,7 +38,7 @@ from comma.engine.device import for_inference
 from comma.errors import InputError
 from comma.io import read_json, write_json
 from comma.models.registry import load_teacher
-from comma.models.teacher import TokenTeacher
+from comma.models.teacher_base import TokenTeacher
 from comma.stages.scoring import griffin_lim, griffin_lim_settings, ids_to_text, text_scores
 
 __all__ = ["speech_to_asr_features", "evaluate_intelligibility"]

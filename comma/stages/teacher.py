@@ -24,7 +24,8 @@ from comma.data.vocab import Vocabulary
 from comma.engine.decode import decode_split, generate_split
 from comma.engine.decode_settings import DecodingSettings
 from comma.io import read_json, write_json, write_lines
-from comma.models.teacher import TokenTeacher, TransformerTTS
+from comma.models.teacher import TransformerTTS
+from comma.models.teacher_base import TokenTeacher
 from comma.stages.scoring import (
     ids_to_text,
     load_for_evaluation,

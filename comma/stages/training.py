@@ -18,7 +18,8 @@ import torch
 from comma.alignment.store import TeacherAlignment
 from comma.data.packed import Split, load_split, prepared_corpus_sizes
 from comma.engine.checkpoint import file_identity
-from comma.engine.trainer import TrainConfig, train_and_save
+from comma.engine.train_config import TrainConfig
+from comma.engine.trainer import train_and_save
 from comma.models.registry import FAMILIES
 
 __all__ = ["load_alignment_for", "train_model"]
