@@ -76,7 +76,7 @@ class PointResult:
 
     @property
     def label(self) -> str:
-        which = "the study's teacher" if self.final else "teacher"
+        which = "study's teacher" if self.final else "teacher"
         return f"{which} of {self.steps} steps (BLEU {self.teacher_bleu:.1f})"
 
 
@@ -320,7 +320,8 @@ def plot_kd_vs_teacher(
         for xi, d in zip(x, diffs, strict=True):
             ax.plot([xi] * len(d), d.to_numpy(), "o", color="grey", ms=3, alpha=0.7)
         mean = [d.mean() for d in diffs]
-        ax.fill_between(x, [d.min() for d in diffs], [d.max() for d in diffs], alpha=0.2, lw=0)
+        low, high = [d.min() for d in diffs], [d.max() for d in diffs]
+        ax.fill_between(x, low, high, alpha=0.2, lw=0, label="seed range")
         ax.plot(x, mean, "k-o", ms=4, lw=1.5, label="mean over seeds")
         floor = floors.get([task], measure)
         if not math.isnan(floor):
@@ -338,7 +339,9 @@ def plot_kd_vs_teacher(
     nat = [list(p.nat_bleu.values()) for p in ordered]
     for xi, values in zip(x, nat, strict=True):
         ax.plot([xi] * len(values), values, "o", color="grey", ms=3, alpha=0.7)
-    ax.fill_between(x, [min(v) for v in nat], [max(v) for v in nat], alpha=0.2, lw=0)
+    ax.fill_between(
+        x, [min(v) for v in nat], [max(v) for v in nat], alpha=0.2, lw=0, label="seed range"
+    )
     ax.plot(x, [sum(v) / len(v) for v in nat], "k-o", ms=4, lw=1.5, label="NAT (KD), mean")
     ax.plot(x, x, "--", color="tab:blue", lw=1, label="the teacher (y = x)")
     ax.set_title("NAT test BLEU", fontsize=10)
@@ -354,11 +357,11 @@ def plot_kd_vs_teacher(
     save_figure(fig, [path], tight=True)
 
 
-def _cell(values: pd.Series | dict, digits: int) -> tuple[str, str]:
-    """(per-seed values, their mean) as table cells."""
+def _cell(values: pd.Series | dict, digits: int, sign: str = "+") -> tuple[str, str]:
+    """(per-seed values, their mean) as table cells; `sign` "+" shows it on differences."""
     series = pd.Series(values, dtype=float)
-    seeds = ", ".join(f"{seed}: {v:+.{digits}f}" for seed, v in series.items())
-    return seeds, f"{series.mean():+.{digits}f}"
+    seeds = ", ".join(f"{seed}: {v:{sign}.{digits}f}" for seed, v in series.items())
+    return seeds, f"{series.mean():{sign}.{digits}f}"
 
 
 def _numbers(finding: Finding) -> str:
@@ -400,12 +403,12 @@ def table_lines(
     for p in sorted(points, key=lambda p: p.steps):
         diffs = seed_differences(p.runs)
         cells = [c for m in MEASURES for c in _cell(diffs[m], 4)]
-        nat_seeds, nat_mean = _cell(p.nat_bleu, 2)
+        nat_seeds, nat_mean = _cell(p.nat_bleu, 2, sign="")
         mark = " (study)" if p.final else ""
         lines.append(
             f"| {p.steps}{mark} | {p.teacher_bleu:.2f} | {p.distill['kept']} of "
             f"{p.distill['sentences']} | " + " | ".join(cells) + f" | {nat_seeds} | "
-            f"{nat_mean.lstrip('+')} |"
+            f"{nat_mean} |"
         )
     lines += [
         "",
