@@ -23,7 +23,7 @@ use rule train_teacher as kd_vs_teacher_train_teacher with:
     log:
         "logs/kd_vs_teacher/train_teacher/step{steps}/{task}.log",
     benchmark:
-        "logs/benchmarks/kd_vs_teacher/train_teacher/step{steps}/{task}.tsv"
+        "logs/benchmarks/kd_vs_teacher_train_teacher/step{steps}/{task}.tsv"
     wildcard_constraints:
         task=kd_plan.TASK,
         steps=r"\d+",
@@ -44,7 +44,7 @@ use rule evaluate_teacher as kd_vs_teacher_evaluate_teacher with:
     log:
         "logs/kd_vs_teacher/evaluate_teacher/step{steps}/{task}.log",
     benchmark:
-        "logs/benchmarks/kd_vs_teacher/evaluate_teacher/step{steps}/{task}.tsv"
+        "logs/benchmarks/kd_vs_teacher_evaluate_teacher/step{steps}/{task}.tsv"
     wildcard_constraints:
         task=kd_plan.TASK,
         steps=r"\d+",
@@ -59,7 +59,7 @@ use rule distill as kd_vs_teacher_distill with:
     log:
         "logs/kd_vs_teacher/distill/step{steps}/{task}/shard{shard}.log",
     benchmark:
-        "logs/benchmarks/kd_vs_teacher/distill/step{steps}/{task}/shard{shard}.tsv"
+        "logs/benchmarks/kd_vs_teacher_distill/step{steps}/{task}/shard{shard}.tsv"
     wildcard_constraints:
         task=kd_plan.TASK,
         steps=r"\d+",
@@ -81,7 +81,7 @@ use rule merge_distilled as kd_vs_teacher_merge_distilled with:
     log:
         "logs/kd_vs_teacher/merge_distilled/step{steps}/{task}.log",
     benchmark:
-        "logs/benchmarks/kd_vs_teacher/merge_distilled/step{steps}/{task}.tsv"
+        "logs/benchmarks/kd_vs_teacher_merge_distilled/step{steps}/{task}.tsv"
     wildcard_constraints:
         task=kd_plan.TASK,
         steps=r"\d+",
@@ -97,7 +97,7 @@ use rule train_comma as kd_vs_teacher_train_comma with:
     log:
         "logs/kd_vs_teacher/train_comma/step{steps}/{task}_{corpus}_{constraint}_seed{seed}.log",
     benchmark:
-        "logs/benchmarks/kd_vs_teacher/train_comma/step{steps}/{task}_{corpus}_{constraint}_seed{seed}.tsv"
+        "logs/benchmarks/kd_vs_teacher_train_comma/step{steps}/{task}_{corpus}_{constraint}_seed{seed}.tsv"
     wildcard_constraints:
         task=kd_plan.TASK,
         steps=r"\d+",
@@ -116,7 +116,7 @@ use rule measure_ratio as kd_vs_teacher_measure_ratio with:
     log:
         "logs/kd_vs_teacher/measure_ratio/step{steps}/{task}_{corpus}_{constraint}_seed{seed}.log",
     benchmark:
-        "logs/benchmarks/kd_vs_teacher/measure_ratio/step{steps}/{task}_{corpus}_{constraint}_seed{seed}.tsv"
+        "logs/benchmarks/kd_vs_teacher_measure_ratio/step{steps}/{task}_{corpus}_{constraint}_seed{seed}.tsv"
     wildcard_constraints:
         task=kd_plan.TASK,
         steps=r"\d+",
@@ -137,7 +137,7 @@ use rule train_nar as kd_vs_teacher_train_nar with:
     log:
         "logs/kd_vs_teacher/train_nar/step{steps}/{task}_{corpus}_{constraint}_seed{seed}.log",
     benchmark:
-        "logs/benchmarks/kd_vs_teacher/train_nar/step{steps}/{task}_{corpus}_{constraint}_seed{seed}.tsv"
+        "logs/benchmarks/kd_vs_teacher_train_nar/step{steps}/{task}_{corpus}_{constraint}_seed{seed}.tsv"
     wildcard_constraints:
         task=kd_plan.TASK,
         steps=r"\d+",
@@ -158,7 +158,7 @@ use rule evaluate_nar as kd_vs_teacher_evaluate_nar with:
     log:
         "logs/kd_vs_teacher/evaluate_nar/step{steps}/{task}_{corpus}_{constraint}_seed{seed}.log",
     benchmark:
-        "logs/benchmarks/kd_vs_teacher/evaluate_nar/step{steps}/{task}_{corpus}_{constraint}_seed{seed}.tsv"
+        "logs/benchmarks/kd_vs_teacher_evaluate_nar/step{steps}/{task}_{corpus}_{constraint}_seed{seed}.tsv"
     wildcard_constraints:
         task=kd_plan.TASK,
         steps=r"\d+",
@@ -178,7 +178,7 @@ rule kd_vs_teacher:
     log:
         "logs/kd_vs_teacher/report.log",
     benchmark:
-        "logs/benchmarks/kd_vs_teacher/report.tsv"
+        "logs/benchmarks/kd_vs_teacher.tsv"
     conda:
         "../envs/comma.yaml"
     params:
