@@ -8,7 +8,8 @@
 # experiment outside `all`. The difference is none by construction: the learning rate
 # (inverse square root with warm-up, comma.engine.schedule) and the data order (epochs planned
 # from the seed) do not depend on max_steps, so a teacher trained for N steps is the study's
-# teacher as it was after N updates, at the cost of training it again (N steps).
+# teacher as it was after N updates (tests/test_kd_vs_teacher.py checks it on a small model:
+# the same losses, and continued, the same weights), at the cost of training it again.
 #
 # Each rule below is the study's own rule (`use rule`: its script, params and resources) on a
 # point's files, work/kd_vs_teacher/step{steps}/ and results/kd_vs_teacher/step{steps}/, which

@@ -10,12 +10,17 @@ import os
 import re
 
 import pytest
+import torch
 import yaml
+from _train_worker import CopyModel, copy_split
 from conftest import REPO, TINY_CONFIG, snakemake
 
 from comma.analysis.kd_vs_teacher import read_point, write_kd_vs_teacher
 from comma.analysis.kd_vs_teacher_plan import nat_seeds, settings_problems, teacher_points
 from comma.analysis.verdicts import INCONCLUSIVE, NOT_REPRODUCED, REPRODUCED
+from comma.engine.checkpoint import seed_everything
+from comma.engine.train_config import TrainConfig
+from comma.engine.trainer import train
 from comma.errors import InputError
 from comma.io import read_json, write_json
 from comma.workflow_config import merge_config_layers, schema_problems
@@ -81,6 +86,38 @@ def test_the_schema_names_a_bad_teacher_steps():
         assert any(p.startswith(f"config key {named}") for p in problems), problems
     typo = preset({"experiments": {"kd_vs_teacher": {"teacher_step": [150]}}})
     assert any("teacher_step" in p for p in schema_problems(typo, schema))
+
+
+def test_a_teacher_trained_for_fewer_steps_is_the_longer_run_after_as_many_updates(tmp_path):
+    """Why the earlier teachers are trained afresh instead of snapshotted: neither the
+    learning rate nor the data order nor dropout depends on max_steps, so N steps of training
+    are the first N updates of a longer run (same losses; continued, the same weights)."""
+    split = copy_split(96, 16, 3, 8, seed=0)
+
+    def run(name, steps, model=None):
+        if model is None:
+            seed_everything(0)
+            model = CopyModel(16, dropout=0.1)
+        config = TrainConfig(
+            max_steps=steps,
+            lr=3e-3,
+            warmup_steps=10,
+            seed=1,
+            max_sentences=16,
+            checkpoint_every=500,
+            threads=1,
+            progress=False,
+        )
+        train(model, split, config, tmp_path / f"{name}.pt", tmp_path / f"{name}.jsonl")
+        lines = (tmp_path / f"{name}.jsonl").read_text().splitlines()
+        return model, [(r["lr"], r["loss"]) for r in map(json.loads, lines)]
+
+    short, short_log = run("short", 8)  # stops within the warm-up, as the 150-step teacher
+    long, long_log = run("long", 20)
+    assert short_log == long_log[:8]
+    continued, _ = run("short", 20, short)  # resumes the short run's checkpoint
+    for a, b in zip(continued.state_dict().values(), long.state_dict().values(), strict=True):
+        assert torch.equal(a, b)
 
 
 # --- the plan (dry runs) -------------------------------------------------------------------
