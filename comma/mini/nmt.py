@@ -1,5 +1,8 @@
 """The mini IWSLT14 De-En corpus: a generated German->English language in the real layout.
 
+One role, the generator, over 600 lines: its grammar, lexicon reader, register and writers are
+one language definition, read together (the true dependency of the register is a property of it).
+
 `generate_mini_iwslt14(out_dir, train=, test=, seed=)` writes `train.tags.de-en.{de,en}` (talks
 with their metadata lines) and `IWSLT14.TED.{dev2010,tst2010,tst2011,tst2012}.de-en.{de,en}.xml`
 (mteval xml) into `out_dir`, exactly as `de-en.tgz` unpacks, so `comma.data.iwslt14` and the

@@ -1,5 +1,8 @@
 """The embedded mini speech corpora: LJSpeech-1.1 and LibriTTS layouts, synthesized offline.
 
+One role, the generator of both corpora, over 600 lines: the sentence grammar, the number
+normalization and the two layouts' writers are one corpus definition.
+
 Sentences come from a small English grammar (about 550 real words; past-tense clauses with
 noun phrases, prepositional phrases, adverbs, time adjuncts and conjunctions) drawn
 deterministically from the seed. As in LJSpeech's metadata and LibriTTS's text files, each
