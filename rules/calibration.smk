@@ -4,7 +4,7 @@
 # twin's corpus seed) lives in work/calibration/<draw>/: the corpus and the generator's report
 # of its true dependency, the corpus prepared as the study's NMT corpus (data/nmt/), one raw
 # CoMMA per seed (comma/nmt/seed<seed>/) measured on the draw's own test set. The rules call
-# the study's own scripts and settings (prepare_nmt, train_comma, measure_ratio); the target
+# the study's own rules (`use rule`: prepare_nmt, train_comma, measure_ratio); the target
 # `calibration` is not part of `all` (docs/experiments.md).
 include: "calibration_inputs.smk"
 
@@ -32,8 +32,8 @@ rule calibration_corpus:
         "../workflow_scripts/calibration_corpus.py"
 
 
-# The study's preparation (rule prepare_nmt, its script and settings) on a draw's corpus.
-rule calibration_prepare:
+# The study's preparation (rule prepare_nmt: its script and settings) on a draw's corpus.
+use rule prepare_nmt as calibration_prepare with:
     input:
         calibration_file("iwslt14/de-en"),
     output:
@@ -49,16 +49,10 @@ rule calibration_prepare:
         "logs/benchmarks/calibration/{draw}/prepare.tsv"
     wildcard_constraints:
         draw=DRAW_WILDCARD,
-    conda:
-        "../envs/comma.yaml"
-    params:
-        **config["prepare"]["nmt"],
-    script:
-        "../workflow_scripts/prepare_nmt.py"
 
 
 # A raw CoMMA (raw_noac) as rule train_comma trains the study's, with its settings.
-rule calibration_train_comma:
+use rule train_comma as calibration_train_comma with:
     input:
         unpack(calibration_train_inputs),
     output:
@@ -71,22 +65,12 @@ rule calibration_train_comma:
     wildcard_constraints:
         draw=DRAW_WILDCARD,
         task="nmt",
-    conda:
-        "../envs/comma.yaml"
-    threads: 1
-    resources:
-        mem_mb=4000,
     params:
-        architecture=family_architecture("comma"),
-        training=family_training("comma"),
         constraint={},  # raw_noac: no attention constraint
-        probe=comma_probe(),
-    script:
-        "../workflow_scripts/train_comma.py"
 
 
 # R, T and D on the draw's own test set, as rule measure_ratio; the variant column names the draw.
-rule calibration_measure_ratio:
+use rule measure_ratio as calibration_measure_ratio with:
     input:
         model=calibration_run("model.pt"),
         test=calibration_prepared("test.pt"),
@@ -101,18 +85,8 @@ rule calibration_measure_ratio:
     wildcard_constraints:
         draw=DRAW_WILDCARD,
         task="nmt",
-    conda:
-        "../envs/comma.yaml"
-    threads: 1
     params:
-        **{
-            k: v
-            for k, v in config["ratio"].items()
-            if k not in ("length_control", "probe_sentences")
-        },
         variant=lambda wildcards: wildcards.draw,
-    script:
-        "../workflow_scripts/measure_ratio.py"
 
 
 rule calibration:

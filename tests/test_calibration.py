@@ -315,6 +315,7 @@ def test_a_rise_within_the_twins_floor_is_inconclusive(tmp_path):
     values = runs.groupby(["variant", "seed"]).R.mean().unstack()
     truth = levels[~levels.twin].truth
     centred = truth - truth.mean()
-    floor = twin_floor(values, truth, "twin3", "level3")
+    delta, floor = twin_floor(values, truth, "twin3", "level3")
+    assert delta == pytest.approx(0.01)
     assert floor == pytest.approx(0.01 * centred.abs().sum() / (centred**2).sum())
     assert findings[0].test.floor == pytest.approx(floor)

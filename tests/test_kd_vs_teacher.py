@@ -112,7 +112,7 @@ def test_a_teacher_trained_for_fewer_steps_is_the_longer_run_after_as_many_updat
         lines = (tmp_path / f"{name}.jsonl").read_text().splitlines()
         return model, [(r["lr"], r["loss"]) for r in map(json.loads, lines)]
 
-    short, short_log = run("short", 8)  # stops within the warm-up, as the 150-step teacher
+    short, short_log = run("short", 8)  # stops within the warm-up, as an early teacher point can
     long, long_log = run("long", 20)
     assert short_log == long_log[:8]
     continued, _ = run("short", 20, short)  # resumes the short run's checkpoint

@@ -159,18 +159,20 @@ def seed_slopes(values: pd.DataFrame, truth: pd.Series) -> pd.Series:
     return pd.Series(slopes, dtype=float).rename_axis("seed")
 
 
-def twin_floor(values: pd.DataFrame, truth: pd.Series, twin: str, level: str) -> float:
-    """The slope floor: delta, the largest |twin - level| over the seeds of both, bounds what
-    a corpus draw does to one level's value; level values each moved by at most delta move a
-    least-squares slope by at most delta * sum|x - mean x| / sum (x - mean x)^2. NaN without
-    the twin's runs."""
+def twin_floor(
+    values: pd.DataFrame, truth: pd.Series, twin: str, level: str
+) -> tuple[float, float]:
+    """The slope floor, with the delta behind it: delta, the largest |twin - level| over the
+    seeds of both, bounds what a corpus draw does to one level's value; level values each
+    moved by at most delta move a least-squares slope by at most
+    delta * sum|x - mean x| / sum (x - mean x)^2. (NaN, NaN) without the twin's runs."""
     if twin not in values.index or level not in values.index:
-        return math.nan
+        return math.nan, math.nan
     delta = (values.loc[twin] - values.loc[level]).dropna().abs()
     if delta.empty:
-        return math.nan
+        return math.nan, math.nan
     centred = truth - truth.mean()
-    return float(delta.max() * centred.abs().sum() / (centred**2).sum())
+    return float(delta.max()), float(delta.max() * centred.abs().sum() / (centred**2).sum())
 
 
 def check_rises(
@@ -192,7 +194,7 @@ def check_rises(
     slopes = seed_slopes(values, truth)
     twins = levels[levels.twin]
     twin, level = (twins.index[0], f"level{twins.level.iloc[0]}") if len(twins) else ("", "")
-    floor = twin_floor(values, truth, twin, level)
+    delta, floor = twin_floor(values, truth, twin, level)
     test = one_sample_test(
         slopes.dropna(), floor=floor, what="per-seed slopes against the true dependency"
     )
@@ -205,7 +207,6 @@ def check_rises(
         + "."
     )
     if twin:
-        delta = (values.loc[twin] - values.loc[level]).abs().max() if twin in values.index else 0
         evidence += (
             f" Floor from the twin corpus {twin} (level {level[5:]}'s prior, another corpus "
             f"seed): largest per-seed |{twin} - {level}| {delta:.4f}, as a slope "
