@@ -1,4 +1,4 @@
-"""NAR-ASR (Chen et al. 2019), the ASR student of the study:
+"""NAR-ASR (Chen et al. 2019), the ASR student of the study, optionally as Mask-CTC:
 
 **NAR-ASR** (Chen et al. 2019). Log-mel input normalized per bin with the training set's mean
 and std (global CMVN buffers, :meth:`NARASR.set_feature_statistics`, as the AR teacher), the
@@ -10,19 +10,42 @@ the cross-attention of every decoder layer is restricted to the teacher's window
 ``E_{i-1} .. E_{i+1}``, passed through ``comma.nn.attention.softmax_safe_mask``); in eval mode
 and in
 :meth:`generate` no window is applied.
+
+**Mask-CTC** (``NARConfig.mask_ctc``; Higuchi et al. 2020, "Mask CTC: Non-Autoregressive
+End-to-End ASR with CTC and Mask Predict"), off by default. The same encoder, decoder and AC,
+plus a CTC head on the encoder (``ctc_output``, over the target vocabulary with the pad id as
+the blank, as the AR ASR teacher's joint CTC). Training: Chen et al.'s A-CMLM, per sentence
+``k ~ Uniform{1..N}`` target tokens at random positions replaced by ``<mask>``, the decoder
+reading the token embeddings of that partly masked target; label-smoothed cross-entropy over
+the masked positions only, ``(1 - ctc_weight) * that + ctc_weight * CTC`` (CTC summed over the
+batch and divided by its target tokens, as the teacher's), plus the length loss as above (the
+length head is trained but not used for decoding). Decoding (:meth:`NARASR.generate`): CTC
+greedy over the encoder output (per frame the most probable of the blank and the tokens other
+than BOS, EOS and ``<mask>``; :func:`ctc_collapse`), whose length is the output's length (an
+empty one: length 1, one ``<mask>``); its tokens less probable than ``mask_threshold`` (the
+highest frame probability over a token's run) become ``<mask>``; then up to
+``mask_iterations`` Mask-Predict passes, each feeding the current tokens to the decoder (no
+window) and revealing the ``ceil(masked / passes left)`` most confident predictions among the
+still-masked positions, until none is masked.
 """
 
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from comma.data.batching import Batch
 from comma.models.nar_base import (
+    BOS_ID,
+    EOS_ID,
+    FORBIDDEN_IDS,
     MASK_ID,
     PAD_ID,
     NARConfig,
+    NARGeneration,
     TokenNAR,
+    token_loss,
 )
 from comma.nn.prenets import Conv2dPrenet, GlobalCMVN, TokenEmbedding
 from comma.nn.transformer import (
@@ -30,9 +53,44 @@ from comma.nn.transformer import (
 )
 
 
+def ctc_collapse(
+    ids: torch.Tensor, probs: torch.Tensor, lengths: torch.Tensor, blank: int = PAD_ID
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """CTC greedy read-out of per-frame best ids ``[B, M]`` with their probabilities
+    ``[B, M]`` over ``lengths`` ``[B]`` valid frames: runs of one id merged, blanks dropped.
+    -> tokens ``[B, N]`` (``blank`` on padding), each token's confidence ``[B, N]`` (the
+    highest probability over its run; 0 on padding) and the token counts ``[B]``, N their
+    maximum (at least 1)."""
+    b, m = ids.shape
+    valid = padding_mask(lengths, m)  # [B, M]
+    previous = F.pad(ids[:, :-1], (1, 0), value=-1)  # [B, M], -1 before the first frame
+    kept = valid & (ids != blank)  # frames inside a token's run
+    starts = kept & (ids != previous)  # a run's first frame
+    counts = starts.sum(1)  # [B]
+    n = max(int(counts.max()) if b else 0, 1)
+    # Token index of each kept frame; the others go to a spare column n, dropped below.
+    column = (starts.cumsum(1) - 1).masked_fill(~kept, n)  # [B, M]
+    tokens = torch.full((b, n + 1), blank, dtype=ids.dtype, device=ids.device)
+    tokens.scatter_(1, column, ids)
+    confidence = torch.zeros((b, n + 1), dtype=probs.dtype, device=probs.device)
+    confidence.scatter_reduce_(1, column, probs.masked_fill(~kept, 0), reduce="amax")
+    return tokens[:, :n], confidence[:, :n], counts
+
+
+def random_token_mask(tgt_len: torch.Tensor, n_max: int) -> torch.Tensor:
+    """A-CMLM's training mask, bool ``[B, n_max]``: per sentence k ~ Uniform{1..length} of its
+    positions, chosen uniformly at random (torch's RNG), True; padding False."""
+    valid = padding_mask(tgt_len, n_max)  # [B, N]
+    k = (torch.rand(len(tgt_len), device=tgt_len.device) * tgt_len).long() + 1  # [B]
+    score = torch.rand(valid.shape, device=tgt_len.device).masked_fill(~valid, 2.0)  # [B, N]
+    rank = score.argsort(1).argsort(1)  # [B, N], padding ranked last
+    return valid & (rank < k[:, None])
+
+
 class NARASR(GlobalCMVN, TokenNAR):
     """NAR-ASR (Chen et al. 2019; see the module docstring): CMVN + 2D conv pre-net, an
-    all-``<mask>`` decoder input, and the section 5.1 attention window while training."""
+    all-``<mask>`` decoder input, and the section 5.1 attention window while training; with
+    ``mask_ctc``, Mask-CTC's CTC head, A-CMLM training and CTC + Mask-Predict decoding."""
 
     TEACHER_TARGETS = ("window",)  # what its AC reads from the batch
 
@@ -40,7 +98,10 @@ class NARASR(GlobalCMVN, TokenNAR):
         super().__init__(config, "asr")
         c = config
         self.src_prenet = Conv2dPrenet(c.n_mels, c.d_model, c.conv_channels, c.conv_strides)
-        self.tgt_prenet = TokenEmbedding(c.tgt_vocab, c.d_model, PAD_ID)  # only <mask> is used
+        # One-pass: only <mask> is used; Mask-CTC: the partly masked target tokens.
+        self.tgt_prenet = TokenEmbedding(c.tgt_vocab, c.d_model, PAD_ID)
+        # Mask-CTC: CTC over the target vocabulary with the pad id as the blank.
+        self.ctc_output = nn.Linear(c.d_model, c.tgt_vocab) if c.mask_ctc else None
         self.init_feature_statistics(c.n_mels)
 
     def encode(self, src, src_len):
@@ -52,11 +113,16 @@ class NARASR(GlobalCMVN, TokenNAR):
         hidden = self.encoder(self._add_positions(x), src_len).hidden  # [B, M, d]
         return hidden, src_len, x
 
+    def token_inputs(self, tokens: torch.Tensor, tgt_len: torch.Tensor) -> torch.Tensor:
+        """Decoder inputs ``[B, N, d]`` (before positions) of token ids ``[B, N]``, pad beyond
+        `tgt_len` ``[B]``."""
+        tokens = tokens.masked_fill(~padding_mask(tgt_len, tokens.shape[1]), PAD_ID)
+        return self.tgt_prenet(tokens, tgt_len)[0]
+
     def decoder_inputs(self, prenet_out, src_len, tgt_len):
         tgt_max = int(tgt_len.max())
         masks = torch.full((len(tgt_len), tgt_max), MASK_ID, device=tgt_len.device)  # [B, N]
-        masks = masks.masked_fill(~padding_mask(tgt_len, tgt_max), PAD_ID)
-        return self.tgt_prenet(masks, tgt_len)[0]  # [B, N, d]
+        return self.token_inputs(masks, tgt_len)  # [B, N, d]
 
     def training_window(
         self, batch: Batch, src_len: torch.Tensor, src_max: int
@@ -95,5 +161,86 @@ class NARASR(GlobalCMVN, TokenNAR):
     def loss(self, batch: Batch) -> tuple[torch.Tensor, dict[str, float]]:
         memory, src_len, prenet_out = self.encode(batch.src, batch.src_lengths)
         window = self.training_window(batch, src_len, memory.shape[1])
+        if self.config.mask_ctc:
+            return self._mask_ctc_loss(batch, memory, src_len, prenet_out, window)
         out = self.decode(memory, src_len, prenet_out, batch.tgt_lengths, window)
         return self._token_losses(out, batch)
+
+    def _mask_ctc_loss(self, batch, memory, src_len, prenet_out, window):
+        """A-CMLM's masked-token loss and the joint CTC (see the module docstring)."""
+        c = self.config
+        tgt_len = batch.tgt_lengths
+        tgt = batch.tgt[:, : int(tgt_len.max())]  # [B, N]
+        masked = random_token_mask(tgt_len, tgt.shape[1])  # [B, N]
+        observed = self.token_inputs(tgt.masked_fill(masked, MASK_ID), tgt_len)  # [B, N, d]
+        out = self.decode(memory, src_len, prenet_out, tgt_len, window, decoder_input=observed)
+        token_ce, nll, units = token_loss(
+            out.prediction, tgt, tgt_len, c.label_smoothing, positions=masked
+        )
+        ctc = self.ctc_loss(memory, src_len, tgt, tgt_len) / tgt_len.sum()  # per target token
+        length_loss = self.length_loss(out.length_logits, tgt_len)
+        loss = (1.0 - c.ctc_weight) * token_ce + c.ctc_weight * ctc
+        logs = {
+            "units": float(units),
+            "nll": float(nll.detach()),
+            "ctc": float(ctc.detach()),
+            "length_loss": float(length_loss.detach()),
+        }
+        return loss + c.length_loss_weight * length_loss, logs
+
+    def ctc_log_probs(self, memory: torch.Tensor) -> torch.Tensor:
+        """The CTC head's log-probabilities ``[B, M, V]`` (float32) of the encoder output."""
+        return F.log_softmax(self.ctc_output(memory).float(), dim=-1)
+
+    def ctc_loss(self, memory, src_len, tgt, tgt_len) -> torch.Tensor:
+        """CTC of the targets ``[B, N]`` given the encoder output, summed over sentences."""
+        return F.ctc_loss(
+            self.ctc_log_probs(memory).transpose(0, 1),  # [M, B, V]
+            tgt,
+            src_len,
+            tgt_len,
+            blank=PAD_ID,
+            reduction="sum",
+            zero_infinity=True,  # a clip too short for its transcript adds nothing, not inf
+        )
+
+    @torch.no_grad()
+    def generate(self, src: torch.Tensor, src_len: torch.Tensor) -> NARGeneration:
+        """One-pass: as :meth:`TokenNAR.generate`. Mask-CTC: CTC greedy, its unsure tokens
+        masked, then Mask-Predict (see the module docstring); pad, BOS, EOS and mask are never
+        output."""
+        if not self.config.mask_ctc:
+            return super().generate(src, src_len)
+        c = self.config
+        memory, src_len, prenet_out = self.encode(src, src_len)
+        probs = self.ctc_log_probs(memory).exp()  # [B, M, V]
+        probs[..., [BOS_ID, EOS_ID, MASK_ID]] = 0.0  # never targets; pad is the blank
+        frame_probs, frame_ids = probs.max(-1)  # [B, M]
+        tokens, confidence, tgt_len = ctc_collapse(frame_ids, frame_probs, src_len)  # [B, N]
+        empty = tgt_len == 0  # an empty CTC output: one <mask> to predict
+        tokens[empty, 0] = MASK_ID
+        tgt_len = tgt_len.clamp(min=1)
+        valid = padding_mask(tgt_len, tokens.shape[1])  # [B, N]
+        masked = valid & ((confidence < c.mask_threshold) | (tokens == MASK_ID))  # [B, N]
+        tokens = tokens.masked_fill(masked, MASK_ID)
+        for step in range(c.mask_iterations):
+            if not bool(masked.any()):
+                break
+            decoder_input = self.token_inputs(tokens, tgt_len)
+            out = self.decode(memory, src_len, prenet_out, tgt_len, decoder_input=decoder_input)
+            logits = out.prediction.float()  # [B, N, V]
+            logits[..., list(FORBIDDEN_IDS)] = float("-inf")
+            best_probs, best = logits.softmax(-1).max(-1)  # [B, N]
+            passes_left = c.mask_iterations - step
+            reveal_count = (masked.sum(1) + passes_left - 1) // passes_left  # [B], ceil
+            rank = best_probs.masked_fill(~masked, -1.0).argsort(1, descending=True).argsort(1)
+            reveal = masked & (rank < reveal_count[:, None])  # [B, N]
+            tokens = torch.where(reveal, best, tokens)
+            masked = masked & ~reveal
+        lengths = tgt_len.cpu().tolist()
+        tokens = tokens.cpu()
+        return NARGeneration(
+            tokens=[tokens[b, :n].tolist() for b, n in enumerate(lengths)],
+            frames=None,
+            lengths=lengths,
+        )

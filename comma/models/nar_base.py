@@ -2,7 +2,8 @@
 base classes, and the token decoder of NAT and NAR-ASR. One family per module:
 :mod:`comma.models.nat`, :mod:`comma.models.nar_asr`, :mod:`comma.models.fastspeech`.
 Each trains with and without its alignment constraint ("AC", paper section 5.1;
-``NARConfig.constraint``) and predicts every target position in ONE parallel pass.
+``NARConfig.constraint``) and predicts every target position in ONE parallel pass (NAR-ASR with
+``NARConfig.mask_ctc``: CTC greedy, then a few parallel Mask-Predict passes).
 
 Teacher alignments are DATA, not weights: they travel in the batch, as ESPnet2's FastSpeech
 takes its durations. A model with ``constraint=True`` reads ``batch.teacher``
@@ -15,13 +16,14 @@ teacher's gets a clear error.
 API of all three: ``forward(...) -> NAROutput`` (teacher-forced lengths if given, else the
 predicted ones); ``loss(batch) -> (loss, logs)`` for ``comma.engine.trainer``
 (``logs["units"]`` = target
-tokens or mel frames, plus ``nll``/``mel_l1``, ``length_loss``, ``ac_kl``, ``duration_loss``);
+tokens or mel frames, plus ``nll``/``mel_l1``, ``length_loss``, ``ac_kl``, ``duration_loss``,
+``ctc``);
 ``generate(src, src_len) -> NARGeneration`` (no grad; call ``model.eval()`` first).
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 
 import torch
 import torch.nn.functional as F
@@ -45,6 +47,8 @@ FORBIDDEN_IDS = (PAD_ID, BOS_ID, EOS_ID, MASK_ID)
 NAR_TASKS = TASK_NAMES
 # The saved model file (comma.models.registry); v2: FastSpeech predicts CMVN-normalized log-mel.
 MODEL_FORMAT = "comma-nar-v2"
+# NARConfig's Mask-CTC fields (NAR-ASR only; see NARConfig.to_dict).
+MASK_CTC_FIELDS = ("mask_ctc", "ctc_weight", "mask_iterations", "mask_threshold")
 
 
 @dataclass(frozen=True)
@@ -76,6 +80,13 @@ class NARConfig:
     # ASR encoder pre-net (must subsample as the teacher's for the AC windows)
     conv_channels: int = 256
     conv_strides: tuple[int, ...] = (2, 2, 1)
+    # NAR-ASR as Mask-CTC (Higuchi et al. 2020; comma.models.nar_asr): a joint CTC head on the
+    # encoder, A-CMLM training of the decoder, CTC greedy + Mask-Predict decoding. Off: the
+    # paper's one-pass model.
+    mask_ctc: bool = False
+    ctc_weight: float = 0.3  # mask_ctc: (1 - w) * masked-token CE + w * CTC (the teacher's w)
+    mask_iterations: int = 10  # mask_ctc: Mask-Predict passes after the CTC greedy output
+    mask_threshold: float = 0.999  # mask_ctc: CTC tokens less probable than this start masked
     # FastSpeech
     duration_predictor_filter: int = 256
     duration_predictor_kernel: int = 3
@@ -110,12 +121,34 @@ class NARConfig:
             problems.append(f"ac_mode must be one of {AC_MODES}, got {self.ac_mode!r}")
         if self.max_output_frames < 1:
             problems.append(f"max_output_frames must be >= 1, got {self.max_output_frames}")
+        problems += self._mask_ctc_problems()
         if problems:
             raise ValueError("invalid NAR config: " + "; ".join(problems))
 
+    def _mask_ctc_problems(self) -> list[str]:
+        problems = []
+        if not isinstance(self.mask_ctc, bool):
+            problems.append(f"mask_ctc must be true or false, got {self.mask_ctc!r}")
+        elif self.mask_ctc and self.task != "asr":
+            problems.append(f"mask_ctc is NAR-ASR's decoding (task asr), got task {self.task!r}")
+        if self.mask_ctc and not 0 < self.ctc_weight < 1:
+            problems.append(f"ctc_weight must be in (0, 1) with mask_ctc, got {self.ctc_weight}")
+        if self.mask_iterations < 1:
+            problems.append(f"mask_iterations must be >= 1, got {self.mask_iterations}")
+        if not 0 <= self.mask_threshold <= 1:
+            problems.append(f"mask_threshold must be in [0, 1], got {self.mask_threshold}")
+        return problems
+
     def to_dict(self) -> dict:
+        """The config as keyword arguments (saved model files, run fingerprints). Without
+        mask_ctc, the Mask-CTC fields at their defaults are left out: the one-pass model's
+        dict, hence its fingerprint and saved config, stay those from before Mask-CTC."""
         d = asdict(self)
         d["conv_strides"] = list(self.conv_strides)
+        if not self.mask_ctc:
+            for field in fields(self):
+                if field.name in MASK_CTC_FIELDS and d[field.name] == field.default:
+                    del d[field.name]
         return d
 
 
@@ -144,10 +177,15 @@ def mean_pool(hidden: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
 
 
 def token_loss(
-    logits: torch.Tensor, tgt: torch.Tensor, tgt_len: torch.Tensor, label_smoothing: float
+    logits: torch.Tensor,
+    tgt: torch.Tensor,
+    tgt_len: torch.Tensor,
+    label_smoothing: float,
+    positions: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Mean cross-entropy over valid target tokens -> (loss, nll, token count)."""
-    valid = padding_mask(tgt_len, logits.shape[1])  # [B, N]
+    """Mean cross-entropy over the valid target tokens, or over `positions` (bool ``[B, N]``,
+    some of them: Mask-CTC's masked tokens) -> (loss, nll, token count)."""
+    valid = padding_mask(tgt_len, logits.shape[1]) if positions is None else positions  # [B, N]
     lprobs = F.log_softmax(logits[valid].float(), dim=-1)  # [U, V]
     gold = tgt[:, : logits.shape[1]][valid]  # [U]
     nll = -lprobs.gather(1, gold[:, None]).squeeze(1)  # [U]
@@ -230,11 +268,17 @@ class TokenNAR(NARModel):
         tgt_len: torch.Tensor | None = None,
         window: torch.Tensor | None = None,
         need_weights: bool = False,
+        decoder_input: torch.Tensor | None = None,
     ) -> NAROutput:
+        """The decoder over the encoder output `memory` ``[B, M, d]``; `decoder_input`
+        ``[B, N_max, d]`` (before positions) replaces :meth:`decoder_inputs` (Mask-CTC's
+        partly masked tokens); the rest as :meth:`forward`."""
         length_logits = self.length_head(mean_pool(memory, src_len))  # [B, C]
         if tgt_len is None:
             tgt_len = self.predict_lengths(length_logits)
-        x = self._add_positions(self.decoder_inputs(prenet_out, src_len, tgt_len))  # [B, N, d]
+        if decoder_input is None:
+            decoder_input = self.decoder_inputs(prenet_out, src_len, tgt_len)
+        x = self._add_positions(decoder_input)  # [B, N, d]
         cross_mask = None if window is None else softmax_safe_mask(window)[:, None]  # [B,1,N,M]
         out = self.decoder(
             x, memory, tgt_len, src_len, cross_mask=cross_mask, need_weights=need_weights
