@@ -140,15 +140,15 @@ def test_schema_takes_the_mask_ctc_keys_and_names_a_bad_one(change, expected):
     assert len(problems) == 1 and problems[0].startswith(expected), problems
 
 
-def test_preset_keeps_the_one_pass_model_and_its_keys_build_the_config():
+def test_mini_preset_uses_mask_ctc_and_its_keys_build_the_config():
     from comma.workflow_config import family_settings
 
     config = yaml.safe_load((REPO / "config.yaml").read_text())
     architecture, _ = family_settings(config, "nar", "asr")
-    assert architecture["mask_ctc"] is False
+    assert architecture["mask_ctc"] is True
     assert set(MASK_CTC_FIELDS) <= set(architecture)
     nar = NARConfig(task="asr", tgt_vocab=VOCAB, **architecture)
-    assert nar == NARConfig(task="asr", tgt_vocab=VOCAB, **architecture) and not nar.mask_ctc
+    assert nar == NARConfig(task="asr", tgt_vocab=VOCAB, **architecture) and nar.mask_ctc
 
 
 # --------------------------------------------------------------------------------------------
