@@ -20,6 +20,7 @@ target) is a bar on D, not an effect, and is left out. Goal: at most 5 % each.
 
     .venv/bin/python benchmarks/verdict_calibration.py [--files 400] [--seed 0]
         [--summary docs/measurements/mini_all_ratio_summary_2026-12-01.md]
+        [--tables docs/measurements/mini_all_table{2,3,4}_2026-12-01.md]
 """
 
 from __future__ import annotations
@@ -189,9 +190,12 @@ def main() -> None:
     parser.add_argument("--files", type=int, default=400, help="null findings files to draw")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--summary", type=Path, default=SUMMARY)
+    parser.add_argument(
+        "--tables", type=Path, nargs=3, default=TABLES, help="the run's Tables 2, 3 and 4 (.md)"
+    )
     args = parser.parse_args()
     noise = run_noise(read_summary(args.summary))
-    rel = relative_seed_std(TABLES)
+    rel = relative_seed_std(args.tables)
     rng = np.random.default_rng(args.seed)
     after, before, tested_files, any_after, any_before = Counter(), Counter(), Counter(), 0, 0
     start = time.time()
