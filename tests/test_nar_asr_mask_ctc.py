@@ -11,7 +11,7 @@ import pytest
 import torch
 import yaml
 from conftest import REPO
-from test_nar_models import TINY, make_batch, with_targets
+from test_nar_models import TINY, fit, make_batch, with_targets
 
 from comma.data.batching import Batch
 from comma.io import torch_save
@@ -408,12 +408,7 @@ def test_mask_ctc_overfits_eight_clips():
         mask_ctc=True,
     )
     model = NARASR(config).train()
-    optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
-    for _ in range(300):
-        loss, logs = model.loss(batch)
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
+    logs = fit(model, batch, steps=300)
     assert logs["ctc"] < 0.5 and logs["nll"] < 0.5, logs
     model.eval()
     gold = [batch.tgt[b, : int(n)].tolist() for b, n in enumerate(batch.tgt_lengths)]

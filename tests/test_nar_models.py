@@ -357,6 +357,17 @@ def test_outputs_do_not_depend_on_other_sentences(task, constraint):
             assert torch.allclose(single.prediction[0, :n], full[b, :n], atol=1e-5)
 
 
+def fit(model: torch.nn.Module, batch: Batch, steps: int, lr: float = 3e-3) -> dict:
+    """`steps` Adam steps of `model.loss` on one batch -> the last step's logs."""
+    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+    for _ in range(steps):
+        loss, logs = model.loss(batch)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    return logs
+
+
 def test_nat_overfits_eight_sentence_pairs():
     torch.manual_seed(0)
     g = torch.Generator().manual_seed(3)
@@ -378,12 +389,7 @@ def test_nat_overfits_eight_sentence_pairs():
         max_target_positions=16,
     )
     model = build_nar(config).train()
-    optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
-    for _ in range(200):
-        loss, logs = model.loss(batch)
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
+    logs = fit(model, batch, steps=200)
     assert logs["nll"] < 0.05 and logs["length_loss"] < 0.1, logs
     model.eval()
     gen = model.generate(src, src_len)
