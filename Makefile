@@ -4,6 +4,11 @@ VENV := .venv
 BIN := $(VENV)/bin
 CORES ?= all
 TARGET ?= results/fig2.pdf
+# Test processes (pytest-xdist); a test file runs whole on one of them (--dist loadfile), so
+# that a module's fixture (test_workflow.py's tiny study) is built once, and in the order
+# tests/conftest.py gives (--no-loadscope-reorder): the longest first. 0: in this process.
+# (Not loadgroup: with pytest 9.2 it no longer groups, pytest-dev/pytest-xdist#1386.)
+TEST_WORKERS ?= 2
 
 .PHONY: setup study test lint clean
 
@@ -22,7 +27,7 @@ study: setup
 	$(BIN)/snakemake --cores $(CORES) $(TARGET)
 
 test: setup
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
 
 lint: setup
 	$(BIN)/ruff check comma workflow_scripts tests benchmarks

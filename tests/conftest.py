@@ -14,6 +14,17 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
 TINY_CONFIG = REPO / "tests" / "tiny.yaml"
+# The files that take minutes, longest first: they start at once, one per test process
+# (`make test` runs two), instead of after the quick ones; then the rest in file order.
+LONGEST_FIRST = ("test_workflow.py", "test_slurm.py")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    def rank(item: pytest.Item) -> int:
+        name = item.path.name
+        return LONGEST_FIRST.index(name) if name in LONGEST_FIRST else len(LONGEST_FIRST)
+
+    items.sort(key=rank)  # stable: file order otherwise
 
 
 @pytest.fixture(scope="session")

@@ -11,7 +11,6 @@ import pytest
 import sacrebleu
 import soundfile
 import torch
-import yaml
 
 from comma.data.audio import LogMel
 from comma.data.packed import PackedSequences, Split, load_split, save_split
@@ -223,47 +222,3 @@ def test_evaluate_teacher_tts_scores_mels_and_writes_wavs(tmp_path):
     assert {p.name for p in (tmp_path / "wavs").iterdir()} == expected
     audio, rate = soundfile.read(tmp_path / "wavs" / "a.reference.wav")
     assert rate == 22050 and len(audio) == 276 * (12 - 1)
-
-
-TINY_SIZES = dict(d_model=16, encoder_layers=1, decoder_layers=1, ffn_dim=32, heads=2)
-TINY_GUIDED = dict(guided_attention_layers=1, guided_attention_heads=1)
-TINY_STEPS = dict(max_steps=8, warmup_steps=4, checkpoint_every=4)
-# Merged over config.yaml and tests/tiny.yaml: tiny teachers, a few steps each.
-TINY_TEACHERS = {
-    "models": {
-        "teacher": {
-            "nmt": TINY_SIZES,
-            "asr": dict(TINY_SIZES, conv_channels=4, **TINY_GUIDED),
-            "tts": dict(TINY_SIZES, prenet_hidden=16, postnet_channels=8, **TINY_GUIDED),
-        }
-    },
-    "training": {"teacher": {task: TINY_STEPS for task in ("nmt", "asr", "tts")}},
-    "decoding": {"tts": {"max_len_a": 2.0, "max_len_b": 10}},
-    "evaluation": {"tts": {"griffin_lim_wavs": 2, "griffin_lim_iters": 4}},
-}
-
-
-@pytest.mark.slow
-def test_teacher_rules_train_and_evaluate_every_task(tmp_path):
-    """The `teachers` target on the tiny corpus: train, decode and score each teacher."""
-    from conftest import TINY_CONFIG, snakemake
-
-    teachers_config = tmp_path / "teachers.yaml"
-    teachers_config.write_text(yaml.safe_dump(TINY_TEACHERS))
-    configs = ["--configfile", str(TINY_CONFIG), str(teachers_config)]
-    snakemake(tmp_path, "teachers", "--cores", "2", *configs)
-    for task in ("nmt", "asr", "tts"):
-        metrics = json.loads((tmp_path / "results" / "teacher" / task / "metrics.json").read_text())
-        test = load_split(tmp_path / "work" / "data" / task / "test.pt")
-        assert metrics["task"] == task and metrics["test_sentences"] == len(test)
-        assert "baseline" in metrics
-        steps = (tmp_path / "work" / "teacher" / task / "metrics.jsonl").read_text().splitlines()
-        assert len(steps) == 8
-        for kind in ("train_teacher", "evaluate_teacher"):
-            assert (tmp_path / "logs" / "teacher" / kind / f"{task}.log").is_file()
-            assert (tmp_path / "logs" / "benchmarks" / kind / f"{task}.tsv").is_file()
-    hypotheses = (tmp_path / "work" / "teacher" / "nmt" / "test.hyp.txt").read_text().splitlines()
-    assert len(hypotheses) == 40  # tiny.yaml: 40 test pairs
-    assert len(list((tmp_path / "results" / "teacher" / "tts" / "samples").glob("*.wav"))) >= 2
-    nothing = snakemake(tmp_path, "teachers", "-n", "--cores", "1", *configs)
-    assert "Nothing to be done" in nothing.stdout + nothing.stderr

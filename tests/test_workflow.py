@@ -10,6 +10,7 @@ import re
 import pandas as pd
 import pytest
 import torch
+import yaml
 from conftest import TINY_CONFIG, snakemake
 
 from comma.alignment.store import TeacherAlignment
@@ -60,6 +61,29 @@ def test_prepared_corpora(tiny_run):
     summary = (tiny_run / "results" / "data_summary.md").read_text()
     assert "| nmt | train |" in summary and "| tts | test |" in summary
     assert (tiny_run / "results" / "data_lengths.png").stat().st_size > 10_000
+
+
+def test_teachers_trained_decoded_and_scored(tiny_run):
+    """The `teachers` part of the study: each teacher trained, its test set decoded and scored."""
+    steps = yaml.safe_load(TINY_CONFIG.read_text())["training"]["teacher"]
+    for task in ("nmt", "asr", "tts"):
+        metrics = json.loads((tiny_run / "results" / "teacher" / task / "metrics.json").read_text())
+        test = load_split(tiny_run / "work" / "data" / task / "test.pt")
+        assert metrics["task"] == task and metrics["test_sentences"] == len(test)
+        assert "baseline" in metrics
+        lines = (tiny_run / "work" / "teacher" / task / "metrics.jsonl").read_text().splitlines()
+        assert len(lines) == steps[task]["max_steps"]  # one line per training step
+        for kind in ("train_teacher", "evaluate_teacher"):
+            assert (tiny_run / "logs" / "teacher" / kind / f"{task}.log").is_file()
+            assert (tiny_run / "logs" / "benchmarks" / kind / f"{task}.tsv").is_file()
+    hypotheses = (tiny_run / "work" / "teacher" / "nmt" / "test.hyp.txt").read_text().splitlines()
+    assert len(hypotheses) == 40  # tiny.yaml: 40 test pairs
+    # Griffin-Lim audio of tiny.yaml's 1 utterance: generated and reference
+    assert len(list((tiny_run / "results" / "teacher" / "tts" / "samples").glob("*.wav"))) >= 2
+    nothing = snakemake(
+        tiny_run, "teachers", "-n", "--cores", "1", "--configfile", str(TINY_CONFIG)
+    )
+    assert "Nothing to be done" in nothing.stdout + nothing.stderr
 
 
 def test_rerun_is_a_no_op_and_forcerun_redoes_only_dependents(tiny_run):
