@@ -26,6 +26,12 @@ estimate: the load may have differed; probes between steps are not counted), and
 counted as resumed:
 
     .venv/bin/python benchmarks/study_time.py --from DIR [--targets all] [--cores 2]
+
+Only the CoMMA step probe, on the prepared corpora of a study directory, in one or more
+precisions (fp32; bf16 CPU autocast; torch.compile) and on a number of threads:
+
+    .venv/bin/python benchmarks/study_time.py --steps-from DIR [--threads 1]
+        [--precisions fp32 bf16 compile]
 """
 
 from __future__ import annotations
@@ -284,48 +290,66 @@ def mm_peak() -> float:
     return 2 * 1024**3 / best
 
 
-def comma_step_efficiency(workdir: Path, steps: int = 10) -> None:
-    """Per task: FLOPs of one CoMMA training step and the FLOP/s it reaches on one thread."""
+def comma_step_efficiency(
+    workdir: Path, steps: int = 10, threads: int = 1, precisions: tuple[str, ...] = ("fp32",)
+) -> None:
+    """Per task: FLOPs of one CoMMA training step and the FLOP/s it reaches on `threads`
+    threads, against the fp32 torch.mm peak, in each precision: "fp32", "bf16" (CPU autocast,
+    as the trainer on a GPU) or "compile" (torch.compile of the forward, dynamic shapes: the
+    first steps compile, so the table's ms are steps after two warm-up steps, and the warm-up
+    is printed)."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    torch.set_num_threads(1)
+    torch.set_num_threads(threads)
     config = yaml.safe_load((REPO / "config.yaml").read_text())
     peak = mm_peak()
-    print(f"\n== CoMMA training step, 1 thread; torch.mm peak {peak / 1e9:.1f} GFLOP/s")
-    header = ("task", "batch", "positions", "GFLOP", "ms", "GFLOP/s", "of peak")
-    print(f"{header[0]:<5}" + "".join(f" {h:>9}" for h in header[1:]))
+    print(f"\n== CoMMA training step, {threads} thread(s); torch.mm peak {peak / 1e9:.1f} GFLOP/s")
+    header = ("task", "precision", "batch", "positions", "GFLOP", "ms", "GFLOP/s", "of peak")
+    print(f"{header[0]:<5}" + "".join(f" {h:>9}" for h in header[1:]) + "  warm-up s")
     for task in config["tasks"]:
         architecture, training = family_settings(config, "comma", task)
         data = workdir / "work" / "data" / task
         split = load_split(data / "train.pt")
         kind = FAMILIES["comma"]
-        model = kind.build(
-            kind.config(task=task, **prepared_corpus_sizes(data, split), **architecture)
-        )
-        optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
         plan = BatchPlan(split, max_sentences=training["max_sentences"], seed=0, measure="sum")
         batches = [plan.collate(ix) for ix in plan.epoch_batches(0)[: steps + 2]]
+        flops = None
+        for precision in precisions:
+            torch.manual_seed(0)
+            model = kind.build(
+                kind.config(task=task, **prepared_corpus_sizes(data, split), **architecture)
+            )
+            optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+            if precision == "compile":
+                torch._dynamo.reset()  # each task compiles afresh (no recompile limit reached)
+                model.forward = torch.compile(model.forward, dynamic=True)
+            autocast = precision == "bf16"
 
-        def step(batch, model=model, optimizer=optimizer):
-            optimizer.zero_grad(set_to_none=True)
-            loss, _ = model.loss(batch)
-            loss.backward()
-            optimizer.step()
+            def step(batch, model=model, optimizer=optimizer, autocast=autocast):
+                optimizer.zero_grad(set_to_none=True)
+                with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+                    loss, _ = model.loss(batch)
+                loss.backward()
+                optimizer.step()
 
-        with FlopCounterMode(display=False) as counter:
+            if flops is None:  # the model's FLOPs, the same in every precision
+                with FlopCounterMode(display=False) as counter:
+                    step(batches[0])
+                flops = counter.get_total_flops()
+            start = time.perf_counter()
             step(batches[0])
-        flops = counter.get_total_flops()
-        step(batches[1])
-        start = time.perf_counter()
-        for batch in batches[2:]:
-            step(batch)
-        seconds = (time.perf_counter() - start) / len(batches[2:])
-        positions = sum(int(b.src.shape[1] + b.tgt.shape[1]) * len(b) for b in batches[2:])
-        print(
-            f"{task:<5} {len(batches[0]):>9} {positions // len(batches[2:]):>9} "
-            f"{flops / 1e9:>9.2f} {seconds * 1e3:>9.1f} {flops / seconds / 1e9:>9.1f} "
-            f"{flops / seconds / peak:>9.0%}"
-        )
+            step(batches[1])
+            warm_up = time.perf_counter() - start
+            start = time.perf_counter()
+            for batch in batches[2:]:
+                step(batch)
+            seconds = (time.perf_counter() - start) / len(batches[2:])
+            positions = sum(int(b.src.shape[1] + b.tgt.shape[1]) * len(b) for b in batches[2:])
+            print(
+                f"{task:<5} {precision:>9} {len(batches[0]):>9} "
+                f"{positions // len(batches[2:]):>9} {flops / 1e9:>9.2f} {seconds * 1e3:>9.1f} "
+                f"{flops / seconds / 1e9:>9.1f} {flops / seconds / peak:>9.0%}  {warm_up:9.1f}"
+            )
 
 
 def main() -> None:
@@ -339,7 +363,23 @@ def main() -> None:
         type=Path,
         help="run nothing: what the targets' jobs cost in this study directory",
     )
+    parser.add_argument(
+        "--steps-from",
+        type=Path,
+        help="run nothing but the CoMMA step probe, on the prepared corpora of this study",
+    )
+    parser.add_argument("--threads", type=int, default=1, help="the step probe's threads")
+    parser.add_argument(
+        "--precisions",
+        nargs="+",
+        default=["fp32"],
+        choices=["fp32", "bf16", "compile"],
+        help="the step probe's precisions",
+    )
     args = parser.parse_args()
+    if args.steps_from is not None:
+        comma_step_efficiency(args.steps_from, threads=args.threads, precisions=args.precisions)
+        return
     if args.source is not None:
         for target in args.targets:
             cost_of_directory(args.source, target, int(args.cores))
