@@ -25,7 +25,8 @@ TARGET = "all"
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory):
     workdir = tmp_path_factory.mktemp("tiny")
-    # About 10 minutes on 2 cores: three small teachers trained until they stop, then 92 jobs
+    # About 5 minutes on 2 idle cores (129 jobs): three small teachers trained until they stop,
+    # then the rest of the study
     snakemake(workdir, TARGET, "--cores", "2", "--configfile", str(TINY_CONFIG), timeout=3000)
     return workdir
 
