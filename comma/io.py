@@ -14,8 +14,6 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from comma.errors import InputError
 
 
@@ -154,6 +152,8 @@ def torch_save(obj: Any, path: str | Path) -> None:
     here the random temporary name; saving through a file object names it "archive", so the
     sha256 of the file that a run's fingerprint records does not change when an artifact is
     rebuilt identically."""
+    import torch  # here, not above: the workflow imports this module to build its DAG
+
     with atomic_path(path) as tmp, open(tmp, "wb") as handle:
         try:
             torch.save(obj, handle)
@@ -174,6 +174,8 @@ def torch_load(path: str | Path, mmap: bool = False) -> Any:
 
     A missing, truncated or foreign file raises :class:`~comma.errors.InputError` naming it,
     instead of torch's message, which names neither the file nor what to do."""
+    import torch  # here, not above: the workflow imports this module to build its DAG
+
     path = Path(path)
     if not path.is_file():
         raise InputError(path, "file not found")

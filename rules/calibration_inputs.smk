@@ -1,5 +1,5 @@
 # Settings, paths and input functions of the calibration's rules (rules/calibration.smk).
-from comma.analysis.calibration import DRAW_WILDCARD, calibration_draws
+from comma.analysis.calibration_plan import DRAW_WILDCARD, calibration_draws
 
 CALIBRATION = config.get("experiments", {}).get("calibration") or {}
 # Checked while the workflow is parsed: a bad prior or twin stops every run, naming its key.

@@ -17,12 +17,12 @@ import yaml
 from conftest import REPO, TINY_CONFIG, snakemake
 
 from comma.analysis.calibration import (
-    calibration_draws,
     calibration_findings,
     read_levels,
     twin_floor,
     write_calibration,
 )
+from comma.analysis.calibration_plan import calibration_draws
 from comma.analysis.verdicts import INCONCLUSIVE, NOT_REPRODUCED, REPRODUCED
 from comma.io import write_json
 from comma.mini.nmt import (

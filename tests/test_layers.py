@@ -92,3 +92,32 @@ def test_no_import_cycles_between_modules():
     for module in sorted(graph):
         if module not in state:
             visit(module, [])
+
+
+# What building the DAG must not import: seconds each, paid by every `snakemake` call.
+HEAVY_FOR_THE_DAG = ("torch", "pandas", "matplotlib", "scipy")
+
+
+def test_the_workflow_imports_no_heavy_library_to_build_its_dag():
+    """The `comma` modules that Snakefile and rules/*.smk import, in a fresh interpreter, as
+    Snakemake parses them (docs/architecture.md, house style: a light DAG build)."""
+    import subprocess
+    import sys
+
+    repo = PACKAGE.parent
+    sources = [repo / "Snakefile", *sorted((repo / "rules").glob("*.smk"))]
+    imported = sorted(
+        {
+            line.split()[1]
+            for source in sources
+            for line in source.read_text().splitlines()
+            if line.startswith(("from comma", "import comma"))
+        }
+    )
+    assert "comma.data.manifest" in imported and "comma.analysis.calibration_plan" in imported
+    heavy = set(HEAVY_FOR_THE_DAG)
+    probe = f"import sys, {', '.join(imported)}; print(sorted(set(sys.modules) & {heavy!r}))"
+    result = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, cwd=repo, check=True
+    )
+    assert result.stdout.strip() == "[]", f"{imported} import {result.stdout.strip()}"
