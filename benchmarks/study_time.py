@@ -37,6 +37,7 @@ precisions (fp32; bf16 CPU autocast; torch.compile) and on a number of threads:
 from __future__ import annotations
 
 import argparse
+import functools
 import re
 import resource
 import statistics
@@ -320,22 +321,22 @@ def comma_step_efficiency(
                 kind.config(task=task, **prepared_corpus_sizes(data, split), **architecture)
             )
             optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
-            if precision == "compile":
-                torch._dynamo.reset()  # each task compiles afresh (no recompile limit reached)
-                model.forward = torch.compile(model.forward, dynamic=True)
-            autocast = precision == "bf16"
 
-            def step(batch, model=model, optimizer=optimizer, autocast=autocast):
+            def step(batch, model=model, optimizer=optimizer, autocast=False):
                 optimizer.zero_grad(set_to_none=True)
                 with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
                     loss, _ = model.loss(batch)
                 loss.backward()
                 optimizer.step()
 
-            if flops is None:  # the model's FLOPs, the same in every precision
+            if flops is None:  # the model's FLOPs, counted on an eager fp32 step
                 with FlopCounterMode(display=False) as counter:
                     step(batches[0])
                 flops = counter.get_total_flops()
+            if precision == "compile":
+                torch._dynamo.reset()  # each task compiles afresh (no recompile limit reached)
+                model.forward = torch.compile(model.forward, dynamic=True)
+            step = functools.partial(step, autocast=precision == "bf16")
             start = time.perf_counter()
             step(batches[0])
             step(batches[1])
