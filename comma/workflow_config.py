@@ -22,7 +22,7 @@ from typing import Any
 import jsonschema
 import yaml
 
-from comma.tasks import TASK_NAMES
+from comma.tasks import TASK_NAMES, TASKS
 
 __all__ = [
     "merge_config_layers",
@@ -351,17 +351,33 @@ RESOURCE_KEYS = {"teacher": ("runtime_minutes", "mem_mb")}
 # Families with one models.<family> and training.<family> for every task (max_steps may still
 # be given per task); the others have one per task, models.<family>.<task>.
 SHARED_FAMILIES = ("comma",)
+# Keys of a shared family that only a log-mel side's pre-net reads (comma.models.comma: the
+# ASR source's conv pre-net, the TTS target's dense pre-net and chunk masking). A task without
+# that side is not handed them, so that changing one retrains only the runs that read it.
+MEL_SIDE_KEYS = {
+    "comma": {
+        "src": ("conv_channels", "conv_strides"),
+        "tgt": ("prenet_hidden", "prenet_dropout", "mel_chunk"),
+    }
+}
 
 
 def family_settings(config: dict, family: str, task: str) -> tuple[dict, dict]:
     """(architecture, training) of `family` (comma, teacher, nar) for `task`: models.<family>
-    (.<task>) without the optimization keys and the keys held back (CoMMA's ac_weight and
-    ac_mode), and training.<family>(.<task>) without the job's resources, its max_steps for
-    `task` where it is given per task, with lr and max_sentences (models' batch_size)."""
+    (.<task>) without the optimization keys, the keys held back (CoMMA's ac_weight and
+    ac_mode) and the pre-net keys of log-mel sides `task` does not have, and
+    training.<family>(.<task>) without the job's resources, its max_steps for `task` where it
+    is given per task, with lr and max_sentences (models' batch_size)."""
     model, training = config["models"][family], config["training"][family]
     if family not in SHARED_FAMILIES:
         model, training = model[task], training[task]
-    dropped = OPTIMIZATION_KEYS + HELD_BACK_KEYS.get(family, ())
+    unread = tuple(
+        key
+        for side, keys in MEL_SIDE_KEYS.get(family, {}).items()
+        if side not in TASKS[task].mel_sides
+        for key in keys
+    )
+    dropped = OPTIMIZATION_KEYS + HELD_BACK_KEYS.get(family, ()) + unread
     architecture = {k: v for k, v in model.items() if k not in dropped}
     schedule = {k: v for k, v in training.items() if k not in RESOURCE_KEYS.get(family, ())}
     if isinstance(schedule.get("max_steps"), dict):

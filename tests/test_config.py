@@ -307,6 +307,12 @@ def test_family_settings_hand_the_trainers_what_the_rules_handed_them(preset):
 
     config = _preset(*preset)
     models, training = config["models"], config["training"]
+    # the pre-net keys of the log-mel sides a task has not (ASR source, TTS target)
+    asr_source, tts_target = (
+        ("conv_channels", "conv_strides"),
+        ("prenet_hidden", "prenet_dropout", "mel_chunk"),
+    )
+    unread_by_comma = {"nmt": asr_source + tts_target, "asr": tts_target, "tts": asr_source}
     for task in TASK_NAMES:
         steps = training["comma"]["max_steps"]
         expected = {
@@ -316,7 +322,7 @@ def test_family_settings_hand_the_trainers_what_the_rules_handed_them(preset):
                     **training["comma"],
                     "max_steps": steps[task] if isinstance(steps, dict) else steps,
                 },
-                ("batch_size", "lr", "ac_weight", "ac_mode"),
+                ("batch_size", "lr", "ac_weight", "ac_mode", *unread_by_comma[task]),
             ),
             "teacher": (
                 models["teacher"][task],
@@ -333,3 +339,23 @@ def test_family_settings_hand_the_trainers_what_the_rules_handed_them(preset):
             architecture, trainer = family_settings(config, family, task)
             assert architecture == {k: v for k, v in model.items() if k not in dropped}
             assert trainer == {**schedule, "lr": model["lr"], "max_sentences": model["batch_size"]}
+
+
+def test_a_tts_only_comma_setting_reaches_only_the_tts_runs():
+    """models.comma.prenet_dropout is read by the TTS target's pre-net alone: changing it
+    changes the TTS runs' settings (their params, hence a retrain) and no other task's."""
+    import copy
+
+    from comma.tasks import TASK_NAMES
+    from comma.workflow_config import family_settings
+
+    config = _preset("config.yaml")
+    changed = copy.deepcopy(config)
+    changed["models"]["comma"]["prenet_dropout"] = 0.25
+    moved = [
+        task
+        for task in TASK_NAMES
+        if family_settings(config, "comma", task) != family_settings(changed, "comma", task)
+    ]
+    assert moved == ["tts"]
+    assert family_settings(changed, "comma", "tts")[0]["prenet_dropout"] == 0.25
