@@ -14,6 +14,7 @@ rule train_comma:
         "logs/comma/train_comma/{task}_{corpus}_{constraint}_seed{seed}.log",
     benchmark:
         "logs/benchmarks/train_comma/{task}_{corpus}_{constraint}_seed{seed}.tsv"
+    priority: comma_priority
     conda:
         "../envs/comma.yaml"
     threads: 1

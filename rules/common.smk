@@ -199,6 +199,22 @@ def family_training(family):
     )[1]
 
 
+# The corpora are downloaded or generated and prepared before any training starts: in a
+# measured fig2 run the 2-thread logmel of one LibriTTS subset waited 16 minutes for two CoMMA
+# runs to free both cores together, and the three ASR runs then ran last, one of them alone.
+PREPARATION_PRIORITY = 10
+# CoMMA runs start longest first, so that no long run is left to run alone at the end of a
+# study: a TTS step costs 156 ms, an ASR step 60 ms, an NMT step 29 ms at the mini preset
+# (docs/measurements/comma_step_levers_2026-12-03.md), at 3,000-4,000 steps each.
+COMMA_LONGEST_FIRST = ("tts", "asr", "nmt")
+
+
+def comma_priority(wildcards):
+    """The run's rank among the tasks' CoMMA runs by length: higher starts first."""
+    order = COMMA_LONGEST_FIRST
+    return len(order) - order.index(wildcards.task) if wildcards.task in order else 0
+
+
 def comma_constraint(wildcards):
     """The attention constraint of an ac run (weight and mode); nothing for the others, so
     that changing it retrains only the ac runs."""

@@ -9,6 +9,7 @@ rule generate_mini_iwslt14:
         "logs/data/generate_mini_iwslt14.log",
     benchmark:
         "logs/benchmarks/generate_mini_iwslt14.tsv"
+    priority: PREPARATION_PRIORITY
     conda:
         "../envs/comma.yaml"
     params:
@@ -26,6 +27,7 @@ rule generate_mini_ljspeech:
         "logs/data/generate_mini_ljspeech.log",
     benchmark:
         "logs/benchmarks/generate_mini_ljspeech.tsv"
+    priority: PREPARATION_PRIORITY
     conda:
         "../envs/comma.yaml"
     params:
@@ -44,6 +46,7 @@ rule generate_mini_libritts:
         "logs/data/generate_mini_libritts.log",
     benchmark:
         "logs/benchmarks/generate_mini_libritts.tsv"
+    priority: PREPARATION_PRIORITY
     conda:
         "../envs/comma.yaml"
     params:

@@ -20,6 +20,7 @@ rule download_iwslt14:
         "logs/download/download_iwslt14.log",
     benchmark:
         "logs/benchmarks/download_iwslt14.tsv"
+    priority: PREPARATION_PRIORITY
     retries: 2
     conda:
         "../envs/comma.yaml"
@@ -43,6 +44,7 @@ rule download_ljspeech:
         "logs/download/download_ljspeech.log",
     benchmark:
         "logs/benchmarks/download_ljspeech.tsv"
+    priority: PREPARATION_PRIORITY
     retries: 2
     conda:
         "../envs/comma.yaml"
@@ -64,6 +66,7 @@ rule download_libritts:
         "logs/download/download_libritts_{subset}.log",
     benchmark:
         "logs/benchmarks/download_libritts/{subset}.tsv"
+    priority: PREPARATION_PRIORITY
     retries: 2
     conda:
         "../envs/comma.yaml"
@@ -86,6 +89,7 @@ rule extract_iwslt14:
         "logs/download/extract_iwslt14.log",
     benchmark:
         "logs/benchmarks/extract_iwslt14.tsv"
+    priority: PREPARATION_PRIORITY
     conda:
         "../envs/comma.yaml"
     params:
@@ -103,6 +107,7 @@ rule extract_ljspeech:
         "logs/download/extract_ljspeech.log",
     benchmark:
         "logs/benchmarks/extract_ljspeech.tsv"
+    priority: PREPARATION_PRIORITY
     conda:
         "../envs/comma.yaml"
     params:
@@ -120,6 +125,7 @@ rule extract_libritts:
         "logs/download/extract_libritts_{subset}.log",
     benchmark:
         "logs/benchmarks/extract_libritts/{subset}.tsv"
+    priority: PREPARATION_PRIORITY
     conda:
         "../envs/comma.yaml"
     params:

@@ -26,6 +26,7 @@ rule corpus_manifest:
         "logs/benchmarks/corpus_manifest/{folder}.tsv"
     wildcard_constraints:
         folder=RAW_CORPUS_WILDCARD,
+    priority: PREPARATION_PRIORITY
     conda:
         "../envs/comma.yaml"
     params:
@@ -46,6 +47,7 @@ rule logmel:
         "logs/benchmarks/logmel/{corpus}_{part}.tsv"
     wildcard_constraints:
         corpus="ljspeech|libritts",
+    priority: PREPARATION_PRIORITY
     conda:
         "../envs/comma.yaml"
     threads: 2
@@ -70,6 +72,7 @@ rule prepare_nmt:
         "logs/prepare/prepare_nmt.log",
     benchmark:
         "logs/benchmarks/prepare_nmt.tsv"
+    priority: PREPARATION_PRIORITY
     conda:
         "../envs/comma.yaml"
     params:
@@ -99,6 +102,7 @@ rule prepare_asr:
         "logs/prepare/prepare_asr.log",
     benchmark:
         "logs/benchmarks/prepare_asr.tsv"
+    priority: PREPARATION_PRIORITY
     conda:
         "../envs/comma.yaml"
     params:
@@ -122,6 +126,7 @@ rule prepare_tts:
         "logs/prepare/prepare_tts.log",
     benchmark:
         "logs/benchmarks/prepare_tts.tsv"
+    priority: PREPARATION_PRIORITY
     conda:
         "../envs/comma.yaml"
     params:

@@ -93,6 +93,29 @@ def test_figure2_plans_only_the_raw_comma_runs(tmp_path):
         assert rule not in jobs, jobs
 
 
+def test_figure2_prepares_every_corpus_first_and_starts_the_longest_comma_runs_first(tmp_path):
+    """Snakemake runs the ready job of highest priority: every preparation job outranks every
+    training job (a 2-thread logmel waited for two CoMMA runs to free both cores), and the
+    CoMMA runs go TTS, ASR, NMT, longest step first."""
+    import re
+
+    result = snakemake(tmp_path, "-n", "--cores", "1", "results/fig2.pdf")
+    priority = {}  # (rule, task or None) -> the priorities planned for its jobs
+    for block in re.split(r"\n(?:local)?rule ", result.stdout)[1:]:
+        rule = block.split(":", 1)[0]
+        task = re.search(r"task=(\w+)", block)
+        found = re.search(r"^\s+priority: (\d+)", block, re.M)
+        key = (rule, task.group(1) if task and rule == "train_comma" else None)
+        priority.setdefault(key, set()).add(int(found.group(1)) if found else 0)
+    preparation = {k: v for k, v in priority.items() if k[0].startswith(("prepare_", "logmel"))}
+    assert {k[0] for k in preparation} == {"logmel", "prepare_nmt", "prepare_asr", "prepare_tts"}
+    comma = {task: priority[("train_comma", task)] for task in ("tts", "asr", "nmt")}
+    assert all(len(p) == 1 for p in comma.values()), comma
+    tts, asr, nmt = (min(comma[t]) for t in ("tts", "asr", "nmt"))
+    assert tts > asr > nmt, comma
+    assert min(min(p) for p in preparation.values()) > tts, (preparation, comma)
+
+
 def test_config_on_the_command_line_takes_yaml_lists_and_nested_keys(tmp_path):
     result = snakemake(
         tmp_path,
