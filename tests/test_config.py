@@ -49,7 +49,8 @@ def test_default_and_paper_presets_plan(tmp_path):
         ),
         ({"features": {"f_min": 100, "f_max": 50}}, ["features.f_min (100) is not below"]),
         (
-            {"training": {"comma": {"warmup_steps": 2500}}},
+            # the steps are named here, so the case does not follow config.yaml's schedule
+            {"training": {"comma": {"warmup_steps": 2500, "max_steps": {"asr": 2000}}}},
             [
                 "training.comma.warmup_steps (2500) is above training.comma.max_steps.asr (2000)",
                 "the learning rate would never reach its peak",
