@@ -8,8 +8,8 @@ non-causal decoder; token cross-entropy. AC: WHILE TRAINING ONLY (the model in t
 the cross-attention of every decoder layer is restricted to the teacher's window
 (``alignment.window``, bool ``[B, N, M]`` over subsampled source positions, section 5.1's
 ``E_{i-1} .. E_{i+1}``, passed through ``comma.nn.attention.softmax_safe_mask``); in eval mode
-and in
-:meth:`generate` no window is applied.
+and in :meth:`generate` no window is applied (except Mask-CTC's optional test-time window,
+below).
 
 **Mask-CTC** (``NARConfig.mask_ctc``; Higuchi et al. 2020, "Mask CTC: Non-Autoregressive
 End-to-End ASR with CTC and Mask Predict"), off by default. The same encoder, decoder and AC,
@@ -25,8 +25,17 @@ than BOS, EOS and ``<mask>``; :func:`ctc_collapse`), whose length is the output'
 empty one: length 1, one ``<mask>``); its tokens less probable than ``mask_threshold`` (the
 highest frame probability over a token's run) become ``<mask>``; then up to
 ``mask_iterations`` Mask-Predict passes, each feeding the current tokens to the decoder (no
-window) and revealing the ``ceil(masked / passes left)`` most confident predictions among the
-still-masked positions, until none is masked.
+window, unless ``test_window`` below) and revealing the ``ceil(masked / passes left)`` most
+confident predictions among the still-masked positions, until none is masked.
+
+**Test-time window** (``NARConfig.test_window: ctc``, beyond the paper; off by default): an AC
+model's decoder learnt to attend only inside the teacher's window and does not find its place
+without it. With ``ctc``, every Mask-Predict pass of an AC model (``constraint``) restricts the
+cross-attention to section 5.1's window (:func:`comma.alignment.calculators.window_mask`) built
+from the CTC greedy alignment: E_i is the centre of the frame run that emitted token i
+(:func:`ctc_token_positions`, 1-based as the teacher's E_i). An empty CTC output's one
+``<mask>`` attends to every frame (a one-token window). Models without AC are decoded as before:
+they never saw a window.
 """
 
 from __future__ import annotations
@@ -35,6 +44,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from comma.alignment.calculators import window_mask
 from comma.data.batching import Batch
 from comma.models.nar_base import (
     BOS_ID,
@@ -53,6 +63,25 @@ from comma.nn.transformer import (
 )
 
 
+def _ctc_runs(
+    ids: torch.Tensor, lengths: torch.Tensor, blank: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int]:
+    """The CTC greedy tokens' frame runs of per-frame best ids ``[B, M]`` over ``lengths``
+    ``[B]`` valid frames -> (kept ``[B, M]``: frames inside a token's run, column ``[B, M]``:
+    each kept frame's token index, n elsewhere, counts ``[B]``: tokens per sentence, n: their
+    maximum, at least 1)."""
+    b, m = ids.shape
+    valid = padding_mask(lengths, m)  # [B, M]
+    previous = F.pad(ids[:, :-1], (1, 0), value=-1)  # [B, M], -1 before the first frame
+    kept = valid & (ids != blank)  # frames inside a token's run
+    starts = kept & (ids != previous)  # a run's first frame
+    counts = starts.sum(1)  # [B]
+    n = max(int(counts.max()) if b else 0, 1)
+    # Token index of each kept frame; the others go to a spare column n, dropped by callers.
+    column = (starts.cumsum(1) - 1).masked_fill(~kept, n)  # [B, M]
+    return kept, column, counts, n
+
+
 def ctc_collapse(
     ids: torch.Tensor, probs: torch.Tensor, lengths: torch.Tensor, blank: int = PAD_ID
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -61,20 +90,31 @@ def ctc_collapse(
     -> tokens ``[B, N]`` (``blank`` on padding), each token's confidence ``[B, N]`` (the
     highest probability over its run; 0 on padding) and the token counts ``[B]``, N their
     maximum (at least 1)."""
-    b, m = ids.shape
-    valid = padding_mask(lengths, m)  # [B, M]
-    previous = F.pad(ids[:, :-1], (1, 0), value=-1)  # [B, M], -1 before the first frame
-    kept = valid & (ids != blank)  # frames inside a token's run
-    starts = kept & (ids != previous)  # a run's first frame
-    counts = starts.sum(1)  # [B]
-    n = max(int(counts.max()) if b else 0, 1)
-    # Token index of each kept frame; the others go to a spare column n, dropped below.
-    column = (starts.cumsum(1) - 1).masked_fill(~kept, n)  # [B, M]
+    b = ids.shape[0]
+    kept, column, counts, n = _ctc_runs(ids, lengths, blank)  # [B, M], [B, M], [B]
     tokens = torch.full((b, n + 1), blank, dtype=ids.dtype, device=ids.device)
     tokens.scatter_(1, column, ids)
     confidence = torch.zeros((b, n + 1), dtype=probs.dtype, device=probs.device)
     confidence.scatter_reduce_(1, column, probs.masked_fill(~kept, 0), reduce="amax")
     return tokens[:, :n], confidence[:, :n], counts
+
+
+def ctc_token_positions(
+    ids: torch.Tensor, lengths: torch.Tensor, blank: int = PAD_ID
+) -> torch.Tensor:
+    """Where each CTC greedy token of :func:`ctc_collapse` (same arguments) lies on the frame
+    grid, long ``[B, N]``: the centre of its run of frames, 1-based as the teacher's E_i of
+    :func:`comma.alignment.calculators.expected_positions` (the mean of the run's frame
+    numbers, halves rounded up as there); 0 on padding."""
+    b, m = ids.shape
+    kept, column, _, n = _ctc_runs(ids, lengths, blank)  # [B, M], [B, M]
+    frame = torch.arange(1, m + 1, device=ids.device).expand(b, m)  # [B, M], 1-based
+    first = torch.zeros((b, n + 1), dtype=torch.long, device=ids.device)
+    first.scatter_reduce_(1, column, frame, reduce="amin", include_self=False)
+    last = torch.zeros((b, n + 1), dtype=torch.long, device=ids.device)
+    last.scatter_reduce_(1, column, frame, reduce="amax", include_self=False)
+    # A run is contiguous: its mean frame is (first + last) / 2, rounded half up; padding 0.
+    return ((first + last + 1) // 2)[:, :n]
 
 
 def random_token_mask(tgt_len: torch.Tensor, n_max: int) -> torch.Tensor:
@@ -204,11 +244,25 @@ class NARASR(GlobalCMVN, TokenNAR):
             zero_infinity=True,  # a clip too short for its transcript adds nothing, not inf
         )
 
+    def ctc_window(
+        self, frame_ids: torch.Tensor, src_len: torch.Tensor, tgt_len: torch.Tensor, src_max: int
+    ) -> torch.Tensor | None:
+        """The test-time window bool ``[B, N, src_max]`` of Mask-CTC decoding from the CTC
+        greedy frame ids ``[B, M]`` (``src_len`` ``[B]`` valid; ``tgt_len`` ``[B]`` the output
+        lengths, an empty CTC output counted as 1), or None: ``test_window`` "none", or a model
+        trained without the AC window (see the module docstring)."""
+        if self.config.test_window != "ctc" or not self.config.constraint:
+            return None
+        expected = ctc_token_positions(frame_ids, src_len)  # [B, N], 1-based, 0 on padding
+        # An empty CTC output's one <mask>: any E in range; a one-token window is every frame.
+        expected[:, 0] = expected[:, 0].clamp(min=1)
+        return window_mask(expected, src_len, tgt_len, max_src_len=src_max)  # [B, N, M]
+
     @torch.no_grad()
     def generate(self, src: torch.Tensor, src_len: torch.Tensor) -> NARGeneration:
         """One-pass: as :meth:`TokenNAR.generate`. Mask-CTC: CTC greedy, its unsure tokens
-        masked, then Mask-Predict (see the module docstring); pad, BOS, EOS and mask are never
-        output."""
+        masked, then Mask-Predict, with ``test_window: ctc`` inside the CTC alignment's window
+        (see the module docstring); pad, BOS, EOS and mask are never output."""
         if not self.config.mask_ctc:
             return super().generate(src, src_len)
         c = self.config
@@ -223,11 +277,14 @@ class NARASR(GlobalCMVN, TokenNAR):
         valid = padding_mask(tgt_len, tokens.shape[1])  # [B, N]
         masked = valid & ((confidence < c.mask_threshold) | (tokens == MASK_ID))  # [B, N]
         tokens = tokens.masked_fill(masked, MASK_ID)
+        window = self.ctc_window(frame_ids, src_len, tgt_len, memory.shape[1])  # [B, N, M]
         for step in range(c.mask_iterations):
             if not bool(masked.any()):
                 break
             decoder_input = self.token_inputs(tokens, tgt_len)
-            out = self.decode(memory, src_len, prenet_out, tgt_len, decoder_input=decoder_input)
+            out = self.decode(
+                memory, src_len, prenet_out, tgt_len, window, decoder_input=decoder_input
+            )
             logits = out.prediction.float()  # [B, N, V]
             logits[..., list(FORBIDDEN_IDS)] = float("-inf")
             best_probs, best = logits.softmax(-1).max(-1)  # [B, N]
