@@ -200,8 +200,9 @@ def family_training(family):
 
 
 # The corpora are downloaded or generated and prepared before any training starts: in a
-# measured fig2 run the 2-thread logmel of one LibriTTS subset waited 16 minutes for two CoMMA
-# runs to free both cores together, and the three ASR runs then ran last, one of them alone.
+# measured fig2 run the logmel of one LibriTTS subset (then 2 threads; now 1, rules/prepare.smk)
+# waited 16 minutes for two CoMMA runs to free both cores together, and the three ASR runs then
+# ran last, one of them alone.
 PREPARATION_PRIORITY = 10
 # CoMMA runs start longest first, so that no long run is left to run alone at the end of a
 # study: a TTS step costs 156 ms, an ASR step 60 ms, an NMT step 29 ms at the mini preset

@@ -50,7 +50,10 @@ rule logmel:
     priority: PREPARATION_PRIORITY
     conda:
         "../envs/comma.yaml"
-    threads: 2
+    # One thread: a 2-thread job waits for both cores to be free at once, and on two cores a
+    # 1-thread training job always holds one (a measured fig2 run lost 16 minutes so). The
+    # mini corpora's four parts take 26 CPU-s in all; profiles/slurm gives it 8 on a cluster.
+    threads: 1
     params:
         features=feature_params(),
     script:

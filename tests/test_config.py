@@ -96,11 +96,14 @@ def test_figure2_plans_only_the_raw_comma_runs(tmp_path):
 
 def test_figure2_prepares_every_corpus_first_and_starts_the_longest_comma_runs_first(tmp_path):
     """Snakemake runs the ready job of highest priority: every preparation job outranks every
-    training job (a 2-thread logmel waited for two CoMMA runs to free both cores), and the
-    CoMMA runs go TTS, ASR, NMT, longest step first."""
+    training job, and the CoMMA runs go TTS, ASR, NMT, longest step first. Every job takes
+    one thread: a 2-thread logmel waited 16 minutes for two CoMMA runs to free both cores
+    at once, as a 1-thread job always held one."""
     import re
 
-    result = snakemake(tmp_path, "-n", "--cores", "1", "results/fig2.pdf")
+    result = snakemake(tmp_path, "-n", "--cores", "8", "results/fig2.pdf")
+    threads = re.findall(r"^\s+threads: (\d+)", result.stdout, re.M)  # printed only above 1
+    assert threads == [], threads
     priority = {}  # (rule, task or None) -> the priorities planned for its jobs
     for block in re.split(r"\n(?:local)?rule ", result.stdout)[1:]:
         rule = block.split(":", 1)[0]
