@@ -1,0 +1,88 @@
+"""Benchmark: NAR-ASR (Mask-CTC) decoded without and with the test-time window of its own CTC
+alignment (``models.nar.asr.test_window``: none, the paper's decoding, against ctc), on the
+validation and test splits of a study's prepared ASR corpus, in one run.
+
+The model's saved config is rewritten with each ``test_window`` (the weights are the same) and
+decoded by the workflow's own evaluation (:func:`comma.stages.nar.evaluate_nar`). The validation
+split has no reference file: its references are spelled from its target ids, as the test
+split's are (the run checks that they match ``test.ref.txt``).
+
+    .venv/bin/python benchmarks/nar_asr_test_window.py --study DIR \
+        DIR/work/nar/asr/raw_ac/seed1/model.pt [more model.pt ...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+from pathlib import Path
+
+import torch
+
+from comma.data.packed import load_split
+from comma.data.vocab import Vocabulary
+from comma.io import torch_save
+from comma.stages.nar import evaluate_nar
+from comma.stages.scoring import ids_to_text
+
+WINDOWS = ("none", "ctc")
+
+
+def split_dirs(data: Path, scratch: Path) -> dict[str, Path]:
+    """A data directory per split whose ``test.pt`` is that split (what evaluate_nar reads)."""
+    vocab = Vocabulary.load(data / "dict.tgt.txt")
+    dirs = {}
+    for split in ("valid", "test"):
+        d = scratch / split
+        d.mkdir()
+        for name in ("dict.tgt.txt", "stats.json", "bpe.codes"):
+            (d / name).symlink_to((data / name).resolve())
+        (d / "test.pt").symlink_to((data / f"{split}.pt").resolve())
+        pairs = load_split(data / f"{split}.pt")
+        references = [ids_to_text(pairs.tgt[k].tolist(), vocab) for k in range(len(pairs))]
+        if split == "test":
+            given = (data / "test.ref.txt").read_text(encoding="utf-8").splitlines()
+            if references != given:
+                raise SystemExit(
+                    f"{data}: references spelled from its ids differ from test.ref.txt"
+                )
+        (d / "test.ref.txt").write_text("\n".join(references) + "\n", encoding="utf-8")
+        dirs[split] = d
+    return dirs
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--study", type=Path, required=True, help="a study directory")
+    parser.add_argument("models", type=Path, nargs="+", help="NAR-ASR model.pt files")
+    parser.add_argument("--batch-sentences", type=int, default=64)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="test_window_") as tmp:
+        scratch = Path(tmp)
+        dirs = split_dirs(args.study / "work/data/asr", scratch)
+        print("| model | test_window | split | WER % | BLEU | length ratio |")
+        print("|---|---|---|---:|---:|---:|")
+        for model in args.models:
+            saved = torch.load(model, weights_only=True)
+            for window in WINDOWS:
+                path = scratch / f"model_{window}.pt"
+                torch_save({**saved, "config": {**saved["config"], "test_window": window}}, path)
+                for split, data_dir in dirs.items():
+                    scores = evaluate_nar(
+                        "asr",
+                        path,
+                        data_dir,
+                        scratch / "metrics.json",
+                        scratch / "hypotheses.txt",
+                        batch_sentences=args.batch_sentences,
+                        threads=1,
+                    )
+                    print(
+                        f"| {model} | {window} | {split} | {scores['wer']:.1f} | "
+                        f"{scores['bleu']:.2f} | {scores['length_ratio']:.3f} |",
+                        flush=True,
+                    )
+
+
+if __name__ == "__main__":
+    main()
