@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -57,7 +58,23 @@ def snakemake(workdir: Path, *args: str, check: bool = True, timeout: float = 12
         *args,
     ]
     env = {**os.environ, "PYTHONHASHSEED": "0"}
-    result = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
+    # Its own process group: on a timeout (or Ctrl-C) snakemake's running jobs are stopped with
+    # it; killing snakemake alone left a training job running on for an hour after its test.
+    proc = subprocess.Popen(
+        cmd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+        start_new_session=True,
+    )
+    try:
+        stdout, stderr = proc.communicate(timeout=timeout)
+    except BaseException:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
+        raise
+    result = subprocess.CompletedProcess(cmd, proc.returncode, stdout, stderr)
     if check and result.returncode != 0:
         raise AssertionError(
             f"snakemake failed ({result.returncode}): {' '.join(cmd)}\n"
