@@ -36,6 +36,19 @@ def shared_data() -> Path:
     return SHARED_DATA
 
 
+@pytest.fixture
+def one_thread():
+    """Torch on one thread for the test (a module opts in with
+    ``pytestmark = pytest.mark.usefixtures("one_thread")``): tiny models run fastest so, and
+    do not fight the parallel test processes."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def load_benchmark(name: str):
     """benchmarks/<name>.py as a module (the folder is no package), to test its pieces."""
     spec = importlib.util.spec_from_file_location(name, REPO / "benchmarks" / f"{name}.py")

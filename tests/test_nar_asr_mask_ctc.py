@@ -30,12 +30,7 @@ from comma.nn.transformer import padding_mask
 VOCAB = 40
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py
 
 
 def asr_config(**overrides) -> NARConfig:
@@ -91,7 +86,8 @@ def test_mask_ctc_config_round_trip_and_the_one_pass_dict_unchanged():
     assert not set(MASK_CTC_FIELDS) & set(asr_config().to_dict())
 
 
-def _schema_problems(change) -> list[str]:
+def nar_schema_problems(change) -> list[str]:
+    """The schema's problems with config.yaml after `change` to its models.nar."""
     from comma.workflow_config import schema_problems
 
     config = yaml.safe_load((REPO / "config.yaml").read_text())
@@ -134,9 +130,9 @@ def _schema_problems(change) -> list[str]:
     ],
 )
 def test_schema_takes_the_mask_ctc_keys_and_names_a_bad_one(change, expected):
-    assert _schema_problems(lambda nar: None) == []
-    assert _schema_problems(lambda nar: nar["asr"].update(mask_ctc=True)) == []
-    problems = _schema_problems(change)
+    assert nar_schema_problems(lambda nar: None) == []
+    assert nar_schema_problems(lambda nar: nar["asr"].update(mask_ctc=True)) == []
+    problems = nar_schema_problems(change)
     assert len(problems) == 1 and problems[0].startswith(expected), problems
 
 

@@ -9,9 +9,13 @@ import itertools
 
 import pytest
 import torch
-import yaml
-from conftest import REPO
-from test_nar_asr_mask_ctc import asr_config, asr_model, force_ctc, frame_design
+from test_nar_asr_mask_ctc import (
+    asr_config,
+    asr_model,
+    force_ctc,
+    frame_design,
+    nar_schema_problems,
+)
 from test_nar_models import make_batch
 
 from comma.io import torch_save
@@ -19,13 +23,7 @@ from comma.models.nar_asr import ctc_collapse, ctc_token_positions
 from comma.models.nar_base import MODEL_FORMAT, PAD_ID, NARConfig
 from comma.models.registry import load_nar
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py
 
 
 # --------------------------------------------------------------------------------------------
@@ -60,15 +58,6 @@ def test_test_window_default_is_left_out_of_the_dict_and_old_files_load(tmp_path
     assert load_nar(tmp_path / "model.pt").config.test_window == "none"
 
 
-def _schema_problems(change) -> list[str]:
-    from comma.workflow_config import schema_problems
-
-    config = yaml.safe_load((REPO / "config.yaml").read_text())
-    schema = yaml.safe_load((REPO / "config" / "schema.yaml").read_text())
-    change(config["models"]["nar"])
-    return schema_problems(config, schema)
-
-
 @pytest.mark.parametrize(
     ("change", "expected"),
     [
@@ -88,8 +77,8 @@ def _schema_problems(change) -> list[str]:
 )
 def test_schema_takes_test_window_and_names_a_bad_one(change, expected):
     for value in ("none", "ctc"):
-        assert _schema_problems(lambda nar, v=value: nar["asr"].update(test_window=v)) == []
-    problems = _schema_problems(change)
+        assert nar_schema_problems(lambda nar, v=value: nar["asr"].update(test_window=v)) == []
+    problems = nar_schema_problems(change)
     assert len(problems) == 1 and problems[0].startswith(expected), problems
 
 

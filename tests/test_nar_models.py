@@ -32,13 +32,7 @@ VOCAB = {"nmt": (30, 40), "asr": (None, 40), "tts": (30, None)}
 VARIANTS = [(task, ac) for task in ("nmt", "asr", "tts") for ac in (True, False)]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models run fastest on one thread (and do not fight parallel test jobs)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py
 
 
 class RecordingTargets(TeacherTargets):
