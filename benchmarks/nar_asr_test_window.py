@@ -1,9 +1,9 @@
 """Benchmark: NAR-ASR (Mask-CTC) decoded without and with the test-time window of its own CTC
-alignment (``models.nar.asr.test_window``: none, the paper's decoding, against ctc), on the
-validation and test splits of a study's prepared ASR corpus, in one run.
+alignment (``evaluation.asr.nar_test_window``: none, the paper's decoding, against ctc), on
+the validation and test splits of a study's prepared ASR corpus, in one run.
 
-The model's saved config is rewritten with each ``test_window`` (the weights are the same) and
-decoded by the workflow's own evaluation (:func:`comma.stages.nar.evaluate_nar`). The validation
+Every model is decoded with each window by the workflow's own evaluation
+(:func:`comma.stages.nar.evaluate_nar`). The validation
 split has no reference file: its references are spelled from its target ids, as the test
 split's are (the run checks that they match ``test.ref.txt``).
 
@@ -17,11 +17,8 @@ import argparse
 import tempfile
 from pathlib import Path
 
-import torch
-
 from comma.data.packed import load_split
 from comma.data.vocab import Vocabulary
-from comma.io import torch_save
 from comma.stages.nar import evaluate_nar
 from comma.stages.scoring import ids_to_text
 
@@ -63,19 +60,17 @@ def main() -> None:
         print("| model | test_window | split | WER % | BLEU | length ratio |")
         print("|---|---|---|---:|---:|---:|")
         for model in args.models:
-            saved = torch.load(model, weights_only=True)
             for window in WINDOWS:
-                path = scratch / f"model_{window}.pt"
-                torch_save({**saved, "config": {**saved["config"], "test_window": window}}, path)
                 for split, data_dir in dirs.items():
                     scores = evaluate_nar(
                         "asr",
-                        path,
+                        model,
                         data_dir,
                         scratch / "metrics.json",
                         scratch / "hypotheses.txt",
                         batch_sentences=args.batch_sentences,
                         threads=1,
+                        test_window=window,
                     )
                     print(
                         f"| {model} | {window} | {split} | {scores['wer']:.1f} | "

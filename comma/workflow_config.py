@@ -268,10 +268,26 @@ def _mel_range_problems(features: Any, sample_rates: Mapping[str, int]) -> list[
     return problems
 
 
+def _test_window_problems(evaluation: Any, nar: Any) -> list[str]:
+    """evaluation.asr.nar_test_window "ctc" for a NAR-ASR that is not Mask-CTC (the window is
+    read off its CTC alignment)."""
+    asr_eval = evaluation.get("asr") if isinstance(evaluation, dict) else None
+    asr_model = nar.get("asr") if isinstance(nar, dict) else None
+    if not isinstance(asr_eval, dict) or asr_eval.get("nar_test_window") != "ctc":
+        return []
+    if isinstance(asr_model, dict) and asr_model.get("mask_ctc") is not True:
+        return [
+            "evaluation.asr.nar_test_window 'ctc' reads Mask-CTC's CTC alignment: it needs "
+            "models.nar.asr.mask_ctc true (or nar_test_window none, the paper's decoding)"
+        ]
+    return []
+
+
 def config_problems(config: dict, sample_rates: Mapping[str, int] | None = None) -> list[str]:
     """Settings the schema accepts but no job could run with, each naming its key: heads
     that do not divide d_model, R(p) layers or heads beyond CoMMA's, a minimum above its
-    maximum, a warm-up longer than its training, a mel range beyond the Nyquist frequency of
+    maximum, a warm-up longer than its training, NAR-ASR's CTC test-time window without
+    Mask-CTC, a mel range beyond the Nyquist frequency of
     a corpus in `sample_rates` (name -> Hz: the corpora whose log-mel features the run
     extracts; the rate is the dataset's, not a setting)."""
     problems = _min_max_problems(config, "") + _warmup_problems(config.get("training"))
@@ -283,6 +299,7 @@ def config_problems(config: dict, sample_rates: Mapping[str, int] | None = None)
         for task, settings in (models.get(family) or {}).items():
             if isinstance(settings, dict):
                 problems += _attention_problems(settings, f"models.{family}.{task}")
+    problems += _test_window_problems(config.get("evaluation"), models.get("nar"))
     comma, ratio = models.get("comma") or {}, config.get("ratio") or {}
     for key, limit in (("layers", comma.get("layers")), ("heads", comma.get("heads"))):
         chosen = ratio.get(key)

@@ -191,6 +191,13 @@ def family_architecture(family):
     )[0]
 
 
+def nar_test_window(wildcards):
+    """params: NAR-ASR's test-time window (evaluation.asr.nar_test_window); "none" for NMT."""
+    if wildcards.task == "asr":
+        return config["evaluation"]["asr"]["nar_test_window"]
+    return "none"
+
+
 def family_training(family):
     """params: training.{family} (.{task}) for this task with lr and batch size, without the
     job's resources (comma.workflow_config.family_settings)."""

@@ -1,7 +1,7 @@
-"""NAR-ASR's test-time window from its own CTC alignment (``NARConfig.test_window: ctc``,
-beyond the paper; comma.models.nar_asr): the config key, the CTC tokens' frame positions, the
-window every Mask-Predict pass of an AC model attends within, and "none" (the paper) leaving
-decoding as it was."""
+"""NAR-ASR's test-time window from its own CTC alignment (``generate(..., test_window="ctc")``,
+the workflow's ``evaluation.asr.nar_test_window``, beyond the paper; comma.models.nar_asr): the
+setting, the CTC tokens' frame positions, the window every Mask-Predict pass of an AC model
+attends within, and "none" (the paper) leaving decoding as it was."""
 
 from __future__ import annotations
 
@@ -9,12 +9,12 @@ import itertools
 
 import pytest
 import torch
+import yaml
+from conftest import REPO
 from test_nar_asr_mask_ctc import (
-    asr_config,
     asr_model,
     force_ctc,
     frame_design,
-    nar_schema_problems,
 )
 from test_nar_models import make_batch
 
@@ -22,63 +22,118 @@ from comma.io import torch_save
 from comma.models.nar_asr import ctc_collapse, ctc_token_positions
 from comma.models.nar_base import MODEL_FORMAT, PAD_ID, NARConfig
 from comma.models.registry import load_nar
+from comma.stages.nar import evaluate_nar
+from comma.workflow_config import config_problems, schema_problems
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py
 
 
 # --------------------------------------------------------------------------------------------
-# Config
+# The setting: a decoding option, not the model's
 
 
 @pytest.mark.parametrize(
-    ("fields", "message"),
+    ("fields", "window", "message"),
     [
-        (dict(mask_ctc=True, test_window="teacher"), "test_window must be one of"),
-        (dict(mask_ctc=True, test_window=None), "test_window must be one of"),
-        (dict(test_window="ctc"), "test_window 'ctc' .* needs mask_ctc true"),
-        (dict(task="nmt", src_vocab=30, test_window="ctc"), "test_window 'ctc'"),
+        (dict(mask_ctc=True), "teacher", "test_window must be one of"),
+        (dict(mask_ctc=True), None, "test_window must be one of"),
+        (dict(constraint=True), "ctc", "test_window 'ctc' .* trained without mask_ctc"),
     ],
 )
-def test_test_window_config_errors_name_the_key(fields, message):
+def test_generate_names_a_bad_test_window(fields, window, message):
+    batch, _ = make_batch("asr")
+    model = asr_model(**fields).eval()
     with pytest.raises(ValueError, match=message):
-        asr_config(**fields)
+        model.generate(batch.src, batch.src_lengths, test_window=window)
 
 
-def test_test_window_default_is_left_out_of_the_dict_and_old_files_load(tmp_path):
-    assert asr_config().test_window == "none"
-    for config in (asr_config(), asr_config(mask_ctc=True)):
-        assert "test_window" not in config.to_dict()  # fingerprints of earlier runs unchanged
-    ctc = asr_config(mask_ctc=True, constraint=True, test_window="ctc")
-    assert ctc.to_dict()["test_window"] == "ctc" and NARConfig(**ctc.to_dict()) == ctc
-    # A model file from before the key: its config has no test_window, read as "none".
+def test_test_window_is_no_model_setting_and_files_that_saved_it_still_load(tmp_path):
     model = asr_model(mask_ctc=True, constraint=True).eval()
-    saved = {"format": MODEL_FORMAT, "config": model.config.to_dict(), "model": model.state_dict()}
-    assert "test_window" not in saved["config"]
-    torch_save(saved, tmp_path / "model.pt")
-    assert load_nar(tmp_path / "model.pt").config.test_window == "none"
+    assert "test_window" not in model.config.to_dict()  # fingerprints of earlier runs unchanged
+    with pytest.raises(TypeError, match="test_window"):
+        NARConfig(**{**model.config.to_dict(), "test_window": "ctc"})
+    # A model file saved while test_window was a model key (2026-12-04): the key is dropped.
+    config = {**model.config.to_dict(), "test_window": "ctc"}
+    torch_save(
+        {"format": MODEL_FORMAT, "config": config, "model": model.state_dict()},
+        tmp_path / "legacy.pt",
+    )
+    loaded = load_nar(tmp_path / "legacy.pt")
+    assert loaded.config == model.config
+    assert all(
+        torch.equal(a, b)
+        for a, b in zip(loaded.state_dict().values(), model.state_dict().values(), strict=True)
+    )
+    # Any other unknown key is an error that names the file.
+    config = {**model.config.to_dict(), "beam": 5}
+    torch_save(
+        {"format": MODEL_FORMAT, "config": config, "model": model.state_dict()},
+        tmp_path / "other.pt",
+    )
+    with pytest.raises(ValueError, match=r"other\.pt: the saved config .*beam"):
+        load_nar(tmp_path / "other.pt")
+
+
+def test_evaluate_refuses_a_test_window_for_another_task(tmp_path):
+    with pytest.raises(ValueError, match="test_window 'ctc' is NAR-ASR's decoding, not nmt's"):
+        evaluate_nar(
+            "nmt",
+            tmp_path / "model.pt",
+            tmp_path,
+            tmp_path / "m.json",
+            tmp_path / "h.txt",
+            batch_sentences=8,
+            test_window="ctc",
+        )
+    assert not (tmp_path / "m.json").exists()
+
+
+def preset_problems(change) -> list[str]:
+    """The schema's and config_problems' problems with config.yaml after `change` to it."""
+    config = yaml.safe_load((REPO / "config.yaml").read_text())
+    schema = yaml.safe_load((REPO / "config" / "schema.yaml").read_text())
+    change(config)
+    return schema_problems(config, schema) + config_problems(config)
 
 
 @pytest.mark.parametrize(
     ("change", "expected"),
     [
         (
-            lambda nar: nar["asr"].update(test_window="teacher"),
-            "config key models.nar.asr.test_window: 'teacher' is not one of",
+            lambda c: c["evaluation"]["asr"].update(nar_test_window="teacher"),
+            "config key evaluation.asr.nar_test_window: 'teacher' is not one of",
         ),
         (
-            lambda nar: nar["tts"].update(test_window="ctc"),
-            "config key models.nar.tts.test_window: 'none' was expected",
+            lambda c: c["models"]["nar"]["asr"].update(test_window="ctc"),
+            "config key models.nar.asr: Additional properties are not allowed ('test_window'",
         ),
         (
-            lambda nar: nar["nmt"].update(test_window="ctc"),
-            "config key models.nar.nmt.test_window: 'none' was expected",
+            lambda c: c["evaluation"].pop("asr"),
+            "config key evaluation: 'asr' is a required property",
+        ),
+        (
+            lambda c: c["models"]["nar"]["asr"].update(mask_ctc=False),
+            "evaluation.asr.nar_test_window 'ctc' reads Mask-CTC's CTC alignment: it needs "
+            "models.nar.asr.mask_ctc true",
         ),
     ],
 )
-def test_schema_takes_test_window_and_names_a_bad_one(change, expected):
+def test_the_config_takes_the_window_under_evaluation_and_names_a_bad_one(change, expected):
     for value in ("none", "ctc"):
-        assert nar_schema_problems(lambda nar, v=value: nar["asr"].update(test_window=v)) == []
-    problems = nar_schema_problems(change)
+        assert (
+            preset_problems(lambda c, v=value: c["evaluation"]["asr"].update(nar_test_window=v))
+            == []
+        )
+    assert (
+        preset_problems(
+            lambda c: (
+                c["models"]["nar"]["asr"].update(mask_ctc=False)
+                or c["evaluation"]["asr"].update(nar_test_window="none")
+            )
+        )
+        == []
+    )
+    problems = preset_problems(change)
     assert len(problems) == 1 and problems[0].startswith(expected), problems
 
 
@@ -156,14 +211,14 @@ def record_decoding(model) -> list:
 
 
 def test_ctc_window_confines_every_pass_cross_attention_to_the_ctc_alignment():
-    model = asr_model(mask_ctc=True, constraint=True, test_window="ctc", mask_iterations=3)
+    model = asr_model(mask_ctc=True, constraint=True, mask_iterations=3)
     model.eval()
     batch, _ = make_batch("asr")
     src_len = model.src_prenet.output_lengths(batch.src_lengths)  # [B] encoder positions
     design = frame_design(src_len, int(src_len.max()))  # the last sentence: all blank
     force_ctc(model, design, boost=5.0)  # p about 0.8 < 0.999: every CTC token masked
     outputs = record_decoding(model)
-    gen = model.generate(batch.src, batch.src_lengths)
+    gen = model.generate(batch.src, batch.src_lengths, test_window="ctc")
     assert len(outputs) == 3  # a pass per iteration, every one windowed
     narrowed = 0
     for b, m in enumerate(src_len.tolist()):
@@ -191,12 +246,12 @@ def test_none_and_models_without_ac_decode_without_a_window():
     batch, _ = make_batch("asr")
     src_len = batch.src_lengths
     results = {}
-    for name, fields in {
-        "none": dict(constraint=True),  # the default: the paper's decoding
-        "noac": dict(constraint=False, test_window="ctc"),  # never trained with a window
-        "ctc": dict(constraint=True, test_window="ctc"),
+    for name, (constraint, window) in {
+        "none": (True, "none"),  # the default: the paper's decoding
+        "noac": (False, "ctc"),  # never trained with a window
+        "ctc": (True, "ctc"),
     }.items():
-        model = asr_model(mask_ctc=True, mask_iterations=2, **fields).eval()
+        model = asr_model(mask_ctc=True, mask_iterations=2, constraint=constraint).eval()
         sub = model.src_prenet.output_lengths(src_len)
         force_ctc(model, frame_design(sub, int(sub.max())), boost=5.0)
         masks = []
@@ -205,7 +260,7 @@ def test_none_and_models_without_ac_decode_without_a_window():
             with_kwargs=True,
         )
         outputs = record_decoding(model)
-        gen = model.generate(batch.src, src_len)
+        gen = model.generate(batch.src, src_len, test_window=window)
         results[name] = (masks, [out.prediction for out in outputs], gen)
     for name in ("none", "noac"):
         masks, predictions, gen = results[name]

@@ -25,17 +25,18 @@ than BOS, EOS and ``<mask>``; :func:`ctc_collapse`), whose length is the output'
 empty one: length 1, one ``<mask>``); its tokens less probable than ``mask_threshold`` (the
 highest frame probability over a token's run) become ``<mask>``; then up to
 ``mask_iterations`` Mask-Predict passes, each feeding the current tokens to the decoder (no
-window, unless ``test_window`` below) and revealing the ``ceil(masked / passes left)`` most
+window, unless the test-time window below) and revealing the ``ceil(masked / passes left)`` most
 confident predictions among the still-masked positions, until none is masked.
 
-**Test-time window** (``NARConfig.test_window: ctc``, beyond the paper; off by default): an AC
-model's decoder learnt to attend only inside the teacher's window and does not find its place
-without it. With ``ctc``, every Mask-Predict pass of an AC model (``constraint``) restricts the
-cross-attention to section 5.1's window (:func:`comma.alignment.calculators.window_mask`) built
-from the CTC greedy alignment: E_i is the centre of the frame run that emitted token i
-(:func:`ctc_token_positions`, 1-based as the teacher's E_i). An empty CTC output's one
-``<mask>`` attends to every frame (a one-token window). Models without AC are decoded as before:
-they never saw a window.
+**Test-time window** (``generate(..., test_window="ctc")``, beyond the paper; the workflow's
+``evaluation.asr.nar_test_window``, default ``none``): a decoding setting, not the model's. An
+AC model's decoder learnt to attend only inside the teacher's window and does not find its
+place without it. With ``ctc``, every Mask-Predict pass of an AC model (``constraint``)
+restricts the cross-attention to section 5.1's window
+(:func:`comma.alignment.calculators.window_mask`) built from the CTC greedy alignment: E_i is
+the centre of the frame run that emitted token i (:func:`ctc_token_positions`, 1-based as the
+teacher's E_i). An empty CTC output's one ``<mask>`` attends to every frame (a one-token
+window). Models without AC are decoded as before: they never saw a window.
 """
 
 from __future__ import annotations
@@ -61,6 +62,10 @@ from comma.nn.prenets import Conv2dPrenet, GlobalCMVN, TokenEmbedding
 from comma.nn.transformer import (
     padding_mask,
 )
+
+# generate's test_window: "none" (the paper: no window at test time) or "ctc" (Mask-CTC AC
+# models: the window of the model's own CTC alignment, beyond the paper).
+TEST_WINDOWS = ("none", "ctc")
 
 
 def _ctc_runs(
@@ -245,13 +250,18 @@ class NARASR(GlobalCMVN, TokenNAR):
         )
 
     def ctc_window(
-        self, frame_ids: torch.Tensor, src_len: torch.Tensor, tgt_len: torch.Tensor, src_max: int
+        self,
+        frame_ids: torch.Tensor,
+        src_len: torch.Tensor,
+        tgt_len: torch.Tensor,
+        src_max: int,
+        test_window: str,
     ) -> torch.Tensor | None:
         """The test-time window bool ``[B, N, src_max]`` of Mask-CTC decoding from the CTC
         greedy frame ids ``[B, M]`` (``src_len`` ``[B]`` valid; ``tgt_len`` ``[B]`` the output
-        lengths, an empty CTC output counted as 1), or None: ``test_window`` "none", or a model
+        lengths, an empty CTC output counted as 1), or None: `test_window` "none", or a model
         trained without the AC window (see the module docstring)."""
-        if self.config.test_window != "ctc" or not self.config.constraint:
+        if test_window != "ctc" or not self.config.constraint:
             return None
         expected = ctc_token_positions(frame_ids, src_len)  # [B, N], 1-based, 0 on padding
         # An empty CTC output's one <mask>: any E in range; a one-token window is every frame.
@@ -259,10 +269,19 @@ class NARASR(GlobalCMVN, TokenNAR):
         return window_mask(expected, src_len, tgt_len, max_src_len=src_max)  # [B, N, M]
 
     @torch.no_grad()
-    def generate(self, src: torch.Tensor, src_len: torch.Tensor) -> NARGeneration:
+    def generate(
+        self, src: torch.Tensor, src_len: torch.Tensor, test_window: str = "none"
+    ) -> NARGeneration:
         """One-pass: as :meth:`TokenNAR.generate`. Mask-CTC: CTC greedy, its unsure tokens
-        masked, then Mask-Predict, with ``test_window: ctc`` inside the CTC alignment's window
+        masked, then Mask-Predict, with `test_window` "ctc" inside the CTC alignment's window
         (see the module docstring); pad, BOS, EOS and mask are never output."""
+        if test_window not in TEST_WINDOWS:
+            raise ValueError(f"test_window must be one of {TEST_WINDOWS}, got {test_window!r}")
+        if test_window == "ctc" and not self.config.mask_ctc:
+            raise ValueError(
+                "test_window 'ctc' reads Mask-CTC's CTC alignment: this NAR-ASR model was "
+                "trained without mask_ctc"
+            )
         if not self.config.mask_ctc:
             return super().generate(src, src_len)
         c = self.config
@@ -277,7 +296,7 @@ class NARASR(GlobalCMVN, TokenNAR):
         valid = padding_mask(tgt_len, tokens.shape[1])  # [B, N]
         masked = valid & ((confidence < c.mask_threshold) | (tokens == MASK_ID))  # [B, N]
         tokens = tokens.masked_fill(masked, MASK_ID)
-        window = self.ctc_window(frame_ids, src_len, tgt_len, memory.shape[1])  # [B, N, M]
+        window = self.ctc_window(frame_ids, src_len, tgt_len, memory.shape[1], test_window)
         for step in range(c.mask_iterations):
             if not bool(masked.any()):
                 break

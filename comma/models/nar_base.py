@@ -49,9 +49,10 @@ NAR_TASKS = TASK_NAMES
 MODEL_FORMAT = "comma-nar-v2"
 # NARConfig's Mask-CTC fields (NAR-ASR only; see NARConfig.to_dict).
 MASK_CTC_FIELDS = ("mask_ctc", "ctc_weight", "mask_iterations", "mask_threshold")
-# NARConfig.test_window: "none" (the paper: no window at test time) or "ctc" (Mask-CTC AC
-# models: a window from the model's own CTC alignment, beyond the paper).
-TEST_WINDOWS = ("none", "ctc")
+# Keys of saved model configs that are decoding settings now, not the model's: test_window
+# (NAR-ASR's test-time window, an evaluation setting since 2026-12-04, see
+# comma.models.nar_asr) is dropped when such a file is read; the weights do not depend on it.
+DECODING_ONLY_FIELDS = ("test_window",)
 
 
 @dataclass(frozen=True)
@@ -90,10 +91,6 @@ class NARConfig:
     ctc_weight: float = 0.3  # mask_ctc: (1 - w) * masked-token CE + w * CTC (the teacher's w)
     mask_iterations: int = 10  # mask_ctc: Mask-Predict passes after the CTC greedy output
     mask_threshold: float = 0.999  # mask_ctc: CTC tokens less probable than this start masked
-    # mask_ctc, AC models only (beyond the paper): "ctc" restricts Mask-Predict's cross-attention
-    # to section 5.1's window built from the CTC greedy alignment (comma.models.nar_asr), as the
-    # teacher's window did in training; "none": no window at test time, as the paper.
-    test_window: str = "none"
     # FastSpeech
     duration_predictor_filter: int = 256
     duration_predictor_kernel: int = 3
@@ -144,23 +141,14 @@ class NARConfig:
             problems.append(f"mask_iterations must be >= 1, got {self.mask_iterations}")
         if not 0 <= self.mask_threshold <= 1:
             problems.append(f"mask_threshold must be in [0, 1], got {self.mask_threshold}")
-        if self.test_window not in TEST_WINDOWS:
-            problems.append(f"test_window must be one of {TEST_WINDOWS}, got {self.test_window!r}")
-        elif self.test_window == "ctc" and self.mask_ctc is not True:
-            problems.append(
-                "test_window 'ctc' reads Mask-CTC's CTC alignment: it needs mask_ctc true"
-            )
         return problems
 
     def to_dict(self) -> dict:
         """The config as keyword arguments (saved model files, run fingerprints). Without
         mask_ctc, the Mask-CTC fields at their defaults are left out: the one-pass model's
-        dict, hence its fingerprint and saved config, stay those from before Mask-CTC; so is
-        test_window at its default "none", for the same reason."""
+        dict, hence its fingerprint and saved config, stay those from before Mask-CTC."""
         d = asdict(self)
         d["conv_strides"] = list(self.conv_strides)
-        if d["test_window"] == "none":
-            del d["test_window"]
         if not self.mask_ctc:
             for field in fields(self):
                 if field.name in MASK_CTC_FIELDS and d[field.name] == field.default:

@@ -54,9 +54,16 @@ class Family:
     what: str  # for messages: "a CoMMA model"
     config_class: type
     build: Callable[[Any], nn.Module]
+    # saved config keys that are decoding settings now (e.g. nar_base.DECODING_ONLY_FIELDS):
+    # files from before the move still load, without them
+    decoding_only: tuple[str, ...] = ()
 
     def config(self, **fields) -> Any:
         return self.config_class(**fields)
+
+    def saved_config(self, fields: dict) -> Any:
+        """The config of a saved model file, without its `decoding_only` keys."""
+        return self.config(**{k: v for k, v in fields.items() if k not in self.decoding_only})
 
 
 FAMILIES = {
@@ -64,7 +71,14 @@ FAMILIES = {
         "teacher", teacher.MODEL_FORMAT, "an AR teacher model", TeacherConfig, build_teacher
     ),
     "comma": Family("comma", comma_model.MODEL_FORMAT, "a CoMMA model", CoMMAConfig, CoMMA),
-    "nar": Family("nar", nar_base.MODEL_FORMAT, "a NAR model", NARConfig, build_nar),
+    "nar": Family(
+        "nar",
+        nar_base.MODEL_FORMAT,
+        "a NAR model",
+        NARConfig,
+        build_nar,
+        nar_base.DECODING_ONLY_FIELDS,
+    ),
 }
 
 
@@ -78,7 +92,13 @@ def load_model(path: str | Path, family: str) -> nn.Module:
         raise ValueError(f"{path}: not {kind.what} file (format {found!r})")
     if not isinstance(saved.get("config"), dict) or not isinstance(saved.get("model"), dict):
         raise ValueError(f"{path}: {kind.what} file without its config and weights")
-    model = kind.build(kind.config(**saved["config"]))
+    try:
+        config = kind.saved_config(saved["config"])
+    except (TypeError, ValueError) as error:  # an unknown or invalid key: name the file too
+        raise ValueError(
+            f"{path}: the saved config of {kind.what} does not load: {error}"
+        ) from error
+    model = kind.build(config)
     try:
         model.load_state_dict(saved["model"])
     except RuntimeError as error:  # torch's message lists the tensors but not the file

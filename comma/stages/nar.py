@@ -112,12 +112,15 @@ class _Generated:
 
 
 @torch.no_grad()
-def _generate_split(model: torch.nn.Module, split: Split, batch_sentences: int) -> _Generated:
-    """The model's one-pass output for every sentence of `split`, in split order."""
+def _generate_split(
+    model: torch.nn.Module, split: Split, batch_sentences: int, **decoding
+) -> _Generated:
+    """The model's output for every sentence of `split`, in split order (`decoding`: the
+    family's own generate keywords)."""
     device = next(model.parameters()).device
 
     def generate(batch):
-        generated = model.generate(batch.src.to(device), batch.src_lengths.to(device))
+        generated = model.generate(batch.src.to(device), batch.src_lengths.to(device), **decoding)
         return generated.tokens if generated.tokens is not None else generated.frames
 
     outputs, seconds = map_split(split, batch_sentences, generate, desc="generate")
@@ -139,6 +142,7 @@ def evaluate_nar(
     samples_dir: str | Path | None = None,
     seed: int = 0,
     threads: int | None = None,
+    test_window: str = "none",
 ) -> dict[str, Any]:
     """Generate the test split of `data_dir` with a trained NAR model and score it.
 
@@ -146,12 +150,16 @@ def evaluate_nar(
     ``test.ref.txt``, and how often the predicted length is the reference's. TTS: the generated
     split (``save_split`` format) to `hypotheses_path`, MCD and mel L1 after DTW against the
     recordings (``evaluation``: mcd_cepstra, griffin_lim_wavs, griffin_lim_iters; ``features``:
-    f_min, f_max), the length ratio, and Griffin-Lim WAVs in `samples_dir`."""
+    f_min, f_max), the length ratio, and Griffin-Lim WAVs in `samples_dir`. `test_window`:
+    NAR-ASR's test-time window ("none", the paper, or "ctc": comma.models.nar_asr)."""
     data_dir = Path(data_dir)
+    if test_window != "none" and task != "asr":
+        raise ValueError(f"test_window {test_window!r} is NAR-ASR's decoding, not {task}'s")
+    decoding = {"test_window": test_window} if task == "asr" else {}
     model, test, precision = load_for_evaluation("nar", task, model_path, data_dir, threads)
     torch.manual_seed(seed)
     with precision:
-        generated = _generate_split(model, test, batch_sentences)
+        generated = _generate_split(model, test, batch_sentences, **decoding)
     ref_len = test.tgt.lengths.double()
     if task == "tts":
         if evaluation is None or features is None:
@@ -180,6 +188,7 @@ def evaluate_nar(
         "task": task,
         "model": str(model_path),
         "constraint": bool(model.config.constraint),
+        **decoding,
         "test_sentences": len(test),
         **scores,
         "generate_seconds": generated.seconds,
