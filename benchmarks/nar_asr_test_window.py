@@ -3,9 +3,8 @@ alignment (``evaluation.asr.nar_test_window``: none, the paper's decoding, again
 the validation and test splits of a study's prepared ASR corpus, in one run.
 
 Every model is decoded with each window by the workflow's own evaluation
-(:func:`comma.stages.nar.evaluate_nar`). The validation
-split has no reference file: its references are spelled from its target ids, as the test
-split's are (the run checks that they match ``test.ref.txt``).
+(:func:`comma.stages.nar.evaluate_nar`), on the validation split as on the test split
+(``_splits.py``).
 
     .venv/bin/python benchmarks/nar_asr_test_window.py --study DIR \
         DIR/work/nar/asr/raw_ac/seed1/model.pt [more model.pt ...]
@@ -17,35 +16,11 @@ import argparse
 import tempfile
 from pathlib import Path
 
-from comma.data.packed import load_split
-from comma.data.vocab import Vocabulary
+from _splits import split_dirs
+
 from comma.stages.nar import evaluate_nar
-from comma.stages.scoring import ids_to_text
 
 WINDOWS = ("none", "ctc")
-
-
-def split_dirs(data: Path, scratch: Path) -> dict[str, Path]:
-    """A data directory per split whose ``test.pt`` is that split (what evaluate_nar reads)."""
-    vocab = Vocabulary.load(data / "dict.tgt.txt")
-    dirs = {}
-    for split in ("valid", "test"):
-        d = scratch / split
-        d.mkdir()
-        for name in ("dict.tgt.txt", "stats.json", "bpe.codes"):
-            (d / name).symlink_to((data / name).resolve())
-        (d / "test.pt").symlink_to((data / f"{split}.pt").resolve())
-        pairs = load_split(data / f"{split}.pt")
-        references = [ids_to_text(pairs.tgt[k].tolist(), vocab) for k in range(len(pairs))]
-        if split == "test":
-            given = (data / "test.ref.txt").read_text(encoding="utf-8").splitlines()
-            if references != given:
-                raise SystemExit(
-                    f"{data}: references spelled from its ids differ from test.ref.txt"
-                )
-        (d / "test.ref.txt").write_text("\n".join(references) + "\n", encoding="utf-8")
-        dirs[split] = d
-    return dirs
 
 
 def main() -> None:
