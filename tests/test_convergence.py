@@ -67,8 +67,9 @@ def test_figure_and_table_from_metrics_files(tmp_path):
     assert pd.isna(summary.loc["nmt"].final_D)
     assert (tmp_path / "c.png").stat().st_size > 1000
     text = (tmp_path / "c.md").read_text()
-    assert "| TTS | 2 | 3 | 150 | 0.2600 | 0.0141 | 50 | 0.2100 | 0.0141 | 150 |" in text
-    assert "| NMT | 1 | 2 | 100 | 0.4000 | 0.0000 | 100 | n/a | n/a | n/a |" in text
+    # R within the spread from step 50 of 150 (settled), D only at the last checkpoint (not)
+    assert "| TTS | 2 | 3 | 150 | 0.2600 | 0.0141 | 50 | yes | 0.2100 | 0.0141 | 150 | no |" in text
+    assert "| NMT | 1 | 2 | 100 | 0.4000 | 0.0000 | 100 | no | n/a | n/a | n/a | n/a |" in text
     bare = tmp_path / "bare.jsonl"
     bare.write_text(json.dumps({"step": 1, "loss": 1.0}) + "\n")
     with pytest.raises(ValueError, match="bare.jsonl: no R\\(p\\) at checkpoints"):
