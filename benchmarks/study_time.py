@@ -279,16 +279,16 @@ def job_start_cpu(repeats: int = 3) -> float:
     return statistics.median(seconds)
 
 
-def mm_peak() -> float:
-    """FLOP/s of a 1024^3 float32 torch.mm on this thread count, best of 5."""
-    a, b = torch.randn(1024, 1024), torch.randn(1024, 1024)
+def mm_peak(n: int = 1024, repeats: int = 5) -> float:
+    """FLOP/s of a float32 n x n @ n x n torch.mm on this thread count, best of `repeats`."""
+    a, b = torch.randn(n, n), torch.randn(n, n)
     a @ b
     best = float("inf")
-    for _ in range(5):
+    for _ in range(repeats):
         start = time.perf_counter()
         a @ b
         best = min(best, time.perf_counter() - start)
-    return 2 * 1024**3 / best
+    return 2 * n**3 / best
 
 
 def comma_step_efficiency(

@@ -28,6 +28,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from study_time import mm_peak
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
@@ -152,18 +153,6 @@ def seconds_per_step(model: nn.Module, loss_fn: LossFn, batch: Batch, steps: int
     return (time.perf_counter() - start) / steps
 
 
-def matmul_peak(n: int = 2048, repeats: int = 5) -> float:
-    """FLOP/s of a float32 n x n @ n x n torch.mm, the best of `repeats`."""
-    a, b = torch.randn(n, n), torch.randn(n, n)
-    torch.mm(a, b)
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
-        torch.mm(a, b)
-        best = min(best, time.perf_counter() - start)
-    return 2 * n**3 / best
-
-
 def beam_search_speed(teacher: Path, data: Path, beam: int) -> tuple[int, float]:
     model = load_teacher(teacher)
     test = load_split(data / "test.pt")
@@ -200,7 +189,7 @@ def main() -> None:
         f"{SIZES['encoder_layers']}+{SIZES['decoder_layers']} layers, {SIZES['heads']} heads, "
         f"FFN {SIZES['ffn_dim']}, vocabulary {VOCAB}, dropout {DROPOUT}; {args.steps} steps\n"
     )
-    peak = matmul_peak()
+    peak = mm_peak(n=2048)
     print(f"torch.mm float32 peak: {peak / 1e9:.1f} GFLOP/s\n")
     candidates = [("comma TransformerNMT", make_ours), ("torch.nn.Transformer", make_torch)]
     rows, skipped = [], []
