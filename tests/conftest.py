@@ -50,7 +50,10 @@ def one_thread():
 
 
 def load_benchmark(name: str):
-    """benchmarks/<name>.py as a module (the folder is no package), to test its pieces."""
+    """benchmarks/<name>.py as a module (the folder is no package), to test its pieces. Its
+    imports of sibling benchmarks (``from study_time import ...``) resolve as when it runs."""
+    if str(REPO / "benchmarks") not in sys.path:
+        sys.path.append(str(REPO / "benchmarks"))
     spec = importlib.util.spec_from_file_location(name, REPO / "benchmarks" / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
