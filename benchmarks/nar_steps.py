@@ -31,7 +31,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from comma.stages.nar import evaluate_nar, train_nar  # noqa: E402
-from comma.workflow_config import family_settings  # noqa: E402
+from comma.workflow_config import family_settings, nar_decoding  # noqa: E402
 
 # The metrics printed per task: (key in evaluate_nar's metrics, column title).
 COLUMNS = {
@@ -64,8 +64,8 @@ def main() -> None:
     evaluation = {}
     if args.task == "tts":
         evaluation = dict(evaluation=config["evaluation"]["tts"], features=config["features"])
-    elif args.task == "asr":
-        evaluation = dict(test_window=config["evaluation"]["asr"]["nar_test_window"])
+    else:
+        evaluation = nar_decoding(config, args.task)
     with tempfile.TemporaryDirectory(prefix="nar_steps_") as tmp:
         out = args.out or Path(tmp) / "run"
         out.mkdir(parents=True, exist_ok=True)

@@ -33,6 +33,7 @@ __all__ = [
     "config_problems",
     "check_config",
     "family_settings",
+    "nar_decoding",
 ]
 
 _SCALARS = {"integer": int, "number": (int, float), "boolean": bool, "null": type(None)}
@@ -165,17 +166,28 @@ def _deepest(error: jsonschema.ValidationError) -> jsonschema.ValidationError:
     return error
 
 
+# Keys that moved: where an older config's key is now (decoding settings that were model keys).
+MOVED_KEYS = {
+    "models.nar.asr.test_window": "evaluation.asr.nar_test_window",
+    "models.nar.asr.mask_iterations": "evaluation.asr.nar_mask_iterations",
+    "models.nar.asr.mask_threshold": "evaluation.asr.nar_mask_threshold",
+}
+
+
 def _unexpected_keys_hint(error: jsonschema.ValidationError) -> str:
     """``" ('dropuot': did you mean 'dropout'?)"`` for each unexpected key with a close match
-    among the keys the schema knows; empty otherwise."""
+    among the keys the schema knows, or where it moved (MOVED_KEYS); empty otherwise."""
     if error.validator != "additionalProperties" or not isinstance(error.instance, dict):
         return ""
     known = list(error.schema.get("properties", {}))
     hints = []
     for key in error.instance:
         if key not in known:
+            moved = MOVED_KEYS.get(_key_path([*error.absolute_path, key]))
             close = difflib.get_close_matches(str(key), known, n=1)
-            if close:
+            if moved:
+                hints.append(f"{key!r} is now {moved}")
+            elif close:
                 hints.append(f"{key!r}: did you mean {close[0]!r}?")
     return f" ({'; '.join(hints)})" if hints else ""
 
@@ -400,6 +412,24 @@ def family_settings(config: dict, family: str, task: str) -> tuple[dict, dict]:
     if isinstance(schedule.get("max_steps"), dict):
         schedule["max_steps"] = schedule["max_steps"][task]
     return architecture, {**schedule, "lr": model["lr"], "max_sentences": model["batch_size"]}
+
+
+# evaluation.asr's NAR-ASR decoding settings -> the keywords of comma.stages.nar.evaluate_nar
+# (and NARASR.generate).
+NAR_ASR_DECODING = {
+    "nar_test_window": "test_window",
+    "nar_mask_iterations": "mask_iterations",
+    "nar_mask_threshold": "mask_threshold",
+}
+
+
+def nar_decoding(config: dict, task: str) -> dict:
+    """The decoding keywords of `task`'s NAR model for ``evaluate_nar``: NAR-ASR's from
+    evaluation.asr (test-time window, Mask-CTC's passes and threshold); none for NMT and TTS."""
+    if task != "asr":
+        return {}
+    settings = config["evaluation"]["asr"]
+    return {keyword: settings[key] for key, keyword in NAR_ASR_DECODING.items()}
 
 
 if __name__ == "__main__":

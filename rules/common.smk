@@ -191,11 +191,9 @@ def family_architecture(family):
     )[0]
 
 
-def nar_test_window(wildcards):
-    """params: NAR-ASR's test-time window (evaluation.asr.nar_test_window); "none" for NMT."""
-    if wildcards.task == "asr":
-        return config["evaluation"]["asr"]["nar_test_window"]
-    return "none"
+def nar_decoding(wildcards):
+    """params: the NAR model's decoding keywords (NAR-ASR's from evaluation.asr; none for NMT)."""
+    return workflow_config.nar_decoding(config, wildcards.task)
 
 
 def family_training(family):

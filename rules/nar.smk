@@ -62,7 +62,7 @@ rule evaluate_nar:
         batch_sentences=lambda wildcards: config["decoding"][wildcards.task][
             "batch_sentences"
         ],
-        test_window=nar_test_window,
+        decoding=nar_decoding,
         seed=lambda wildcards: int(wildcards.seed),
     script:
         "../workflow_scripts/evaluate_nar.py"

@@ -19,5 +19,5 @@ with rule_log(snakemake):
         samples_dir=samples,
         seed=int(snakemake.params.seed),
         threads=snakemake.threads,
-        test_window=snakemake.params.get("test_window", "none"),
+        **snakemake.params.get("decoding", {}),
     )

@@ -26,7 +26,9 @@ empty one: length 1, one ``<mask>``); its tokens less probable than ``mask_thres
 highest frame probability over a token's run) become ``<mask>``; then up to
 ``mask_iterations`` Mask-Predict passes, each feeding the current tokens to the decoder (no
 window, unless the test-time window below) and revealing the ``ceil(masked / passes left)`` most
-confident predictions among the still-masked positions, until none is masked.
+confident predictions among the still-masked positions, until none is masked. Both are
+keywords of :meth:`NARASR.generate` (the workflow's ``evaluation.asr.nar_mask_iterations`` and
+``nar_mask_threshold``): decoding settings, not the model's.
 
 **Test-time window** (``generate(..., test_window="ctc")``, beyond the paper; the workflow's
 ``evaluation.asr.nar_test_window``, default ``none``): a decoding setting, not the model's. An
@@ -66,6 +68,10 @@ from comma.nn.transformer import (
 # generate's test_window: "none" (the paper: no window at test time) or "ctc" (Mask-CTC AC
 # models: the window of the model's own CTC alignment, beyond the paper).
 TEST_WINDOWS = ("none", "ctc")
+# generate's Mask-CTC defaults: Mask-Predict passes after the CTC greedy output, and the
+# probability below which a CTC token starts masked (Higuchi et al. 2020: 10 passes; 0.999).
+MASK_ITERATIONS = 10
+MASK_THRESHOLD = 0.999
 
 
 def _ctc_runs(
@@ -270,11 +276,24 @@ class NARASR(GlobalCMVN, TokenNAR):
 
     @torch.no_grad()
     def generate(
-        self, src: torch.Tensor, src_len: torch.Tensor, test_window: str = "none"
+        self,
+        src: torch.Tensor,
+        src_len: torch.Tensor,
+        test_window: str = "none",
+        mask_iterations: int = MASK_ITERATIONS,
+        mask_threshold: float = MASK_THRESHOLD,
     ) -> NARGeneration:
-        """One-pass: as :meth:`TokenNAR.generate`. Mask-CTC: CTC greedy, its unsure tokens
-        masked, then Mask-Predict, with `test_window` "ctc" inside the CTC alignment's window
-        (see the module docstring); pad, BOS, EOS and mask are never output."""
+        """One-pass: as :meth:`TokenNAR.generate` (the Mask-CTC keywords unused). Mask-CTC: CTC
+        greedy, its tokens less probable than `mask_threshold` masked, then up to
+        `mask_iterations` Mask-Predict passes, with `test_window` "ctc" inside the CTC
+        alignment's window (see the module docstring); pad, BOS, EOS and mask are never
+        output."""
+        if isinstance(mask_iterations, bool) or not isinstance(mask_iterations, int):
+            raise ValueError(f"mask_iterations must be an integer >= 1, got {mask_iterations!r}")
+        if mask_iterations < 1:
+            raise ValueError(f"mask_iterations must be >= 1, got {mask_iterations}")
+        if not 0 <= mask_threshold <= 1:
+            raise ValueError(f"mask_threshold must be in [0, 1], got {mask_threshold}")
         if test_window not in TEST_WINDOWS:
             raise ValueError(f"test_window must be one of {TEST_WINDOWS}, got {test_window!r}")
         if test_window == "ctc" and not self.config.mask_ctc:
@@ -284,7 +303,6 @@ class NARASR(GlobalCMVN, TokenNAR):
             )
         if not self.config.mask_ctc:
             return super().generate(src, src_len)
-        c = self.config
         memory, src_len, prenet_out = self.encode(src, src_len)
         probs = self.ctc_log_probs(memory).exp()  # [B, M, V]
         probs[..., [BOS_ID, EOS_ID, MASK_ID]] = 0.0  # never targets; pad is the blank
@@ -294,10 +312,10 @@ class NARASR(GlobalCMVN, TokenNAR):
         tokens[empty, 0] = MASK_ID
         tgt_len = tgt_len.clamp(min=1)
         valid = padding_mask(tgt_len, tokens.shape[1])  # [B, N]
-        masked = valid & ((confidence < c.mask_threshold) | (tokens == MASK_ID))  # [B, N]
+        masked = valid & ((confidence < mask_threshold) | (tokens == MASK_ID))  # [B, N]
         tokens = tokens.masked_fill(masked, MASK_ID)
         window = self.ctc_window(frame_ids, src_len, tgt_len, memory.shape[1], test_window)
-        for step in range(c.mask_iterations):
+        for step in range(mask_iterations):
             if not bool(masked.any()):
                 break
             decoder_input = self.token_inputs(tokens, tgt_len)
@@ -307,7 +325,7 @@ class NARASR(GlobalCMVN, TokenNAR):
             logits = out.prediction.float()  # [B, N, V]
             logits[..., list(FORBIDDEN_IDS)] = float("-inf")
             best_probs, best = logits.softmax(-1).max(-1)  # [B, N]
-            passes_left = c.mask_iterations - step
+            passes_left = mask_iterations - step
             reveal_count = (masked.sum(1) + passes_left - 1) // passes_left  # [B], ceil
             rank = best_probs.masked_fill(~masked, -1.0).argsort(1, descending=True).argsort(1)
             reveal = masked & (rank < reveal_count[:, None])  # [B, N]

@@ -48,11 +48,12 @@ NAR_TASKS = TASK_NAMES
 # The saved model file (comma.models.registry); v2: FastSpeech predicts CMVN-normalized log-mel.
 MODEL_FORMAT = "comma-nar-v2"
 # NARConfig's Mask-CTC fields (NAR-ASR only; see NARConfig.to_dict).
-MASK_CTC_FIELDS = ("mask_ctc", "ctc_weight", "mask_iterations", "mask_threshold")
-# Keys of saved model configs that are decoding settings now, not the model's: test_window
-# (NAR-ASR's test-time window, an evaluation setting since 2026-12-04, see
-# comma.models.nar_asr) is dropped when such a file is read; the weights do not depend on it.
-DECODING_ONLY_FIELDS = ("test_window",)
+MASK_CTC_FIELDS = ("mask_ctc", "ctc_weight")
+# Keys of saved model configs that are decoding settings now, not the model's: NAR-ASR's
+# test_window, mask_iterations and mask_threshold (keywords of NARASR.generate, the workflow's
+# evaluation.asr settings since 2026-12-04) are dropped when such a file is read; the weights
+# do not depend on them.
+DECODING_ONLY_FIELDS = ("test_window", "mask_iterations", "mask_threshold")
 
 
 @dataclass(frozen=True)
@@ -89,8 +90,6 @@ class NARConfig:
     # paper's one-pass model.
     mask_ctc: bool = False
     ctc_weight: float = 0.3  # mask_ctc: (1 - w) * masked-token CE + w * CTC (the teacher's w)
-    mask_iterations: int = 10  # mask_ctc: Mask-Predict passes after the CTC greedy output
-    mask_threshold: float = 0.999  # mask_ctc: CTC tokens less probable than this start masked
     # FastSpeech
     duration_predictor_filter: int = 256
     duration_predictor_kernel: int = 3
@@ -137,10 +136,6 @@ class NARConfig:
             problems.append(f"mask_ctc is NAR-ASR's decoding (task asr), got task {self.task!r}")
         if self.mask_ctc and not 0 < self.ctc_weight < 1:
             problems.append(f"ctc_weight must be in (0, 1) with mask_ctc, got {self.ctc_weight}")
-        if self.mask_iterations < 1:
-            problems.append(f"mask_iterations must be >= 1, got {self.mask_iterations}")
-        if not 0 <= self.mask_threshold <= 1:
-            problems.append(f"mask_threshold must be in [0, 1], got {self.mask_threshold}")
         return problems
 
     def to_dict(self) -> dict:

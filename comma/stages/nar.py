@@ -27,6 +27,7 @@ from comma.data.packed import Split, load_split
 from comma.data.vocab import Vocabulary
 from comma.engine.decode import map_split
 from comma.io import read_json, write_json, write_lines
+from comma.models.nar_asr import MASK_ITERATIONS, MASK_THRESHOLD
 from comma.stages.scoring import (
     ids_to_text,
     load_for_evaluation,
@@ -143,6 +144,8 @@ def evaluate_nar(
     seed: int = 0,
     threads: int | None = None,
     test_window: str = "none",
+    mask_iterations: int | None = None,
+    mask_threshold: float | None = None,
 ) -> dict[str, Any]:
     """Generate the test split of `data_dir` with a trained NAR model and score it.
 
@@ -150,13 +153,24 @@ def evaluate_nar(
     ``test.ref.txt``, and how often the predicted length is the reference's. TTS: the generated
     split (``save_split`` format) to `hypotheses_path`, MCD and mel L1 after DTW against the
     recordings (``evaluation``: mcd_cepstra, griffin_lim_wavs, griffin_lim_iters; ``features``:
-    f_min, f_max), the length ratio, and Griffin-Lim WAVs in `samples_dir`. `test_window`:
-    NAR-ASR's test-time window ("none", the paper, or "ctc": comma.models.nar_asr)."""
+    f_min, f_max), the length ratio, and Griffin-Lim WAVs in `samples_dir`. NAR-ASR's
+    decoding (:meth:`comma.models.nar_asr.NARASR.generate`, recorded in the metrics):
+    `test_window` ("none", the paper, or "ctc"), and for a Mask-CTC model `mask_iterations` and
+    `mask_threshold` (None: generate's defaults)."""
     data_dir = Path(data_dir)
-    if test_window != "none" and task != "asr":
-        raise ValueError(f"test_window {test_window!r} is NAR-ASR's decoding, not {task}'s")
-    decoding = {"test_window": test_window} if task == "asr" else {}
+    mask_ctc = {"mask_iterations": mask_iterations, "mask_threshold": mask_threshold}
+    if task != "asr":
+        given = {"test_window": test_window} if test_window != "none" else {}
+        given.update({key: value for key, value in mask_ctc.items() if value is not None})
+        if given:
+            raise ValueError(f"{', '.join(given)}: NAR-ASR's decoding, not {task}'s")
     model, test, precision = load_for_evaluation("nar", task, model_path, data_dir, threads)
+    decoding = {}
+    if task == "asr":
+        decoding["test_window"] = test_window
+        if model.config.mask_ctc:  # the one-pass model has no Mask-Predict passes
+            defaults = {"mask_iterations": MASK_ITERATIONS, "mask_threshold": MASK_THRESHOLD}
+            decoding.update({k: defaults[k] if v is None else v for k, v in mask_ctc.items()})
     torch.manual_seed(seed)
     with precision:
         generated = _generate_split(model, test, batch_sentences, **decoding)

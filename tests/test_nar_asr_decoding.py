@@ -1,7 +1,10 @@
-"""NAR-ASR's test-time window from its own CTC alignment (``generate(..., test_window="ctc")``,
-the workflow's ``evaluation.asr.nar_test_window``, beyond the paper; comma.models.nar_asr): the
-setting, the CTC tokens' frame positions, the window every Mask-Predict pass of an AC model
-attends within, and "none" (the paper) leaving decoding as it was."""
+"""NAR-ASR's decoding settings, keywords of ``NARASR.generate`` and ``evaluate_nar`` and the
+workflow's ``evaluation.asr``, not the model's (changing one re-decodes, it retrains nothing):
+Mask-CTC's passes and threshold (``nar_mask_iterations``, ``nar_mask_threshold``), and the
+test-time window from the model's own CTC alignment (``test_window="ctc"``,
+``nar_test_window``, beyond the paper; comma.models.nar_asr): the settings, the CTC tokens'
+frame positions, the window every Mask-Predict pass of an AC model attends within, and "none"
+(the paper) leaving decoding as it was."""
 
 from __future__ import annotations
 
@@ -18,42 +21,52 @@ from test_nar_asr_mask_ctc import (
 )
 from test_nar_models import make_batch
 
-from comma.io import torch_save
+from comma.data.packed import PackedSequences, Split, save_split
+from comma.data.vocab import Vocabulary
+from comma.io import read_json, torch_save
 from comma.models.nar_asr import ctc_collapse, ctc_token_positions
-from comma.models.nar_base import MODEL_FORMAT, PAD_ID, NARConfig
+from comma.models.nar_base import DECODING_ONLY_FIELDS, MODEL_FORMAT, PAD_ID, NARConfig
 from comma.models.registry import load_nar
 from comma.stages.nar import evaluate_nar
-from comma.workflow_config import config_problems, schema_problems
+from comma.workflow_config import config_problems, nar_decoding, schema_problems
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py
 
 
 # --------------------------------------------------------------------------------------------
-# The setting: a decoding option, not the model's
+# The settings: decoding options, not the model's
 
 
 @pytest.mark.parametrize(
-    ("fields", "window", "message"),
+    ("fields", "decoding", "message"),
     [
-        (dict(mask_ctc=True), "teacher", "test_window must be one of"),
-        (dict(mask_ctc=True), None, "test_window must be one of"),
-        (dict(constraint=True), "ctc", "test_window 'ctc' .* trained without mask_ctc"),
+        (dict(mask_ctc=True), dict(test_window="teacher"), "test_window must be one of"),
+        (dict(mask_ctc=True), dict(test_window=None), "test_window must be one of"),
+        (dict(constraint=True), dict(test_window="ctc"), "'ctc' .* trained without mask_ctc"),
+        (dict(mask_ctc=True), dict(mask_iterations=0), "mask_iterations must be >= 1"),
+        (dict(mask_ctc=True), dict(mask_iterations=2.0), "mask_iterations must be an integer"),
+        (dict(mask_ctc=True), dict(mask_threshold=1.5), r"mask_threshold must be in \[0, 1\]"),
+        (dict(mask_ctc=True), dict(mask_threshold=-0.1), r"mask_threshold must be in \[0, 1\]"),
     ],
 )
-def test_generate_names_a_bad_test_window(fields, window, message):
+def test_generate_names_a_bad_decoding_setting(fields, decoding, message):
     batch, _ = make_batch("asr")
     model = asr_model(**fields).eval()
     with pytest.raises(ValueError, match=message):
-        model.generate(batch.src, batch.src_lengths, test_window=window)
+        model.generate(batch.src, batch.src_lengths, **decoding)
 
 
-def test_test_window_is_no_model_setting_and_files_that_saved_it_still_load(tmp_path):
+@pytest.mark.parametrize(
+    "saved", [{"test_window": "ctc"}, {"mask_iterations": 3, "mask_threshold": 0.9}]
+)
+def test_decoding_settings_are_no_model_settings_and_files_that_saved_them_load(saved, tmp_path):
     model = asr_model(mask_ctc=True, constraint=True).eval()
-    assert "test_window" not in model.config.to_dict()  # fingerprints of earlier runs unchanged
-    with pytest.raises(TypeError, match="test_window"):
-        NARConfig(**{**model.config.to_dict(), "test_window": "ctc"})
-    # A model file saved while test_window was a model key (2026-12-04): the key is dropped.
-    config = {**model.config.to_dict(), "test_window": "ctc"}
+    # fingerprints (the model config) do not hold them
+    assert not set(DECODING_ONLY_FIELDS) & set(model.config.to_dict())
+    with pytest.raises(TypeError, match=next(iter(saved))):
+        NARConfig(**{**model.config.to_dict(), **saved})
+    # A model file saved while they were model keys (until 2026-12-04): the keys are dropped.
+    config = {**model.config.to_dict(), **saved}
     torch_save(
         {"format": MODEL_FORMAT, "config": config, "model": model.state_dict()},
         tmp_path / "legacy.pt",
@@ -74,8 +87,16 @@ def test_test_window_is_no_model_setting_and_files_that_saved_it_still_load(tmp_
         load_nar(tmp_path / "other.pt")
 
 
-def test_evaluate_refuses_a_test_window_for_another_task(tmp_path):
-    with pytest.raises(ValueError, match="test_window 'ctc' is NAR-ASR's decoding, not nmt's"):
+@pytest.mark.parametrize(
+    ("decoding", "named"),
+    [
+        (dict(test_window="ctc"), "test_window"),
+        (dict(mask_iterations=3), "mask_iterations"),
+        (dict(test_window="ctc", mask_threshold=0.5), "test_window, mask_threshold"),
+    ],
+)
+def test_evaluate_refuses_nar_asr_decoding_for_another_task(decoding, named, tmp_path):
+    with pytest.raises(ValueError, match=f"{named}: NAR-ASR's decoding, not nmt's"):
         evaluate_nar(
             "nmt",
             tmp_path / "model.pt",
@@ -83,9 +104,65 @@ def test_evaluate_refuses_a_test_window_for_another_task(tmp_path):
             tmp_path / "m.json",
             tmp_path / "h.txt",
             batch_sentences=8,
-            test_window="ctc",
+            **decoding,
         )
     assert not (tmp_path / "m.json").exists()
+
+
+def asr_test_corpus(root, vocab_size: int):
+    """A prepared ASR corpus directory with the test split of make_batch("asr")."""
+    batch, _ = make_batch("asr")
+    rows = range(len(batch.tgt_lengths))
+    src = [batch.src[b, : int(batch.src_lengths[b])] for b in rows]
+    tgt = [batch.tgt[b, : int(batch.tgt_lengths[b])] for b in rows]
+    root.mkdir()
+    save_split(
+        root / "test.pt",
+        Split(
+            PackedSequences.from_list(src), PackedSequences.from_list(tgt), [f"u{b}" for b in rows]
+        ),
+    )
+    vocab = Vocabulary([f"w{k}" for k in range(vocab_size - 5)])  # the 5 specials are implicit
+    vocab.save(root / "dict.tgt.txt")
+    references = [" ".join(vocab.decode(t.tolist())) for t in tgt]
+    (root / "test.ref.txt").write_text("\n".join(references) + "\n", encoding="utf-8")
+    return root
+
+
+@pytest.mark.parametrize("mask_ctc", [True, False])
+def test_evaluate_decodes_with_the_settings_and_records_them(mask_ctc, tmp_path):
+    model = asr_model(mask_ctc=mask_ctc).eval()
+    model_path = tmp_path / "model.pt"
+    saved = {"format": MODEL_FORMAT, "config": model.config.to_dict(), "model": model.state_dict()}
+    torch_save(saved, model_path)
+    data = asr_test_corpus(tmp_path / "data", model.config.tgt_vocab)
+    batch, _ = make_batch("asr")
+    runs = {}
+    for iterations in (1, 3):
+        metrics = evaluate_nar(
+            "asr",
+            model_path,
+            data,
+            tmp_path / f"metrics{iterations}.json",
+            tmp_path / f"hyp{iterations}.txt",
+            batch_sentences=8,
+            mask_iterations=iterations,
+            mask_threshold=1.0,  # every CTC token starts masked: the passes decide
+        )
+        assert read_json(tmp_path / f"metrics{iterations}.json") == metrics
+        runs[iterations] = (tmp_path / f"hyp{iterations}.txt").read_text()
+        expected = model.generate(
+            batch.src, batch.src_lengths, mask_iterations=iterations, mask_threshold=1.0
+        )
+        vocab = Vocabulary.load(data / "dict.tgt.txt")
+        assert runs[iterations].splitlines() == [" ".join(vocab.decode(t)) for t in expected.tokens]
+        if mask_ctc:
+            assert (metrics["mask_iterations"], metrics["mask_threshold"]) == (iterations, 1.0)
+        else:  # the one-pass model makes no Mask-Predict passes: nothing to record
+            assert "mask_iterations" not in metrics and "mask_threshold" not in metrics
+        assert metrics["test_window"] == "none"
+    if not mask_ctc:
+        assert runs[1] == runs[3]
 
 
 def preset_problems(change) -> list[str]:
@@ -105,7 +182,31 @@ def preset_problems(change) -> list[str]:
         ),
         (
             lambda c: c["models"]["nar"]["asr"].update(test_window="ctc"),
-            "config key models.nar.asr: Additional properties are not allowed ('test_window'",
+            "config key models.nar.asr: Additional properties are not allowed ('test_window' was "
+            "unexpected) ('test_window' is now evaluation.asr.nar_test_window)",
+        ),
+        (
+            lambda c: c["models"]["nar"]["asr"].update(mask_iterations=10, mask_threshold=0.9),
+            "config key models.nar.asr: Additional properties are not allowed ('mask_iterations', "
+            "'mask_threshold' were unexpected) ('mask_iterations' is now "
+            "evaluation.asr.nar_mask_iterations; 'mask_threshold' is now "
+            "evaluation.asr.nar_mask_threshold)",
+        ),
+        (
+            lambda c: c["evaluation"]["asr"].update(nar_mask_iterations=0),
+            "config key evaluation.asr.nar_mask_iterations: 0 is less than the minimum of 1",
+        ),
+        (
+            lambda c: c["evaluation"]["asr"].update(nar_mask_iterations=2.5),
+            "config key evaluation.asr.nar_mask_iterations: 2.5 is not of type 'integer'",
+        ),
+        (
+            lambda c: c["evaluation"]["asr"].update(nar_mask_threshold=1.5),
+            "config key evaluation.asr.nar_mask_threshold: 1.5 is greater than the maximum of 1",
+        ),
+        (
+            lambda c: c["evaluation"]["asr"].pop("nar_mask_threshold"),
+            "config key evaluation.asr: 'nar_mask_threshold' is a required property",
         ),
         (
             lambda c: c["evaluation"].pop("asr"),
@@ -118,7 +219,7 @@ def preset_problems(change) -> list[str]:
         ),
     ],
 )
-def test_the_config_takes_the_window_under_evaluation_and_names_a_bad_one(change, expected):
+def test_the_config_takes_the_decoding_under_evaluation_and_names_a_bad_one(change, expected):
     for value in ("none", "ctc"):
         assert (
             preset_problems(lambda c, v=value: c["evaluation"]["asr"].update(nar_test_window=v))
@@ -135,6 +236,18 @@ def test_the_config_takes_the_window_under_evaluation_and_names_a_bad_one(change
     )
     problems = preset_problems(change)
     assert len(problems) == 1 and problems[0].startswith(expected), problems
+
+
+def test_the_workflow_hands_evaluation_asr_to_evaluate_nar_as_its_keywords():
+    config = yaml.safe_load((REPO / "config.yaml").read_text())
+    assert nar_decoding(config, "asr") == {
+        "test_window": config["evaluation"]["asr"]["nar_test_window"],
+        "mask_iterations": config["evaluation"]["asr"]["nar_mask_iterations"],
+        "mask_threshold": config["evaluation"]["asr"]["nar_mask_threshold"],
+    }
+    assert nar_decoding(config, "nmt") == {} == nar_decoding(config, "tts")
+    paper = yaml.safe_load((REPO / "config" / "paper.yaml").read_text())
+    assert nar_decoding(paper, "asr")["test_window"] == "none"  # the paper's decoding
 
 
 # --------------------------------------------------------------------------------------------
@@ -211,14 +324,14 @@ def record_decoding(model) -> list:
 
 
 def test_ctc_window_confines_every_pass_cross_attention_to_the_ctc_alignment():
-    model = asr_model(mask_ctc=True, constraint=True, mask_iterations=3)
+    model = asr_model(mask_ctc=True, constraint=True)
     model.eval()
     batch, _ = make_batch("asr")
     src_len = model.src_prenet.output_lengths(batch.src_lengths)  # [B] encoder positions
     design = frame_design(src_len, int(src_len.max()))  # the last sentence: all blank
     force_ctc(model, design, boost=5.0)  # p about 0.8 < 0.999: every CTC token masked
     outputs = record_decoding(model)
-    gen = model.generate(batch.src, batch.src_lengths, test_window="ctc")
+    gen = model.generate(batch.src, batch.src_lengths, test_window="ctc", mask_iterations=3)
     assert len(outputs) == 3  # a pass per iteration, every one windowed
     narrowed = 0
     for b, m in enumerate(src_len.tolist()):
@@ -251,7 +364,7 @@ def test_none_and_models_without_ac_decode_without_a_window():
         "noac": (False, "ctc"),  # never trained with a window
         "ctc": (True, "ctc"),
     }.items():
-        model = asr_model(mask_ctc=True, mask_iterations=2, constraint=constraint).eval()
+        model = asr_model(mask_ctc=True, constraint=constraint).eval()
         sub = model.src_prenet.output_lengths(src_len)
         force_ctc(model, frame_design(sub, int(sub.max())), boost=5.0)
         masks = []
@@ -260,7 +373,7 @@ def test_none_and_models_without_ac_decode_without_a_window():
             with_kwargs=True,
         )
         outputs = record_decoding(model)
-        gen = model.generate(batch.src, src_len, test_window=window)
+        gen = model.generate(batch.src, src_len, test_window=window, mask_iterations=2)
         results[name] = (masks, [out.prediction for out in outputs], gen)
     for name in ("none", "noac"):
         masks, predictions, gen = results[name]
