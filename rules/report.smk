@@ -220,7 +220,7 @@ rule training_curves:
 
 rule ratio_convergence:
     input:
-        comma_files("metrics.jsonl", ["raw"]),
+        comma_files("metrics.jsonl", list(COMMA_VARIANTS)),
     output:
         plot=report(
             "results/ratio_convergence.png",
@@ -236,8 +236,9 @@ rule ratio_convergence:
         "../envs/comma.yaml"
     params:
         runs=[
-            (task, seed, comma_files("metrics.jsonl", ["raw"], [task], [seed])[0])
+            (task, variant, seed, comma_files("metrics.jsonl", [variant], [task], [seed])[0])
             for task in TASKS
+            for variant in COMMA_VARIANTS
             for seed in SEEDS
         ],
     script:

@@ -1,4 +1,4 @@
-"""rule ratio_convergence: R(p) at every checkpoint of the raw CoMMA runs against the step."""
+"""rule ratio_convergence: R(p) and D(p) at every checkpoint of the CoMMA runs against the step."""
 
 from _workflow import rule_log
 from comma.analysis.convergence import ratio_convergence
