@@ -236,7 +236,12 @@ rule ratio_convergence:
         "../envs/comma.yaml"
     params:
         runs=[
-            (task, variant, seed, comma_files("metrics.jsonl", [variant], [task], [seed])[0])
+            (
+                task,
+                variant,
+                seed,
+                comma_files("metrics.jsonl", [variant], [task], [seed])[0],
+            )
             for task in TASKS
             for variant in COMMA_VARIANTS
             for seed in SEEDS
