@@ -121,7 +121,7 @@ def test_comparison_directions_pair_seeds_and_find_where_the_sign_settles():
     assert ac.baseline == "raw" and ac.seeds == 2 and ac.final_step == 400
     assert ac.difference == pytest.approx(0.04)  # (0.30 - 0.26 + 0.32 - 0.28) / 2
     assert ac.difference_std == pytest.approx(0.0)
-    assert ac.direction_step == 200
+    assert ac.direction_step == 200 and ac.seeds_with_sign == 2
     kd = by_r.loc[("nmt", "kd")]
     assert kd.baseline == "rawkept" and kd.difference == pytest.approx(-0.05)
     assert kd.direction_step == 400  # positive until the last checkpoint
@@ -131,6 +131,17 @@ def test_comparison_directions_pair_seeds_and_find_where_the_sign_settles():
     by_d = comparison_directions(table, "D").set_index(["task", "variant"])
     assert list(by_d.index) == [("nmt", "ac")]
     assert by_d.iloc[0].difference == 0 and by_d.iloc[0].direction_step == 100
+    # seeds that disagree at the final step: the mean's sign is held by one of two
+    split = pd.concat(
+        [
+            _probes("asr", "raw", 1, steps[:2], [0.5, 0.5]),
+            _probes("asr", "raw", 2, steps[:2], [0.5, 0.5]),
+            _probes("asr", "ac", 1, steps[:2], [0.4, 0.47]),
+            _probes("asr", "ac", 2, steps[:2], [0.4, 0.51]),
+        ]
+    )
+    row = comparison_directions(split, "R").iloc[0]
+    assert row.difference == pytest.approx(0.01) and row.seeds_with_sign == 1
 
 
 def test_the_table_reads_every_variant_and_the_comparisons(tmp_path):
@@ -148,5 +159,5 @@ def test_the_table_reads_every_variant_and_the_comparisons(tmp_path):
     text = (tmp_path / "c.md").read_text()
     assert "| ASR | ac | 2 | 3 | 300 | 0.2150 |" in text
     # raw - ac by R: +0.05, +0.09, +0.09 (both seeds alike): the same sign from the first probe
-    assert "| ASR | raw - ac | R | 2 | 300 | +0.0900 | 0.0000 | 100 | yes |" in text
-    assert "| ASR | raw - ac | D | 2 | 300 | +0.0300 | 0.0000 | 100 | yes |" in text
+    assert "| ASR | raw - ac | R | 2 | 300 | +0.0900 | 0.0000 | 2 of 2 | 100 | yes |" in text
+    assert "| ASR | raw - ac | D | 2 | 300 | +0.0300 | 0.0000 | 2 of 2 | 100 | yes |" in text

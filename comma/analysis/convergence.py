@@ -122,8 +122,9 @@ def comparison_directions(table: pd.DataFrame, measure: str = "R") -> pd.DataFra
     where a task has no rawkept runs; ac against raw), by `measure`: the paired per-seed
     difference baseline - variant at every checkpoint both runs of a seed probed (the findings'
     orientation: positive where the variant lowers the measure), its seeds' mean and std at the
-    final step, and ``direction_step``, the first checkpoint from which the seeds' mean keeps
-    the sign it ends with. Tasks without the variant's runs are left out."""
+    final step, how many seeds' final differences share its sign (``seeds_with_sign``), and
+    ``direction_step``, the first checkpoint from which the seeds' mean keeps the sign it ends
+    with. Tasks without the variant's runs are left out."""
     rows = []
     probed = table.dropna(subset=[measure])
     for task, runs in probed.groupby("task", sort=False):
@@ -152,6 +153,8 @@ def comparison_directions(table: pd.DataFrame, measure: str = "R") -> pd.DataFra
                     "final_step": final_step,
                     "difference": float(final.mean()),
                     "difference_std": float(final.std(ddof=1)) if final.size > 1 else 0.0,
+                    # a sign the seeds disagree on is noise, however early it settles
+                    "seeds_with_sign": int((np.sign(final) == sign).sum()),
                     "direction_step": _first_of_last_run(np.sign(curve) == sign),
                 }
             )
@@ -272,17 +275,20 @@ def ratio_convergence(
             "variant lowers the measure) at every checkpoint both runs of a seed probed. "
             "*Same sign since* is the first checkpoint from which the seeds' mean difference "
             "keeps the sign it ends with; *settled* says whether that is within the first three "
-            "quarters of the training. A comparison can settle while the measures still rise.",
+            "quarters of the training. A comparison can settle while the measures still rise; "
+            "a sign the seeds disagree on at the final step (*seeds with that sign* below all) "
+            "is within the seed noise, however early it settles.",
             "",
             "| task | comparison | measure | seeds | final step | difference | seed std "
-            "| same sign since | settled |",
-            "|---|---|---|---:|---:|---:|---:|---:|---|",
+            "| seeds with that sign | same sign since | settled |",
+            "|---|---|---|---:|---:|---:|---:|---:|---:|---|",
         ]
         for r in directions.itertuples(index=False):
             lines.append(
                 f"| {TASK_LABELS.get(r.task, r.task)} | {r.baseline} - {r.variant} | {r.measure} "
                 f"| {r.seeds} | {r.final_step} | {r.difference:+.4f} | {r.difference_std:.4f} "
-                f"| {r.direction_step} | {_settled(r.direction_step, r.final_step)} |"
+                f"| {r.seeds_with_sign} of {r.seeds} | {r.direction_step} "
+                f"| {_settled(r.direction_step, r.final_step)} |"
             )
     write_lines(table_path, lines)
     return summary
