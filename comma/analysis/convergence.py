@@ -203,11 +203,8 @@ def _plot(table: pd.DataFrame, summaries: dict[str, pd.DataFrame], plot_path) ->
                 ax.axhline(0.0, color="grey", lw=0.6)
             if variants:
                 ax.legend(fontsize=7, title="mean over seeds", title_fontsize=7)
-    fig.suptitle(
-        "R(p) and D(p) of CoMMA during training (band and dashed line: raw's final value "
-        "+- seed std, and the step from which it stays inside)",
-        fontsize=9,
-    )
+    # the band and the dashed line are explained in report/ratio_convergence.rst
+    fig.suptitle("R(p) and D(p) of CoMMA during training", fontsize=10)
     fig.tight_layout()
     save_figure(fig, [plot_path], dpi=120)
 
