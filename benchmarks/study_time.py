@@ -13,6 +13,9 @@ small jobs would pay.
     .venv/bin/python benchmarks/study_time.py [--cores 2] [--targets results/fig2.pdf all]
         [--keep DIR]   # run in DIR (must not exist) and keep the study's results there
 
+`--config KEY=VALUE ...` passes Snakemake's --config to every run and dry run, e.g. one
+task's slice of the study, `--config 'tasks=[nmt]'` (every mode but the step probe).
+
 A study that did not run in one piece (interrupted and resumed, run beside other work) has no
 meaningful wall time; `--from DIR` reads what its jobs cost instead: per rule the CPU and wall
 seconds of their benchmark records, the jobs of the target's DAG not run yet, the critical path
@@ -70,12 +73,18 @@ def _wildcards(text: str) -> tuple:
     return tuple(sorted((k, v.strip()) for k, v in pairs))
 
 
-def planned_dag(workdir: Path, target: str, *flags: str) -> tuple[dict, list]:
+def snakemake_command(workdir: Path, target: str, *flags: str, config=()) -> list[str]:
+    """Snakemake on the study's Snakefile in `workdir`; `config`: --config KEY=VALUE items, last
+    (--config takes every word after it)."""
+    command = [SNAKEMAKE, "--snakefile", str(REPO / "Snakefile"), "--directory", str(workdir)]
+    return command + [target, *flags] + (["--config", *config] if config else [])
+
+
+def planned_dag(workdir: Path, target: str, *flags: str, config=()) -> tuple[dict, list]:
     """Nodes (id -> (rule, wildcards)) and edges (parent, child) of `target`'s plan (the whole
     DAG with ``--forceall`` in `flags`)."""
     out = subprocess.run(
-        [SNAKEMAKE, "--snakefile", str(REPO / "Snakefile"), "--directory", str(workdir)]
-        + [target, "-n", "--dag", *flags],
+        snakemake_command(workdir, target, "-n", "--dag", *flags, config=config),
         capture_output=True,
         text=True,
         check=True,
@@ -155,12 +164,14 @@ def rule_times(workdir: Path) -> dict:
     return {rule: [int(r.jobs), float(r.s), float(r.cpu)] for rule, r in by_rule.iterrows()}
 
 
-def run_target(target: str, cores: str, workdir: Path) -> tuple[int, float]:
-    nodes, edges = planned_dag(workdir, target)
-    cmd = [SNAKEMAKE, "--snakefile", str(REPO / "Snakefile"), "--directory", str(workdir)]
+def run_target(target: str, cores: str, workdir: Path, config=()) -> tuple[int, float]:
+    nodes, edges = planned_dag(workdir, target, config=config)
     start = time.perf_counter()
     result = subprocess.run(
-        cmd + [target, "--cores", cores], capture_output=True, text=True, check=False
+        snakemake_command(workdir, target, "--cores", cores, config=config),
+        capture_output=True,
+        text=True,
+        check=False,
     )
     wall = time.perf_counter() - start
     if result.returncode:
@@ -198,13 +209,12 @@ def earlier_attempts_seconds(workdir: Path, block: str, wall: float) -> float:
     return max(0.0, float(steps.seconds.sum()) - wall)
 
 
-def cost_of_directory(workdir: Path, target: str, cores: int) -> None:
+def cost_of_directory(workdir: Path, target: str, cores: int, config=()) -> None:
     """What `target`'s jobs cost in a study directory that already ran them, perhaps over
     several invocations: the benchmark records of the jobs of its whole DAG."""
-    nodes, edges = planned_dag(workdir, target, "--forceall")
+    nodes, edges = planned_dag(workdir, target, "--forceall", config=config)
     plan = subprocess.run(
-        [SNAKEMAKE, "--snakefile", str(REPO / "Snakefile"), "--directory", str(workdir)]
-        + [target, "-n", "--forceall"],
+        snakemake_command(workdir, target, "-n", "--forceall", config=config),
         capture_output=True,
         text=True,
         check=True,
@@ -371,6 +381,13 @@ def main() -> None:
     )
     parser.add_argument("--threads", type=int, default=1, help="the step probe's threads")
     parser.add_argument(
+        "--config",
+        nargs="+",
+        default=[],
+        metavar="KEY=VALUE",
+        help="Snakemake --config for the runs and dry runs, e.g. 'tasks=[nmt]'",
+    )
+    parser.add_argument(
         "--precisions",
         nargs="+",
         default=["fp32"],
@@ -383,7 +400,7 @@ def main() -> None:
         return
     if args.source is not None:
         for target in args.targets:
-            cost_of_directory(args.source, target, int(args.cores))
+            cost_of_directory(args.source, target, int(args.cores), config=args.config)
         return
     if args.keep is not None:
         args.keep.mkdir(parents=True)  # fails if it exists: every run starts empty
@@ -393,7 +410,7 @@ def main() -> None:
         for k, target in enumerate(args.targets):
             workdir = Path(tmp) / f"run{k}"
             workdir.mkdir()
-            runs.append((target, *run_target(target, args.cores, workdir)))
+            runs.append((target, *run_target(target, args.cores, workdir, config=args.config)))
         comma_step_efficiency(Path(tmp) / "run0")
         start = job_start_cpu()
         print(f"\n== job start: {start:.1f} CPU-s per job (python -c '{JOB_IMPORTS}')")

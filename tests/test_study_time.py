@@ -33,3 +33,14 @@ def test_a_job_that_ran_whole_has_no_earlier_attempts(tmp_path):
 def test_a_job_without_metrics_has_no_earlier_attempts(tmp_path):
     block = "    output: results/fig2.pdf\n    benchmark: logs/benchmarks/figure2.tsv"
     assert study_time.earlier_attempts_seconds(tmp_path, block, wall=3.0) == 0.0
+
+
+def test_config_reaches_the_dry_run_and_comes_after_the_target(tmp_path):
+    command = study_time.snakemake_command(tmp_path, "all", "-n", config=["tasks=[nmt]"])
+    assert command[-4:] == ["all", "-n", "--config", "tasks=[nmt]"]
+    assert "--config" not in study_time.snakemake_command(tmp_path, "all")
+    # one task's slice of the study: no job of another task is planned
+    nodes, _ = study_time.planned_dag(tmp_path, "results/fig2.pdf", config=["tasks=[nmt]"])
+    tasks = {value for _, wildcards in nodes.values() for key, value in wildcards if key == "task"}
+    assert tasks == {"nmt"}
+    assert any(rule == "train_comma" for rule, _ in nodes.values())
