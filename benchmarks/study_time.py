@@ -14,7 +14,7 @@ small jobs would pay.
         [--keep DIR]   # run in DIR (must not exist) and keep the study's results there
 
 `--config KEY=VALUE ...` passes Snakemake's --config to every run and dry run, e.g. one
-task's slice of the study, `--config 'tasks=[nmt]'` (every mode but the step probe).
+task's slice of the study, `--config 'tasks=[nmt]'` (the step probe then probes those tasks).
 
 A study that did not run in one piece (interrupted and resumed, run beside other work) has no
 meaningful wall time; `--from DIR` reads what its jobs cost instead: per rule the CPU and wall
@@ -302,17 +302,24 @@ def mm_peak(n: int = 1024, repeats: int = 5) -> float:
 
 
 def comma_step_efficiency(
-    workdir: Path, steps: int = 10, threads: int = 1, precisions: tuple[str, ...] = ("fp32",)
+    workdir: Path,
+    steps: int = 10,
+    threads: int = 1,
+    precisions: tuple[str, ...] = ("fp32",),
+    config_overrides: list[str] | tuple[str, ...] = (),
 ) -> None:
     """Per task: FLOPs of one CoMMA training step and the FLOP/s it reaches on `threads`
     threads, against the fp32 torch.mm peak, in each precision: "fp32", "bf16" (CPU autocast,
     as the trainer on a GPU) or "compile" (torch.compile of the forward, dynamic shapes: the
     first steps compile, so the table's ms are steps after two warm-up steps, and the warm-up
-    is printed)."""
+    is printed). The tasks are the config's, or those of a `tasks=[...]` override (Snakemake's
+    --config syntax: a study of one task's slice prepared only that task's corpora)."""
     from torch.utils.flop_counter import FlopCounterMode
 
     torch.set_num_threads(threads)
     config = yaml.safe_load((REPO / "config.yaml").read_text())
+    # Snakemake's --config reads each value as YAML, as here
+    config.update({k: yaml.safe_load(v) for k, v in (o.split("=", 1) for o in config_overrides)})
     peak = mm_peak()
     print(f"\n== CoMMA training step, {threads} thread(s); torch.mm peak {peak / 1e9:.1f} GFLOP/s")
     header = ("task", "precision", "batch", "positions", "GFLOP", "ms", "GFLOP/s", "of peak")
@@ -396,7 +403,12 @@ def main() -> None:
     )
     args = parser.parse_args()
     if args.steps_from is not None:
-        comma_step_efficiency(args.steps_from, threads=args.threads, precisions=args.precisions)
+        comma_step_efficiency(
+            args.steps_from,
+            threads=args.threads,
+            precisions=args.precisions,
+            config_overrides=args.config,
+        )
         return
     if args.source is not None:
         for target in args.targets:
@@ -411,7 +423,7 @@ def main() -> None:
             workdir = Path(tmp) / f"run{k}"
             workdir.mkdir()
             runs.append((target, *run_target(target, args.cores, workdir, config=args.config)))
-        comma_step_efficiency(Path(tmp) / "run0")
+        comma_step_efficiency(Path(tmp) / "run0", config_overrides=args.config)
         start = job_start_cpu()
         print(f"\n== job start: {start:.1f} CPU-s per job (python -c '{JOB_IMPORTS}')")
         for target, jobs, cpu in runs:
