@@ -81,20 +81,47 @@ def snakemake_command(workdir: Path, target: str, *flags: str, config=()) -> lis
 
 
 def planned_dag(workdir: Path, target: str, *flags: str, config=()) -> tuple[dict, list]:
-    """Nodes (id -> (rule, wildcards)) and edges (parent, child) of `target`'s plan (the whole
-    DAG with ``--forceall`` in `flags`)."""
+    """Nodes (id -> (rule, the wildcards its label shows, every wildcard it may have)) and edges
+    (parent, child) of `target`'s plan (the whole DAG with ``--forceall`` in `flags`)."""
     out = subprocess.run(
         snakemake_command(workdir, target, "-n", "--dag", *flags, config=config),
         capture_output=True,
         text=True,
         check=True,
     ).stdout
-    nodes = {}
+    labels = {}
     for node, label in re.findall(r'^\s*(\d+)\[label = "([^"]*)"', out, re.M):
         rule, _, rest = label.partition("\\n")
-        nodes[int(node)] = (rule, _wildcards(rest.replace("\\n", "\n")))
+        labels[int(node)] = (rule, _wildcards(rest.replace("\\n", "\n")))
     edges = [(int(a), int(b)) for a, b in re.findall(r"^\s*(\d+) -> (\d+)", out, re.M)]
+    # Snakemake's --dag label shows only the wildcards a job does not share with its
+    # dependencies: a job's own are its label's plus those its dependencies pass down
+    parents = defaultdict(list)
+    for parent, child in edges:
+        parents[child].append(parent)
+    inherited: dict[int, frozenset] = {}
+
+    def wildcards_of(n: int) -> frozenset:
+        if n not in inherited:
+            inherited[n] = frozenset(labels[n][1]).union(*map(wildcards_of, parents[n]))
+        return inherited[n]
+
+    nodes = {n: (rule, shown, wildcards_of(n)) for n, (rule, shown) in labels.items()}
     return nodes, edges
+
+
+def node_seconds(nodes: dict, job_seconds: dict) -> dict:
+    """node -> seconds of the job (`job_seconds`: (rule, wildcards) -> s) it is: the job of its
+    rule whose wildcards hold the node's label's and lie within the node's own and inherited
+    ones; 0 where no single job matches (a job not run)."""
+    by_rule = defaultdict(list)
+    for (rule, wildcards), s in job_seconds.items():
+        by_rule[rule].append((set(wildcards), s))
+    seconds = {}
+    for n, (rule, shown, possible) in nodes.items():
+        match = [s for w, s in by_rule[rule] if set(shown) <= w <= possible]
+        seconds[n] = match[0] if len(match) == 1 else 0.0
+    return seconds
 
 
 def _job_at(lines: list[str], k: int, rule: str) -> tuple[tuple, str]:
@@ -139,7 +166,7 @@ def executed_jobs(log: str) -> dict:
 def critical_path(nodes: dict, edges: list, job_seconds: dict) -> tuple[float, list]:
     """The longest chain of dependent jobs by their seconds (`job_seconds`: (rule, wildcards)
     -> s; a job not in it counts 0), and its rules."""
-    seconds = {n: job_seconds.get(key, 0.0) for n, key in nodes.items()}
+    seconds = node_seconds(nodes, job_seconds)
     parents = defaultdict(list)
     for parent, child in edges:
         parents[child].append(parent)

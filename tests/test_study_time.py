@@ -41,6 +41,34 @@ def test_config_reaches_the_dry_run_and_comes_after_the_target(tmp_path):
     assert "--config" not in study_time.snakemake_command(tmp_path, "all")
     # one task's slice of the study: no job of another task is planned
     nodes, _ = study_time.planned_dag(tmp_path, "results/fig2.pdf", config=["tasks=[nmt]"])
-    tasks = {value for _, wildcards in nodes.values() for key, value in wildcards if key == "task"}
+    tasks = {value for *_, wildcards in nodes.values() for key, value in wildcards if key == "task"}
     assert tasks == {"nmt"}
-    assert any(rule == "train_comma" for rule, _ in nodes.values())
+    assert any(rule == "train_comma" for rule, *_ in nodes.values())
+
+
+def test_a_job_is_found_by_the_wildcards_its_dependencies_pass_down():
+    # Snakemake's --dag labels train_nar with only "constraint, seed": corpus and task come from
+    # its dependency, extract_alignment; two such jobs differ only in the corpus
+    nodes = {
+        1: ("extract_alignment", (("corpus", "kd"), ("task", "nmt")), None),
+        2: ("extract_alignment", (("corpus", "raw"), ("task", "nmt")), None),
+        3: ("train_nar", (("constraint", "ac"), ("seed", "1")), None),
+        4: ("train_nar", (("constraint", "ac"), ("seed", "1")), None),
+    }
+    edges = [(1, 3), (2, 4)]
+    inherited = {1: set(nodes[1][1]), 2: set(nodes[2][1])}
+    inherited[3] = inherited[1] | set(nodes[3][1])
+    inherited[4] = inherited[2] | set(nodes[4][1])
+    nodes = {n: (rule, shown, frozenset(inherited[n])) for n, (rule, shown, _) in nodes.items()}
+    job = dict(constraint="ac", corpus="raw", seed="1", task="nmt")
+    seconds = {
+        ("extract_alignment", (("corpus", "kd"), ("task", "nmt"))): 10.0,
+        ("extract_alignment", (("corpus", "raw"), ("task", "nmt"))): 20.0,
+        ("train_nar", tuple(sorted(job.items()))): 500.0,
+        ("train_nar", tuple(sorted({**job, "corpus": "kd"}.items()))): 300.0,
+    }
+    assert study_time.node_seconds(nodes, seconds) == {1: 10.0, 2: 20.0, 3: 300.0, 4: 500.0}
+    assert study_time.critical_path(nodes, edges, seconds) == (
+        520.0,
+        ["extract_alignment", "train_nar"],
+    )
