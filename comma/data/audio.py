@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import logging
 import math
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -229,8 +230,8 @@ def extract_corpus_mels(
     if sample_rate is None:
         sample_rate = SAMPLE_RATES[corpus]
     logmel = LogMel(sample_rate, n_mels, win_ms, hop_ms, f_min, f_max)
-    mels, total_samples = [], 0
-    for utt in tqdm(utterances, desc=f"log-mel {corpus}", unit="utt"):
+
+    def features(utt: Utterance) -> tuple[torch.Tensor, int]:
         wave, _ = load_wav(utt.wav_path, sample_rate)
         if len(wave) < logmel.win_length:
             raise InputError(
@@ -238,8 +239,28 @@ def extract_corpus_mels(
                 f"{len(wave)} samples ({len(wave) / sample_rate * 1000:.1f} ms), shorter than "
                 f"the {logmel.win_length}-sample STFT window ({win_ms} ms)",
             )
-        total_samples += len(wave)
-        mels.append(logmel(wave))
+        return logmel(wave), len(wave)
+
+    # The job's threads work on whole utterances, each utterance on one intra-op thread: a
+    # log-mel computed with torch on 2 threads differs in the last bit from one computed on 1
+    # (measured on a 2-core AVX-512 Xeon), and the features must not depend on how many
+    # threads the job got (a Slurm profile gives logmel more than a laptop run does).
+    workers = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            computed = list(
+                tqdm(
+                    pool.map(features, utterances),
+                    total=len(utterances),
+                    desc=f"log-mel {corpus}",
+                    unit="utt",
+                )
+            )
+    finally:
+        torch.set_num_threads(workers)
+    mels = [mel for mel, _ in computed]
+    total_samples = sum(samples for _, samples in computed)
     packed = PackedSequences.from_list(mels, dtype=torch.float32)
     torch_save(
         {
