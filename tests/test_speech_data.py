@@ -379,7 +379,6 @@ def test_extract_corpus_mels_real_sample(real_ljspeech, tmp_path):
     assert values.min().item() > -11.6 and values.max().item() < 8  # log magnitudes, floor -11.5
 
 
-
 def test_extract_corpus_mels_does_not_depend_on_the_thread_count(real_ljspeech, tmp_path):
     # A Slurm profile gives logmel more threads than a laptop run: the features must be the
     # same bits (computed on 2 threads they differed on an AVX-512 Xeon by 4.8e-7).
@@ -394,6 +393,7 @@ def test_extract_corpus_mels_does_not_depend_on_the_thread_count(real_ljspeech, 
     finally:
         torch.set_num_threads(threads)
     assert torch.equal(mels[1], mels[2])
+
 
 # --- g2p ------------------------------------------------------------------------------------
 
