@@ -381,19 +381,18 @@ def test_extract_corpus_mels_real_sample(real_ljspeech, tmp_path):
     assert values.min().item() > -11.6 and values.max().item() < 8  # log magnitudes, floor -11.5
 
 
-def test_extract_corpus_mels_does_not_depend_on_the_thread_count(real_ljspeech, tmp_path):
+def test_extract_corpus_mels_does_not_depend_on_the_thread_count(
+    real_ljspeech, tmp_path, one_thread
+):
     # A Slurm profile gives logmel more threads than a laptop run: the features must be the
     # same bits (computed on 2 threads they differed on an AVX-512 Xeon by 4.8e-7).
-    threads = torch.get_num_threads()
+    # one_thread restores the test process's thread count afterwards.
     mels = {}
-    try:
-        for n in (1, 2):
-            torch.set_num_threads(n)
-            extract_corpus_mels("ljspeech", real_ljspeech, tmp_path / f"{n}.pt", **FEATURES)
-            mels[n] = load_corpus_mels(tmp_path / f"{n}.pt").mels.values
-            assert torch.get_num_threads() == n
-    finally:
-        torch.set_num_threads(threads)
+    for n in (1, 2):
+        torch.set_num_threads(n)
+        extract_corpus_mels("ljspeech", real_ljspeech, tmp_path / f"{n}.pt", **FEATURES)
+        mels[n] = load_corpus_mels(tmp_path / f"{n}.pt").mels.values
+        assert torch.get_num_threads() == n
     assert torch.equal(mels[1], mels[2])
 
 
