@@ -157,9 +157,18 @@ def nmt_corpus(tmp_path):
 def test_evaluate_teacher_nmt_writes_hypotheses_and_scores(nmt_corpus, tmp_path):
     data, model_path = nmt_corpus
     decoding = dict(beam=2, lenpen=1.0, max_len_a=1.0, max_len_b=2, batch_sentences=4)
+    callers_threads = torch.get_num_threads()
     metrics = evaluate_teacher(
-        "nmt", model_path, data, tmp_path / "m.json", tmp_path / "hyp.txt", decoding=decoding
+        "nmt",
+        model_path,
+        data,
+        tmp_path / "m.json",
+        tmp_path / "hyp.txt",
+        decoding=decoding,
+        threads=callers_threads + 1,
     )
+    # the evaluation ran on its own thread count and gave the caller's back
+    assert torch.get_num_threads() == callers_threads
     hypotheses = (tmp_path / "hyp.txt").read_text().splitlines()
     assert len(hypotheses) == 6
     refs = (data / "test.ref.txt").read_text().splitlines()

@@ -12,7 +12,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "comma"
 
 # Lowest first. A module may import modules of its own layer or of a lower one.
 LAYERS = (
-    ("comma.errors", "comma.io", "comma.tasks", "comma.workflow_config"),
+    ("comma.errors", "comma.io", "comma.tasks", "comma.threads", "comma.workflow_config"),
     ("comma.data",),
     ("comma.mini",),
     ("comma.nn", "comma.ratio", "comma.dependency"),

@@ -42,6 +42,7 @@ from comma.data.packed import PackedSequences
 from comma.data.utterances import Utterance
 from comma.errors import InputError
 from comma.io import torch_load, torch_save
+from comma.threads import torch_threads
 
 log = logging.getLogger(__name__)
 
@@ -246,19 +247,15 @@ def extract_corpus_mels(
     # (measured on a 2-core AVX-512 Xeon), and the features must not depend on how many
     # threads the job got (a Slurm profile gives logmel more than a laptop run does).
     workers = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        with ThreadPoolExecutor(max_workers=workers) as pool:
-            computed = list(
-                tqdm(
-                    pool.map(features, utterances),
-                    total=len(utterances),
-                    desc=f"log-mel {corpus}",
-                    unit="utt",
-                )
+    with torch_threads(1), ThreadPoolExecutor(max_workers=workers) as pool:
+        computed = list(
+            tqdm(
+                pool.map(features, utterances),
+                total=len(utterances),
+                desc=f"log-mel {corpus}",
+                unit="utt",
             )
-    finally:
-        torch.set_num_threads(workers)
+        )
     mels = [mel for mel, _ in computed]
     total_samples = sum(samples for _, samples in computed)
     packed = PackedSequences.from_list(mels, dtype=torch.float32)

@@ -13,6 +13,7 @@ import torch.distributed as dist
 from torch import nn
 
 from comma.engine.checkpoint import TrainingError
+from comma.threads import torch_threads
 
 __all__ = [
     "DistributedContext",
@@ -82,12 +83,9 @@ def for_inference(model: nn.Module) -> tuple[nn.Module, contextlib.AbstractConte
 def torch_settings(threads: int | None, deterministic: bool, device: torch.device):
     """torch's thread count (None: unchanged) and, with `deterministic`, deterministic
     algorithms for a run on `device`; restored afterwards."""
-    previous_threads = torch.get_num_threads()
     previous_deterministic = torch.are_deterministic_algorithms_enabled()
     warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
     cudnn = (torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic)
-    if threads is not None:
-        torch.set_num_threads(threads)
     if deterministic:
         if device.type == "cuda":
             os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
@@ -96,8 +94,8 @@ def torch_settings(threads: int | None, deterministic: bool, device: torch.devic
         # warn_only: an op without a deterministic kernel warns instead of stopping training.
         torch.use_deterministic_algorithms(True, warn_only=True)
     try:
-        yield
+        with torch_threads(threads):
+            yield
     finally:
-        torch.set_num_threads(previous_threads)
         torch.use_deterministic_algorithms(previous_deterministic, warn_only=warn_only)
         torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic = cudnn

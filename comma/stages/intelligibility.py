@@ -40,6 +40,7 @@ from comma.io import read_json, write_json
 from comma.models.registry import load_teacher
 from comma.models.teacher_base import TokenTeacher
 from comma.stages.scoring import griffin_lim, griffin_lim_settings, ids_to_text, text_scores
+from comma.threads import torch_threads
 
 __all__ = ["speech_to_asr_features", "evaluate_intelligibility"]
 
@@ -92,77 +93,83 @@ def evaluate_intelligibility(
     """WER of the ASR teacher on the TTS test set: on `generated_path` (a split of generated
     log-mel, ``evaluate_teacher``'s ``test.hyp.pt``) vocoded with Griffin-Lim, and on the
     recordings in `ljspeech_root`; writes `metrics_path` (JSON) and returns it."""
-    if threads is not None:
-        torch.set_num_threads(threads)
-    search = DecodingSettings.from_config(decoding, "asr")
-    tts_data_dir, asr_data_dir = Path(tts_data_dir), Path(asr_data_dir)
-    generated = load_split(generated_path)
-    test = load_split(tts_data_dir / "test.pt")
-    if generated.ids != test.ids:
-        raise InputError(generated_path, f"its utterances are not those of {tts_data_dir}/test.pt")
-    tts_stats = read_json(tts_data_dir / "stats.json")["features"]
-    asr_stats = read_json(asr_data_dir / "stats.json")
-    asr_mel = LogMel(
-        int(asr_stats["features"]["sample_rate"]),
-        int(features["n_mels"]),
-        float(features["win_ms"]),
-        float(features["hop_ms"]),
-        float(features["f_min"]),
-        None if features["f_max"] is None else float(features["f_max"]),
-    )
-    utterances = {u.id: u for u in read_ljspeech(ljspeech_root)}
-    missing = [i for i in test.ids if i not in utterances]
-    if missing:
-        raise InputError(Path(ljspeech_root) / "metadata.csv", f"lists no utterance {missing[0]}")
-    pipeline = MosesPipeline("en", bool(asr_stats["lowercase"]))
-    references = [" ".join(pipeline(utterances[i].text)) for i in test.ids]
+    with torch_threads(threads):
+        search = DecodingSettings.from_config(decoding, "asr")
+        tts_data_dir, asr_data_dir = Path(tts_data_dir), Path(asr_data_dir)
+        generated = load_split(generated_path)
+        test = load_split(tts_data_dir / "test.pt")
+        if generated.ids != test.ids:
+            raise InputError(
+                generated_path, f"its utterances are not those of {tts_data_dir}/test.pt"
+            )
+        tts_stats = read_json(tts_data_dir / "stats.json")["features"]
+        asr_stats = read_json(asr_data_dir / "stats.json")
+        asr_mel = LogMel(
+            int(asr_stats["features"]["sample_rate"]),
+            int(features["n_mels"]),
+            float(features["win_ms"]),
+            float(features["hop_ms"]),
+            float(features["f_min"]),
+            None if features["f_max"] is None else float(features["f_max"]),
+        )
+        utterances = {u.id: u for u in read_ljspeech(ljspeech_root)}
+        missing = [i for i in test.ids if i not in utterances]
+        if missing:
+            raise InputError(
+                Path(ljspeech_root) / "metadata.csv", f"lists no utterance {missing[0]}"
+            )
+        pipeline = MosesPipeline("en", bool(asr_stats["lowercase"]))
+        references = [" ".join(pipeline(utterances[i].text)) for i in test.ids]
 
-    vocoder = griffin_lim_settings(tts_stats, features, griffin_lim_iters, seed)
-    frames = {"generated": [], "vocoded_recordings": [], "recordings": []}
-    for k, utt_id in enumerate(test.ids):
-        for name, mel in (("generated", generated.tgt[k]), ("vocoded_recordings", test.tgt[k])):
-            if len(mel) < 2:
-                raise InputError(generated_path, f"utterance {utt_id} has {len(mel)} mel frame(s)")
-            audio = griffin_lim(mel.numpy(), **vocoder)
-            frames[name].append(speech_to_asr_features(audio, vocoder["sample_rate"], asr_mel))
-        recording, rate = load_wav(utterances[utt_id].wav_path, None)
-        frames["recordings"].append(speech_to_asr_features(recording, rate, asr_mel))
+        vocoder = griffin_lim_settings(tts_stats, features, griffin_lim_iters, seed)
+        frames = {"generated": [], "vocoded_recordings": [], "recordings": []}
+        for k, utt_id in enumerate(test.ids):
+            for name, mel in (("generated", generated.tgt[k]), ("vocoded_recordings", test.tgt[k])):
+                if len(mel) < 2:
+                    raise InputError(
+                        generated_path, f"utterance {utt_id} has {len(mel)} mel frame(s)"
+                    )
+                audio = griffin_lim(mel.numpy(), **vocoder)
+                frames[name].append(speech_to_asr_features(audio, vocoder["sample_rate"], asr_mel))
+            recording, rate = load_wav(utterances[utt_id].wav_path, None)
+            frames["recordings"].append(speech_to_asr_features(recording, rate, asr_mel))
 
-    model, precision = for_inference(load_teacher(asr_model_path))
-    device = next(model.parameters()).device
-    if model.config.task != "asr":
-        raise ValueError(f"{asr_model_path} is a {model.config.task} teacher, not asr")
-    vocab = Vocabulary.load(asr_data_dir / "dict.tgt.txt")
-    scores = {}
-    with precision:
-        for name, speech in frames.items():
-            texts = _transcribe(model, [f.to(device) for f in speech], test.ids, vocab, search)
-            scores[name] = {
-                "wer": text_scores(texts, references)["wer"],
-                "examples": [
-                    {"id": i, "reference": r, "hypothesis": h}
-                    for i, r, h in list(zip(test.ids, references, texts, strict=True))[:5]
-                ],
-            }
-    metrics = {
-        "what": "WER of the ASR teacher on the TTS test set: the TTS teacher's generated log-mel "
-        "vocoded with Griffin-Lim, and the recordings (what the ASR model makes of this voice)",
-        "utterances": len(test),
-        "asr_model": str(asr_model_path),
-        "generated": str(generated_path),
-        "griffin_lim_iters": int(griffin_lim_iters),
-        "wer_generated": scores["generated"]["wer"],
-        "wer_vocoded_recordings": scores["vocoded_recordings"]["wer"],
-        "wer_recordings": scores["recordings"]["wer"],
-        "examples": {name: s["examples"] for name, s in scores.items()},
-    }
-    write_json(metrics_path, metrics)
-    log.info(
-        "ASR teacher WER on %d TTS test utterances: generated %.2f, vocoded recordings %.2f, "
-        "recordings %.2f",
-        len(test),
-        metrics["wer_generated"],
-        metrics["wer_vocoded_recordings"],
-        metrics["wer_recordings"],
-    )
-    return metrics
+        model, precision = for_inference(load_teacher(asr_model_path))
+        device = next(model.parameters()).device
+        if model.config.task != "asr":
+            raise ValueError(f"{asr_model_path} is a {model.config.task} teacher, not asr")
+        vocab = Vocabulary.load(asr_data_dir / "dict.tgt.txt")
+        scores = {}
+        with precision:
+            for name, speech in frames.items():
+                texts = _transcribe(model, [f.to(device) for f in speech], test.ids, vocab, search)
+                scores[name] = {
+                    "wer": text_scores(texts, references)["wer"],
+                    "examples": [
+                        {"id": i, "reference": r, "hypothesis": h}
+                        for i, r, h in list(zip(test.ids, references, texts, strict=True))[:5]
+                    ],
+                }
+        metrics = {
+            "what": "WER of the ASR teacher on the TTS test set: the TTS teacher's generated "
+            "log-mel vocoded with Griffin-Lim, and the recordings (what the ASR model makes of "
+            "this voice)",
+            "utterances": len(test),
+            "asr_model": str(asr_model_path),
+            "generated": str(generated_path),
+            "griffin_lim_iters": int(griffin_lim_iters),
+            "wer_generated": scores["generated"]["wer"],
+            "wer_vocoded_recordings": scores["vocoded_recordings"]["wer"],
+            "wer_recordings": scores["recordings"]["wer"],
+            "examples": {name: s["examples"] for name, s in scores.items()},
+        }
+        write_json(metrics_path, metrics)
+        log.info(
+            "ASR teacher WER on %d TTS test utterances: generated %.2f, vocoded recordings %.2f, "
+            "recordings %.2f",
+            len(test),
+            metrics["wer_generated"],
+            metrics["wer_vocoded_recordings"],
+            metrics["wer_recordings"],
+        )
+        return metrics

@@ -37,6 +37,7 @@ from comma.stages.scoring import (
     write_samples,
 )
 from comma.stages.training import load_alignment_for, train_model
+from comma.threads import torch_threads
 
 log = logging.getLogger(__name__)
 
@@ -157,57 +158,58 @@ def evaluate_nar(
     decoding (:meth:`comma.models.nar_asr.NARASR.generate`, recorded in the metrics):
     `test_window` ("none", the paper, or "ctc"), and for a Mask-CTC model `mask_iterations` and
     `mask_threshold` (None: generate's defaults)."""
-    data_dir = Path(data_dir)
-    mask_ctc = {"mask_iterations": mask_iterations, "mask_threshold": mask_threshold}
-    if task != "asr":
-        given = {"test_window": test_window} if test_window != "none" else {}
-        given.update({key: value for key, value in mask_ctc.items() if value is not None})
-        if given:
-            raise ValueError(f"{', '.join(given)}: NAR-ASR's decoding, not {task}'s")
-    model, test, precision = load_for_evaluation("nar", task, model_path, data_dir, threads)
-    decoding = {}
-    if task == "asr":
-        decoding["test_window"] = test_window
-        if model.config.mask_ctc:  # the one-pass model has no Mask-Predict passes
-            defaults = {"mask_iterations": MASK_ITERATIONS, "mask_threshold": MASK_THRESHOLD}
-            decoding.update({k: defaults[k] if v is None else v for k, v in mask_ctc.items()})
-    torch.manual_seed(seed)
-    with precision:
-        generated = _generate_split(model, test, batch_sentences, **decoding)
-    ref_len = test.tgt.lengths.double()
-    if task == "tts":
-        if evaluation is None or features is None:
-            raise ValueError("TTS evaluation needs the `evaluation` and `features` settings")
-        scores = score_generated_mels(
-            test, generated.frames, evaluation, generated.seconds, hypotheses_path
-        )
-        if samples_dir is not None:
-            stats = read_json(data_dir / "stats.json")["features"]
-            write_samples(
-                Path(samples_dir), test, generated.frames, stats, features, evaluation, seed
+    with torch_threads(threads):
+        data_dir = Path(data_dir)
+        mask_ctc = {"mask_iterations": mask_iterations, "mask_threshold": mask_threshold}
+        if task != "asr":
+            given = {"test_window": test_window} if test_window != "none" else {}
+            given.update({key: value for key, value in mask_ctc.items() if value is not None})
+            if given:
+                raise ValueError(f"{', '.join(given)}: NAR-ASR's decoding, not {task}'s")
+        model, test, precision = load_for_evaluation("nar", task, model_path, data_dir)
+        decoding = {}
+        if task == "asr":
+            decoding["test_window"] = test_window
+            if model.config.mask_ctc:  # the one-pass model has no Mask-Predict passes
+                defaults = {"mask_iterations": MASK_ITERATIONS, "mask_threshold": MASK_THRESHOLD}
+                decoding.update({k: defaults[k] if v is None else v for k, v in mask_ctc.items()})
+        torch.manual_seed(seed)
+        with precision:
+            generated = _generate_split(model, test, batch_sentences, **decoding)
+        ref_len = test.tgt.lengths.double()
+        if task == "tts":
+            if evaluation is None or features is None:
+                raise ValueError("TTS evaluation needs the `evaluation` and `features` settings")
+            scores = score_generated_mels(
+                test, generated.frames, evaluation, generated.seconds, hypotheses_path
             )
-    else:
-        vocab = Vocabulary.load(data_dir / "dict.tgt.txt")
-        references = read_references(data_dir / "test.ref.txt", len(test))
-        texts = [ids_to_text(tokens, vocab) for tokens in generated.tokens]
-        write_lines(hypotheses_path, texts)
-        gen_len = torch.tensor([len(t) for t in generated.tokens], dtype=torch.float64)
-        scores = {
-            **text_scores(texts, references),
-            "length_accuracy": float((gen_len == ref_len).double().mean()),
-            "length_ratio": float((gen_len / ref_len).mean()),
-            "mean_hyp_tokens": float(gen_len.mean()),
+            if samples_dir is not None:
+                stats = read_json(data_dir / "stats.json")["features"]
+                write_samples(
+                    Path(samples_dir), test, generated.frames, stats, features, evaluation, seed
+                )
+        else:
+            vocab = Vocabulary.load(data_dir / "dict.tgt.txt")
+            references = read_references(data_dir / "test.ref.txt", len(test))
+            texts = [ids_to_text(tokens, vocab) for tokens in generated.tokens]
+            write_lines(hypotheses_path, texts)
+            gen_len = torch.tensor([len(t) for t in generated.tokens], dtype=torch.float64)
+            scores = {
+                **text_scores(texts, references),
+                "length_accuracy": float((gen_len == ref_len).double().mean()),
+                "length_ratio": float((gen_len / ref_len).mean()),
+                "mean_hyp_tokens": float(gen_len.mean()),
+            }
+        metrics = {
+            "task": task,
+            "model": str(model_path),
+            "constraint": bool(model.config.constraint),
+            **decoding,
+            "test_sentences": len(test),
+            **scores,
+            "generate_seconds": generated.seconds,
+            "sentences_per_second": len(test) / generated.seconds,
         }
-    metrics = {
-        "task": task,
-        "model": str(model_path),
-        "constraint": bool(model.config.constraint),
-        **decoding,
-        "test_sentences": len(test),
-        **scores,
-        "generate_seconds": generated.seconds,
-        "sentences_per_second": len(test) / generated.seconds,
-    }
-    write_json(metrics_path, metrics)
-    log.info("%s NAR model on %d test sentences: %s", task, len(test), scores)
-    return metrics
+        write_json(metrics_path, metrics)
+        log.info("%s NAR model on %d test sentences: %s", task, len(test), scores)
+        return metrics

@@ -81,14 +81,11 @@ def load_for_evaluation(
     task: str,
     model_path: str | Path,
     data_dir: str | Path,
-    threads: int | None = None,
 ) -> tuple[torch.nn.Module, Split, contextlib.AbstractContextManager]:
-    """What every evaluation of a trained model starts with: torch's thread count (`threads`;
-    None leaves it), the model of `family` saved at `model_path` on this process's device,
-    checked to be one of `task`, the test split of `data_dir`, and the precision to run the
-    model in (:func:`comma.engine.device.for_inference`)."""
-    if threads is not None:
-        torch.set_num_threads(threads)
+    """What every evaluation of a trained model starts with: the model of `family` saved at
+    `model_path` on this process's device, checked to be one of `task`, the test split of
+    `data_dir`, and the precision to run the model in
+    (:func:`comma.engine.device.for_inference`)."""
     model, precision = for_inference(load_model(model_path, family))
     if model.config.task != task:
         noun = "teacher" if family == "teacher" else "model"

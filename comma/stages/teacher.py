@@ -36,6 +36,7 @@ from comma.stages.scoring import (
     write_samples,
 )
 from comma.stages.training import train_model
+from comma.threads import torch_threads
 
 __all__ = ["train_teacher", "evaluate_teacher"]
 
@@ -201,41 +202,46 @@ def evaluate_teacher(
     `hypotheses_path` (``save_split`` format), MCD and mel L1 (``evaluation``: mcd_cepstra,
     griffin_lim_wavs, griffin_lim_iters; ``features``: f_min, f_max of the log-mel), a
     mean-frame baseline, and Griffin-Lim WAVs in `samples_dir`. Writes `metrics_path` (JSON)."""
-    data_dir = Path(data_dir)
-    # bf16 on a GPU, as training; the search itself scores in float32
-    model, test, precision = load_for_evaluation("teacher", task, model_path, data_dir, threads)
-    settings = DecodingSettings.from_config(decoding, task)
-    started = time.perf_counter()
-    with precision:
-        if task == "tts":
-            if evaluation is None or features is None:
-                raise ValueError("TTS evaluation needs the `evaluation` and `features` settings")
-            scores = _evaluate_speech(
-                model,
-                data_dir,
-                test,
-                Path(hypotheses_path),
-                settings,
-                evaluation,
-                features,
-                Path(samples_dir) if samples_dir is not None else None,
-                seed,
-            )
-        else:
-            scores = _evaluate_text(task, model, data_dir, test, Path(hypotheses_path), settings)
-    metrics = {
-        "task": task,
-        "model": str(model_path),
-        "test_sentences": len(test),
-        "decoding": settings.arguments(),
-        **scores,
-        "seconds": time.perf_counter() - started,
-    }
-    write_json(metrics_path, metrics)
-    log.info(
-        "%s teacher on %d test sentences: %s",
-        task,
-        len(test),
-        {k: v for k, v in metrics.items() if isinstance(v, float)},
-    )
-    return metrics
+    with torch_threads(threads):
+        data_dir = Path(data_dir)
+        # bf16 on a GPU, as training; the search itself scores in float32
+        model, test, precision = load_for_evaluation("teacher", task, model_path, data_dir)
+        settings = DecodingSettings.from_config(decoding, task)
+        started = time.perf_counter()
+        with precision:
+            if task == "tts":
+                if evaluation is None or features is None:
+                    raise ValueError(
+                        "TTS evaluation needs the `evaluation` and `features` settings"
+                    )
+                scores = _evaluate_speech(
+                    model,
+                    data_dir,
+                    test,
+                    Path(hypotheses_path),
+                    settings,
+                    evaluation,
+                    features,
+                    Path(samples_dir) if samples_dir is not None else None,
+                    seed,
+                )
+            else:
+                scores = _evaluate_text(
+                    task, model, data_dir, test, Path(hypotheses_path), settings
+                )
+        metrics = {
+            "task": task,
+            "model": str(model_path),
+            "test_sentences": len(test),
+            "decoding": settings.arguments(),
+            **scores,
+            "seconds": time.perf_counter() - started,
+        }
+        write_json(metrics_path, metrics)
+        log.info(
+            "%s teacher on %d test sentences: %s",
+            task,
+            len(test),
+            {k: v for k, v in metrics.items() if isinstance(v, float)},
+        )
+        return metrics
